@@ -1,0 +1,51 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""fem_ml: fast, checked surrogates of parametric DOLFINx models.
+
+The workflow follows the data::
+
+    space = fem_ml.ParameterSpace({"k0": (0.1, 1.0), "k1": (0.1, 1.0)})
+    train = space.sample(100, method="lhs", seed=0)
+    snapshots = fem_ml.collect_snapshots(solve, train, V)      # solve(mu) -> dolfinx.fem.Function on V
+    basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-6)
+    rom = fem_ml.train_surrogate(basis, snapshots, space, seed=0)
+    u = rom(mu)                                                 # a dolfinx.fem.Function on V
+"""
+
+# mpi4py must initialise MPI (and load libmpi) before DOLFINx and PETSc are imported.
+from mpi4py import MPI  # noqa: F401  isort: skip
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fem_ml.io import write_comparison, write_fields, write_json
+from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
+from fem_ml.parameters import ParameterSpace
+from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
+from fem_ml.snapshots import SnapshotSet, collect_snapshots
+from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
+
+try:
+    __version__ = version("fem-ml")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "CoefficientNetwork",
+    "ErrorReport",
+    "InnerProduct",
+    "PODBasis",
+    "ParameterSpace",
+    "SnapshotSet",
+    "Surrogate",
+    "TrainingHistory",
+    "TrainingOptions",
+    "__version__",
+    "assemble_inner_product",
+    "collect_snapshots",
+    "pod",
+    "train_surrogate",
+    "write_comparison",
+    "write_fields",
+    "write_json",
+]

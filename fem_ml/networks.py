@@ -1,0 +1,558 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""PyTorch networks from parameters to reduced coefficients, their scaling and their training.
+
+The map :math:`\mu \mapsto c(\mu) \in \mathbb{R}^r` is learned by a multilayer perceptron on scaled data:
+inputs are mapped affinely from the parameter bounds to :math:`[-1, 1]`, outputs are standardized per coefficient.
+The loss is measured on the unscaled coefficients. Because the POD modes are :math:`M`-orthonormal,
+:math:`\|\hat c - c\|_2 = \|\Phi \hat c - \Phi c\|_M`: the default ``"relative"`` loss
+
+.. math:: \frac{1}{n} \sum_i \frac{\|\hat c(\mu_i) - c_i\|_2^2}{\|c_i\|_2^2}
+
+is the mean squared relative field error (network part) in the POD's inner product.
+Training runs on one rank (and one device); the weights are broadcast to all ranks.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from mpi4py import MPI
+from scipy import special
+
+from fem_ml._mpi import run_distributed
+from fem_ml._progress import Progress
+
+__all__ = [
+    "MLP",
+    "AffineScaler",
+    "CoefficientNetwork",
+    "TrainingHistory",
+    "TrainingOptions",
+    "resolve_device",
+    "train_network",
+]
+
+logger = logging.getLogger(__name__)
+
+Activation = Literal["tanh", "gelu", "silu", "softplus", "relu"]
+_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
+    "gelu": torch.nn.GELU,
+    "relu": torch.nn.ReLU,
+    "silu": torch.nn.SiLU,
+    "softplus": torch.nn.Softplus,
+    "tanh": torch.nn.Tanh,
+}
+_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for ``"auto"`` (CUDA where present, else CPU), ``"cpu"`` or ``"cuda[:i]"``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available.")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class AffineScaler:
+    r"""The affine map :math:`x \mapsto (x - \mathrm{shift}) / \mathrm{scale}`, per column.
+
+    Attributes:
+        shift: Shift, shape ``(d,)``.
+        scale: Positive scale, shape ``(d,)``.
+    """
+
+    shift: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_bounds(cls, lower: npt.ArrayLike, upper: npt.ArrayLike) -> AffineScaler:
+        """Scaler mapping the box ``[lower, upper]`` onto :math:`[-1, 1]^d`."""
+        lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        return cls(0.5 * (lo + hi), 0.5 * (hi - lo))
+
+    @classmethod
+    def standardize(cls, data: npt.NDArray[np.float64]) -> AffineScaler:
+        """Scaler giving each column of ``data`` (rows are samples) zero mean and unit variance."""
+        std = data.std(axis=0)
+        scale = np.where(std > 1e-300, std, 1.0)
+        return cls(data.mean(axis=0), scale)
+
+    def transform(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Apply the map."""
+        return (x - self.shift) / self.scale
+
+    def inverse(self, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Apply the inverse map."""
+        return y * self.scale + self.shift
+
+
+class MLP(torch.nn.Module):
+    """A fully connected network ``n_in -> hidden_layers... -> n_out`` with one activation between layers.
+
+    Args:
+        n_in: Number of inputs.
+        n_out: Number of outputs.
+        hidden_layers: Widths of the hidden layers.
+        activation: Activation function name.
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, hidden_layers: tuple[int, ...], activation: Activation):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}.")
+        widths = (n_in, *hidden_layers, n_out)
+        layers: list[torch.nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(_ACTIVATIONS[activation]())
+        self.layers = torch.nn.Sequential(*layers)
+        self.n_in, self.n_out = n_in, n_out
+        self.hidden_layers, self.activation = tuple(hidden_layers), activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate the network on a batch ``x`` of shape ``(n, n_in)``."""
+        return self.layers(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions:
+    r"""Options of :func:`train_network`; every option is a named field, so an unknown one is an error.
+
+    Attributes:
+        hidden_layers: Widths of the hidden layers.
+        activation: Activation between layers.
+        input_transform: ``"linear"`` scales each parameter affinely from its bounds to :math:`[-1, 1]`;
+            ``"log"`` does the same with :math:`\log \mu` and the log-bounds (positive parameters only; suited to
+            coefficients such as conductivities or moduli that span orders of magnitude).
+        n_networks: Size of the ensemble. Member ``m`` is seeded with ``seed + m`` (its own initialization and
+            validation split); the prediction is the mean of the members. Members train in parallel over the
+            ranks.
+        loss: ``"relative"`` (mean squared relative coefficient error) or ``"mse"`` (squared error relative to
+            the mean squared norm of the data).
+        adam_epochs: Maximum number of Adam epochs.
+        learning_rate: Initial Adam learning rate; it decays geometrically to ``learning_rate * final_lr_ratio``.
+        final_lr_ratio: Learning-rate ratio reached at the last Adam epoch.
+        batch_size: Mini-batch size for Adam; None for full batches.
+        weight_decay: L2 weight decay of Adam.
+        lbfgs_iterations: Maximum number of L-BFGS iterations after Adam (0 to skip the polish).
+        validation_fraction: Fraction of the samples held out for validation and early stopping (0 disables
+            both: the last weights are kept).
+        patience: Adam epochs (and L-BFGS iterations) without improvement of the validation loss before stopping.
+        seed: Seed of the weight initialization, the validation split and the batch order (of member 0).
+        dtype: ``"float64"`` or ``"float32"``.
+        device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used for training only.
+        progress: Show a progress bar on rank 0.
+    """
+
+    hidden_layers: tuple[int, ...] = (64, 64, 64)
+    activation: Activation = "gelu"
+    input_transform: Literal["linear", "log"] = "linear"
+    n_networks: int = 1
+    loss: Literal["relative", "mse"] = "relative"
+    adam_epochs: int = 3000
+    learning_rate: float = 3e-3
+    final_lr_ratio: float = 1e-2
+    batch_size: int | None = None
+    weight_decay: float = 0.0
+    lbfgs_iterations: int = 1000
+    validation_fraction: float = 0.2
+    patience: int = 1000
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        hidden = tuple(self.hidden_layers)
+        if not hidden or any(not isinstance(w, int | np.integer) or w < 1 for w in hidden):
+            raise ValueError(f"hidden_layers must be positive ints, got {self.hidden_layers!r}.")
+        object.__setattr__(self, "hidden_layers", tuple(int(w) for w in hidden))
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(_ACTIVATIONS)}.")
+        if self.input_transform not in ("linear", "log"):
+            raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear' or 'log'.")
+        if int(self.n_networks) < 1:
+            raise ValueError(f"n_networks must be >= 1, got {self.n_networks}.")
+        if self.loss not in ("relative", "mse"):
+            raise ValueError(f"Unknown loss {self.loss!r}; choose 'relative' or 'mse'.")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"Unknown dtype {self.dtype!r}; choose one of {sorted(_DTYPES)}.")
+        for name in ("adam_epochs", "lbfgs_iterations", "patience"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 < self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio must be in (0, 1], got {self.final_lr_ratio}.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
+        if self.adam_epochs + self.lbfgs_iterations == 0:
+            raise ValueError("adam_epochs and lbfgs_iterations are both 0: nothing would be trained.")
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training.
+
+    Attributes:
+        train_loss: Training loss after each Adam epoch, then after each L-BFGS iteration.
+        validation_loss: Validation loss at the same points (empty without a validation split).
+        n_adam_epochs: Adam epochs run (before early stopping).
+        n_lbfgs_iterations: L-BFGS iterations run.
+        best_index: Index into the loss lists of the restored weights.
+        train_indices: Samples used for training.
+        validation_indices: Samples held out.
+        time_s: Training wall-clock seconds.
+        device: Device used.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    n_adam_epochs: int = 0
+    n_lbfgs_iterations: int = 0
+    best_index: int = -1
+    train_indices: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    validation_indices: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    time_s: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def best_train_loss(self) -> float:
+        """Training loss of the restored weights."""
+        return self.train_loss[self.best_index]
+
+    @property
+    def best_validation_loss(self) -> float:
+        """Validation loss of the restored weights (nan without a validation split)."""
+        return self.validation_loss[self.best_index] if self.validation_loss else float("nan")
+
+
+class CoefficientNetwork:
+    """A trained map from parameters to reduced coefficients.
+
+    The parameters are transformed (identity or logarithm), scaled to :math:`[-1, 1]`, passed through each
+    member network, averaged over the ensemble and unscaled. Evaluation runs in NumPy (float64) on weights
+    stacked over the ensemble: for one parameter point it costs a few microseconds, far below a torch call, and
+    agrees with the torch models to rounding (:meth:`torch_forward` evaluates those).
+
+    Args:
+        models: The member networks, all with the same architecture.
+        input_scaler: Maps transformed parameters to :math:`[-1, 1]`.
+        output_scaler: Maps coefficients to standardized network outputs.
+        input_transform: ``"linear"`` or ``"log"``.
+    """
+
+    def __init__(
+        self,
+        models: list[MLP],
+        input_scaler: AffineScaler,
+        output_scaler: AffineScaler,
+        *,
+        input_transform: Literal["linear", "log"] = "linear",
+    ):
+        if not models:
+            raise ValueError("CoefficientNetwork needs at least one model.")
+        self.models = [m.cpu().eval() for m in models]
+        self.input_scaler = input_scaler
+        self.output_scaler = output_scaler
+        self.input_transform = input_transform
+        self._activation = _NUMPY_ACTIVATIONS[models[0].activation]
+        linears = [[layer for layer in m.layers if isinstance(layer, torch.nn.Linear)] for m in self.models]
+        # Per layer: weights (members, in, out) and biases (members, 1, out), float64.
+        self._weights = [
+            np.stack([member[k].weight.detach().numpy().T for member in linears]).astype(np.float64)
+            for k in range(len(linears[0]))
+        ]
+        self._biases = [
+            np.stack([member[k].bias.detach().numpy()[None, :] for member in linears]).astype(np.float64)
+            for k in range(len(linears[0]))
+        ]
+
+    @property
+    def n_params(self) -> int:
+        """Number of inputs."""
+        return self.models[0].n_in
+
+    @property
+    def n_coefficients(self) -> int:
+        """Number of outputs."""
+        return self.models[0].n_out
+
+    @property
+    def n_networks(self) -> int:
+        """Ensemble size."""
+        return len(self.models)
+
+    def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Network inputs for parameters ``(n, p)``: transformed, then scaled to :math:`[-1, 1]`."""
+        if self.input_transform == "log":
+            parameters = np.log(parameters)
+        return self.input_scaler.transform(parameters)
+
+    def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``, all members at once."""
+        h = self.scale_inputs(parameters)[None, :, :]
+        last = len(self._weights) - 1
+        for k, (W, b) in enumerate(zip(self._weights, self._biases, strict=True)):
+            h = h @ W + b
+            if k < last:
+                h = self._activation(h)
+        return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
+
+    def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The same map evaluated with the torch models (for checks)."""
+        x = torch.from_numpy(np.ascontiguousarray(self.scale_inputs(parameters)))
+        with torch.inference_mode():
+            outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]
+        return self.output_scaler.inverse(np.mean(outputs, axis=0))
+
+
+def _gelu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 0.5 * x * (1.0 + special.erf(x * 0.7071067811865476))
+
+
+def _softplus(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    # torch.nn.Softplus(beta=1, threshold=20)
+    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+
+
+_NUMPY_ACTIVATIONS: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]] = {
+    "gelu": _gelu,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "silu": lambda x: x * special.expit(x),
+    "softplus": _softplus,
+    "tanh": np.tanh,
+}
+
+
+def train_network(
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.ArrayLike,
+    upper: npt.ArrayLike,
+    *,
+    options: TrainingOptions,
+    comm: MPI.Comm,
+) -> tuple[CoefficientNetwork, list[TrainingHistory]]:
+    """Train the network(s) from parameters to coefficients and share them with every rank (collective).
+
+    A single network trains on rank 0; ensemble members are spread over the ranks. Weights travel as NumPy
+    arrays.
+
+    Args:
+        parameters: Parameter points ``(n, p)``, the same on every rank.
+        coefficients: Target coefficients ``(n, r)``, the same on every rank.
+        lower: Lower parameter bounds, ``(p,)``; the inputs are scaled from the bounds.
+        upper: Upper parameter bounds, ``(p,)``.
+        options: Training options.
+        comm: Communicator.
+
+    Returns:
+        The trained network (on every rank) and the training history of each member.
+    """
+    if parameters.shape[0] != coefficients.shape[0]:
+        raise ValueError(f"{parameters.shape[0]} parameter points but {coefficients.shape[0]} coefficient vectors.")
+    n_samples = parameters.shape[0]
+    n_val = round(options.validation_fraction * n_samples)
+    if options.validation_fraction > 0 and (n_val < 1 or n_samples - n_val < 1):
+        raise ValueError(
+            f"validation_fraction={options.validation_fraction} leaves no training or validation sample "
+            f"out of {n_samples}."
+        )
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    if options.input_transform == "log":
+        if np.any(lo <= 0):
+            raise ValueError("input_transform='log' needs positive lower bounds for every parameter.")
+        lo, hi = np.log(lo), np.log(hi)
+    input_scaler = AffineScaler.from_bounds(lo, hi)
+    output_scaler = AffineScaler.standardize(coefficients)
+    template = CoefficientNetwork(
+        [_new_model(parameters.shape[1], coefficients.shape[1], options)],
+        input_scaler,
+        output_scaler,
+        input_transform=options.input_transform,
+    )
+    x = template.scale_inputs(parameters)
+    show = options.progress and comm.rank == 0
+
+    def member(m: int) -> Callable[[], tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]]:
+        return lambda: _train(
+            x, coefficients, output_scaler, options=options, seed=options.seed + m, show_progress=show
+        )
+
+    results = run_distributed(comm, [member(m) for m in range(options.n_networks)])
+    models = []
+    for weights, _ in results:
+        model = _new_model(parameters.shape[1], coefficients.shape[1], options)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        models.append(model)
+    network = CoefficientNetwork(models, input_scaler, output_scaler, input_transform=options.input_transform)
+    return network, [history for _, history in results]
+
+
+def _new_model(n_in: int, n_out: int, options: TrainingOptions) -> MLP:
+    model = MLP(n_in, n_out, hidden_layers=options.hidden_layers, activation=options.activation)
+    return model.to(_DTYPES[options.dtype])
+
+
+@dataclass
+class _Best:
+    """The best weights seen so far and their monitored loss."""
+
+    loss: float
+    index: int
+    state: dict[str, torch.Tensor]
+
+
+def _train(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    output_scaler: AffineScaler,
+    *,
+    options: TrainingOptions,
+    seed: int,
+    show_progress: bool,
+) -> tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]:
+    """The training loop: Adam with early stopping, then an L-BFGS polish; returns the best weights."""
+    start = time.perf_counter()
+    device = resolve_device(options.device)
+    dtype = _DTYPES[options.dtype]
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    permutation = rng.permutation(n)
+    n_val = round(options.validation_fraction * n)
+    val_idx, train_idx = np.sort(permutation[:n_val]), np.sort(permutation[n_val:])
+
+    def tensor(a: npt.NDArray[np.float64]) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
+    x_train, y_train = tensor(x[train_idx]), tensor(y[train_idx])
+    x_val, y_val = tensor(x[val_idx]), tensor(y[val_idx])
+    shift, scale = tensor(output_scaler.shift), tensor(output_scaler.scale)
+    mean_sq = float(np.mean(np.sum(y**2, axis=1)))
+
+    def loss_fn(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        pred = model(xb) * scale + shift
+        sq_err = torch.sum((pred - yb) ** 2, dim=1)
+        if options.loss == "relative":
+            return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=1), min=1e-300))
+        return torch.mean(sq_err) / mean_sq
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = _new_model(x.shape[1], y.shape[1], options).to(device=device)
+
+    history = TrainingHistory(train_indices=train_idx, validation_indices=val_idx, device=str(device))
+    use_val = n_val > 0
+    best = _Best(math.inf, -1, copy.deepcopy(model.state_dict()))
+
+    def record(train_loss: float) -> bool:
+        """Store losses; keep the weights if they are the best so far. Returns True on improvement."""
+        history.train_loss.append(train_loss)
+        with torch.no_grad():
+            monitored = float(loss_fn(model, x_val, y_val)) if use_val else train_loss
+        if use_val:
+            history.validation_loss.append(monitored)
+        if monitored < best.loss or not use_val:
+            best.loss, best.index = monitored, len(history.train_loss) - 1
+            best.state = copy.deepcopy(model.state_dict())
+            return True
+        return False
+
+    total = options.adam_epochs + options.lbfgs_iterations
+    bar = Progress(total, f"training (seed {seed})", enabled=show_progress)
+    report_every = max(total // 100, 1)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    gamma = options.final_lr_ratio ** (1.0 / max(options.adam_epochs, 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    batch = options.batch_size or len(train_idx)
+    generator = torch.Generator().manual_seed(seed)
+    since_best = 0
+    for epoch in range(options.adam_epochs):
+        model.train()
+        order = torch.randperm(len(train_idx), generator=generator).to(device) if batch < len(train_idx) else None
+        epoch_loss = 0.0
+        for b in range(0, len(train_idx), batch):
+            idx = order[b : b + batch] if order is not None else slice(None)
+            optimizer.zero_grad()
+            loss = loss_fn(model, x_train[idx], y_train[idx])
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * (len(x_train[idx]) / len(train_idx))
+        scheduler.step()
+        history.n_adam_epochs = epoch + 1
+        since_best = 0 if record(epoch_loss) else since_best + 1
+        if (epoch + 1) % report_every == 0:
+            bar.update(epoch + 1, f"adam loss {epoch_loss:.3e}")
+        if use_val and since_best > options.patience:
+            logger.info("Adam stopped early after %d epochs", epoch + 1)
+            break
+    model.load_state_dict(best.state)
+
+    if options.lbfgs_iterations > 0:
+        chunk = 10
+        lbfgs = torch.optim.LBFGS(
+            model.parameters(),
+            lr=1.0,
+            max_iter=chunk,
+            max_eval=chunk * 5,
+            history_size=100,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-14,
+            tolerance_change=1e-16,
+        )
+
+        def closure() -> torch.Tensor:
+            lbfgs.zero_grad()
+            value = loss_fn(model, x_train, y_train)
+            value.backward()
+            return value
+
+        since_best = 0
+        done = 0
+        while done < options.lbfgs_iterations:
+            model.train()
+            lbfgs.step(closure)
+            iterations = int(lbfgs.state[lbfgs._params[0]].get("n_iter", done + chunk))
+            stalled = iterations == history.n_lbfgs_iterations
+            done = history.n_lbfgs_iterations = min(iterations, options.lbfgs_iterations)
+            with torch.no_grad():
+                train_loss = float(loss_fn(model, x_train, y_train))
+            if not math.isfinite(train_loss):
+                break
+            since_best = 0 if record(train_loss) else since_best + chunk
+            bar.update(history.n_adam_epochs + done, f"l-bfgs loss {train_loss:.3e}")
+            if stalled or (use_val and since_best > options.patience):
+                break
+        model.load_state_dict(best.state)
+    bar.update(total, f"best {'validation' if use_val else 'training'} loss {best.loss:.3e}")
+
+    history.best_index = best.index
+    history.time_s = time.perf_counter() - start
+    logger.info(
+        "Training: %d Adam epochs, %d L-BFGS iterations, best validation loss %.3e, %.1f s",
+        history.n_adam_epochs,
+        history.n_lbfgs_iterations,
+        history.best_validation_loss,
+        history.time_s,
+    )
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return weights, history

@@ -1,0 +1,359 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""Proper orthogonal decomposition in a finite-element inner product.
+
+Given snapshots :math:`U = [u_1, \dots, u_n]` (distributed by rows: each rank holds its owned dofs) and a
+symmetric positive (semi-)definite inner-product matrix :math:`M`, the POD modes :math:`\Phi = [\varphi_1,
+\dots, \varphi_r]` are :math:`M`-orthonormal, :math:`\Phi^T M \Phi = I`, and minimize the projection error
+
+.. math::
+    \sum_{i=1}^n \| u_i - \Phi \Phi^T M u_i \|_M^2 = \sum_{k > r} \sigma_k^2 .
+
+The method of snapshots computes the Gram matrix :math:`G = U^T M U` from local products and one
+``Allreduce``, then refines the dominant eigenvectors by a Rayleigh-Ritz step with a singular value
+decomposition, so singular vectors are accurate relative to gaps of :math:`\sigma`, not of :math:`\sigma^2`.
+The same :class:`InnerProduct` object defines the POD and every projection onto its modes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dolfinx.fem.petsc as fem_petsc
+import numpy as np
+import numpy.typing as npt
+import ufl
+from dolfinx import fem
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from fem_ml._fem import function_from_owned, n_owned
+from fem_ml.snapshots import SnapshotSet
+
+__all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "pod"]
+
+logger = logging.getLogger(__name__)
+
+InnerProductKind = Literal["euclidean", "l2", "h1", "h1_semi"]
+_KINDS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
+
+
+class InnerProduct:
+    """The inner product :math:`(x, y)_M = x^T M y` on owned dof vectors of a function space.
+
+    The matrix is assembled once; products with many vectors are one sparse-times-dense block product. The object
+    owns its PETSc matrix (unless it was given one) and destroys it in :meth:`destroy`.
+
+    Args:
+        V: Function space whose dof vectors are multiplied.
+        matrix: The PETSc matrix :math:`M` with the row layout of ``V``, or None for the Euclidean product.
+        name: Name of the inner product, e.g. ``"h1"`` (stored with the basis).
+        owns_matrix: Destroy ``matrix`` in :meth:`destroy`.
+    """
+
+    def __init__(self, V: fem.FunctionSpace, matrix: PETSc.Mat | None, *, name: str, owns_matrix: bool = False):
+        self.V = V
+        self.name = name
+        self._matrix = matrix
+        self._owns = owns_matrix
+        if matrix is not None:
+            n_local = n_owned(V)
+            n_global = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
+            (rl, rg), (cl, cg) = matrix.getSizes()  # type: ignore[misc]
+            if (rl, rg, cl, cg) != (n_local, n_global, n_local, n_global):
+                raise ValueError(
+                    f"Inner-product matrix has sizes rows ({rl}, {rg}), cols ({cl}, {cg}); the function space "
+                    f"needs square ({n_local} local, {n_global} global)."
+                )
+
+    @property
+    def comm(self) -> MPI.Comm:
+        """The function space's communicator."""
+        return self.V.mesh.comm
+
+    @property
+    def matrix(self) -> PETSc.Mat | None:
+        """The PETSc matrix :math:`M` (None for the Euclidean product)."""
+        return self._matrix
+
+    def apply(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Return :math:`M X` for owned-dof blocks ``X`` of shape ``(n_owned,)`` or ``(n_owned, k)`` (collective)."""
+        X = np.asarray(X, dtype=np.float64)
+        if self._matrix is None:
+            return X.copy()
+        vector = X.ndim == 1
+        block = X[:, None] if vector else X
+        n_local, k = block.shape
+        if n_local != n_owned(self.V):
+            raise ValueError(f"Expected {n_owned(self.V)} owned dof values per column, got {n_local}.")
+        dense = PETSc.Mat().createDense(
+            ((n_local, PETSc.DETERMINE), (PETSc.DECIDE, k)),
+            array=np.asfortranarray(block),  # type: ignore[arg-type]
+            comm=self.comm,  # type: ignore[arg-type]
+        )
+        try:
+            product = self._matrix.matMult(dense)
+            try:
+                result = np.array(product.getDenseArray(readonly=True), dtype=np.float64, order="F", copy=True)
+            finally:
+                product.destroy()
+        finally:
+            dense.destroy()
+        return result[:, 0] if vector else result
+
+    def gram(self, X: npt.NDArray[np.float64], Y: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
+        """Return :math:`X^T M Y` (or :math:`X^T M X`), replicated on every rank (collective, one Allreduce)."""
+        X2 = X[:, None] if X.ndim == 1 else X
+        MY = self.apply(X2 if Y is None else (Y[:, None] if Y.ndim == 1 else Y))
+        local = X2.T @ MY
+        return self.comm.allreduce(local, op=MPI.SUM)
+
+    def norms(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Return the :math:`M`-norm of each column of ``X`` (collective)."""
+        X2 = X[:, None] if X.ndim == 1 else X
+        local = np.einsum("ij,ij->j", X2, self.apply(X2))
+        return np.sqrt(np.maximum(self.comm.allreduce(local, op=MPI.SUM), 0.0))
+
+    def destroy(self) -> None:
+        """Destroy the PETSc matrix if this object owns it."""
+        if self._owns and self._matrix is not None:
+            self._matrix.destroy()
+        self._matrix = None if self._owns else self._matrix
+
+    def __repr__(self) -> str:
+        return f"InnerProduct({self.name!r})"
+
+
+def assemble_inner_product(
+    V: fem.FunctionSpace, kind: InnerProductKind | ufl.Form | PETSc.Mat | InnerProduct
+) -> InnerProduct:
+    r"""Build the inner product on ``V`` (collective: assembles the matrix once).
+
+    Args:
+        V: Function space.
+        kind: ``"euclidean"`` (:math:`M = I`), ``"l2"`` (mass matrix :math:`\int u v`), ``"h1"``
+            (:math:`\int u v + \nabla u \cdot \nabla v`), ``"h1_semi"`` (:math:`\int \nabla u \cdot
+            \nabla v`), a bilinear UFL form on ``V`` (e.g. an energy form), a PETSc Mat with ``V``'s layout, or an
+            :class:`InnerProduct` (returned as it is).
+
+    Returns:
+        The inner product.
+    """
+    if isinstance(kind, InnerProduct):
+        if kind.V is not V and kind.V.mesh is not V.mesh:
+            raise ValueError("The InnerProduct was built on another function space.")
+        return kind
+    if isinstance(kind, PETSc.Mat):
+        return InnerProduct(V, kind, name="matrix", owns_matrix=False)
+    if isinstance(kind, ufl.Form):
+        if kind.arguments() and len(kind.arguments()) != 2:
+            raise ValueError("A UFL inner product must be a bilinear form a(u, v).")
+        return InnerProduct(V, _assemble(kind), name="form", owns_matrix=True)
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ValueError(f"Unknown inner product {kind!r}; use one of {_KINDS}, a UFL form or a PETSc Mat.")
+    if kind == "euclidean":
+        return InnerProduct(V, None, name="euclidean")
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    l2 = ufl.inner(u, v) * ufl.dx
+    semi = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+    form = {"l2": l2, "h1": l2 + semi, "h1_semi": semi}[kind]
+    return InnerProduct(V, _assemble(form), name=kind, owns_matrix=True)
+
+
+def _assemble(form: ufl.Form) -> PETSc.Mat:
+    matrix = fem_petsc.assemble_matrix(fem.form(form))
+    matrix.assemble()
+    return matrix
+
+
+@dataclass(frozen=True)
+class PODBasis:
+    r"""An :math:`M`-orthonormal reduced basis.
+
+    Attributes:
+        V: Function space of the modes.
+        modes: Owned dof values of the modes, shape ``(n_owned, r)``.
+        singular_values: All singular values :math:`\sigma_1 \ge \sigma_2 \ge \dots` of the snapshot
+            matrix in the inner product (not only the kept ones).
+        inner_product: The inner product that defines the POD and every projection onto the modes.
+        orthonormality_error: :math:`\max_{ij} |(\Phi^T M \Phi - I)_{ij}|` of the returned modes.
+    """
+
+    V: fem.FunctionSpace
+    modes: npt.NDArray[np.float64] = field(repr=False)
+    singular_values: npt.NDArray[np.float64] = field(repr=False)
+    inner_product: InnerProduct
+    orthonormality_error: float
+
+    @property
+    def n_modes(self) -> int:
+        """Number of modes :math:`r`."""
+        return self.modes.shape[1]
+
+    @property
+    def retained_energy(self) -> float:
+        r"""Fraction of :math:`\sum_k \sigma_k^2` captured by the kept modes."""
+        energy = self.singular_values**2
+        total = energy.sum()
+        return float(energy[: self.n_modes].sum() / total) if total > 0 else 1.0
+
+    def project(self, X: npt.NDArray[np.float64] | SnapshotSet) -> npt.NDArray[np.float64]:
+        r"""Reduced coefficients :math:`\Phi^T M X`, shape ``(r, n)`` (collective)."""
+        values = X.values if isinstance(X, SnapshotSet) else X
+        return self.inner_product.gram(self.modes, values)
+
+    def reconstruct(self, coefficients: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        r"""Owned dof values :math:`\Phi c` for coefficients of shape ``(r,)`` or ``(r, n)`` (local, no MPI)."""
+        c = np.asarray(coefficients, dtype=np.float64)
+        if c.shape[0] != self.n_modes:
+            raise ValueError(f"Expected {self.n_modes} coefficients per field, got shape {c.shape}.")
+        return self.modes @ c
+
+    def function(
+        self, coefficients: npt.ArrayLike, *, out: fem.Function | None = None, name: str | None = None
+    ) -> fem.Function:
+        r"""Return :math:`\Phi c` for coefficients ``(r,)`` as a Function on ``V`` with ghosts updated (collective).
+
+        Args:
+            coefficients: Reduced coefficients, shape ``(r,)``.
+            out: Function on ``V`` to fill (no allocation); the caller makes sure it lives on ``V``.
+            name: Name given to the Function.
+        """
+        c = np.asarray(coefficients, dtype=np.float64)
+        if c.shape != (self.n_modes,):
+            raise ValueError(f"Expected {self.n_modes} coefficients, got shape {c.shape}.")
+        u = fem.Function(self.V) if out is None else out
+        np.dot(self.modes, c, out=u.x.array[: self.modes.shape[0]])
+        u.x.scatter_forward()
+        if name is not None:
+            u.name = name
+        return u
+
+    def mode(self, k: int) -> fem.Function:
+        """Return mode ``k`` as a Function named ``mode_k`` (collective)."""
+        return function_from_owned(self.V, self.modes[:, k], name=f"mode_{k}")
+
+
+def pod(
+    snapshots: SnapshotSet | npt.NDArray[np.float64],
+    inner_product: InnerProductKind | ufl.Form | PETSc.Mat | InnerProduct = "h1",
+    *,
+    V: fem.FunctionSpace | None = None,
+    tol: float | None = None,
+    n_modes: int | None = None,
+    orthonormality_tol: float = 1e-10,
+) -> PODBasis:
+    r"""Compute a POD basis by the method of snapshots (collective).
+
+    Truncation keeps the fewest modes :math:`r` with relative discarded energy
+
+    .. math:: \frac{\sum_{k > r} \sigma_k^2}{\sum_k \sigma_k^2} \le \mathrm{tol},
+
+    or exactly ``n_modes`` modes; with both, the smaller :math:`r`. Modes whose singular value is at the level of
+    rounding noise (:math:`\sigma_k / \sigma_1 < 10^{-7}`, the precision of the Gram matrix) are never kept.
+
+    Args:
+        snapshots: A :class:`SnapshotSet`, or an owned-dof block ``(n_owned, n)`` together with ``V``.
+        inner_product: The inner product (see :func:`assemble_inner_product`); an :class:`InnerProduct` is used
+            as it is.
+        V: Function space, needed when ``snapshots`` is an array.
+        tol: Relative energy tolerance; default ``1e-6`` when ``n_modes`` is not given.
+        n_modes: Number of modes to keep.
+        orthonormality_tol: Re-orthonormalize until :math:`\max|\Phi^T M \Phi - I| \le` this.
+
+    Returns:
+        The basis, with all singular values.
+    """
+    if isinstance(snapshots, SnapshotSet):
+        space = snapshots.V
+        U = snapshots.values
+    else:
+        if V is None:
+            raise ValueError("pod needs V when snapshots are given as an array.")
+        space = V
+        U = np.asarray(snapshots, dtype=np.float64)
+    if U.ndim != 2 or U.shape[0] != n_owned(space) or U.shape[1] == 0:
+        raise ValueError(f"Snapshots must have shape (n_owned={n_owned(space)}, n>0), got {U.shape}.")
+    if tol is None and n_modes is None:
+        tol = 1e-6
+    if tol is not None and not (0.0 <= tol < 1.0):
+        raise ValueError(f"tol must be in [0, 1), got {tol}.")
+    if n_modes is not None and n_modes < 1:
+        raise ValueError(f"n_modes must be >= 1, got {n_modes}.")
+    comm = space.mesh.comm
+    if not bool(comm.allreduce(bool(np.isfinite(U).all()), op=MPI.LAND)):
+        raise ValueError("Snapshots contain NaN or inf.")
+    ip = assemble_inner_product(space, inner_product)
+
+    # Method of snapshots: G = U^T M U (local products + one Allreduce).
+    gram = ip.gram(U)
+    gram = 0.5 * (gram + gram.T)
+    eigvals, eigvecs = np.linalg.eigh(gram)
+    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
+    if eigvals[0] <= 0.0:
+        raise ValueError("All snapshots are zero in the chosen inner product.")
+    # Eigenvalues below ~1e-14 relative are rounding noise of G: sigma_k / sigma_1 < 1e-7.
+    n_signal = int(np.sum(eigvals > 1e-14 * eigvals[0]))
+
+    # Rayleigh-Ritz refinement: Q spans the dominant subspace, SVD of R = Q^T M U gives modes and sigma.
+    Q = U @ (eigvecs[:, :n_signal] / np.sqrt(eigvals[:n_signal]))
+    Q, _ = _orthonormalize(ip, Q, orthonormality_tol)
+    R = ip.gram(Q, U)
+    W, sigma, Zt = np.linalg.svd(R, full_matrices=False)
+    # Deterministic signs, independent of the dof layout: largest entry of each right singular vector > 0.
+    signs = np.sign(Zt[np.arange(Zt.shape[0]), np.argmax(np.abs(Zt), axis=1)])
+    signs[signs == 0] = 1.0
+    W = W * signs
+
+    all_sigma = np.concatenate([sigma, np.sqrt(np.maximum(eigvals[n_signal:], 0.0))])
+    r = _truncation(all_sigma, n_signal, tol=tol, n_modes=n_modes)
+    modes, ortho_error = _orthonormalize(ip, Q @ W[:, :r], orthonormality_tol)
+    logger.info(
+        "POD (%s): %d of %d modes kept, retained energy %.10f, orthonormality error %.2e",
+        ip.name,
+        r,
+        U.shape[1],
+        float((all_sigma[:r] ** 2).sum() / (all_sigma**2).sum()),
+        ortho_error,
+    )
+    return PODBasis(space, modes, all_sigma, ip, ortho_error)
+
+
+def _truncation(sigma: npt.NDArray[np.float64], n_signal: int, *, tol: float | None, n_modes: int | None) -> int:
+    energy = sigma**2
+    r = n_signal
+    if tol is not None:
+        discarded = 1.0 - np.cumsum(energy) / energy.sum()
+        r = min(r, int(np.argmax(discarded <= tol)) + 1 if (discarded <= tol).any() else len(sigma))
+    if n_modes is not None:
+        if n_modes > n_signal:
+            logger.warning(
+                "Requested %d modes but only %d singular values are above rounding noise; keeping %d.",
+                n_modes,
+                n_signal,
+                n_signal,
+            )
+        r = min(r, n_modes)
+    return max(min(r, n_signal), 1)
+
+
+def _orthonormalize(
+    ip: InnerProduct, X: npt.NDArray[np.float64], tol: float, max_iter: int = 4
+) -> tuple[npt.NDArray[np.float64], float]:
+    r"""Cholesky-QR in the :math:`M` inner product, repeated until :math:`\max|X^T M X - I| \le` ``tol``."""
+    identity = np.eye(X.shape[1])
+    gram = ip.gram(X)
+    error = float(np.max(np.abs(gram - identity)))
+    for _ in range(max_iter):
+        if error <= tol:
+            break
+        L = np.linalg.cholesky(0.5 * (gram + gram.T))
+        X = np.linalg.solve(L, X.T).T
+        gram = ip.gram(X)
+        error = float(np.max(np.abs(gram - identity)))
+    if error > tol:
+        raise RuntimeError(f"Could not M-orthonormalize the modes: error {error:.2e} > {tol:.1e}.")
+    return X, error

@@ -1,0 +1,273 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""The trained surrogate :math:`\mu \mapsto \Phi \hat c(\mu)`, returned as ``dolfinx.fem.Function``.
+
+The surrogate combines a :class:`~fem_ml.pod.PODBasis` (the modes :math:`\Phi`, distributed like the user's
+function space) with a :class:`~fem_ml.networks.CoefficientNetwork` (replicated on every rank). Evaluating it
+is a small network forward pass and one local product :math:`\Phi \hat c`, then a ghost update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from dolfinx import fem
+
+from fem_ml._fem import n_owned, space_mismatch
+from fem_ml._mpi import check_collectively
+from fem_ml.networks import (
+    Activation,
+    CoefficientNetwork,
+    TrainingHistory,
+    TrainingOptions,
+    train_network,
+)
+from fem_ml.parameters import ParameterSpace
+from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product
+from fem_ml.snapshots import SnapshotSet
+
+__all__ = ["ErrorReport", "Surrogate", "train_surrogate"]
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    r"""Per-sample relative errors of a surrogate on a test set.
+
+    ``rel_error_*`` compare the surrogate with the truth, ``proj_error_*`` the POD projection
+    :math:`\Phi \Phi^T M u` with the truth: the best the basis allows, so the gap between the two is the
+    network's share. Norms are the :math:`L^2` and the full :math:`H^1` norm.
+
+    Attributes:
+        parameters: Test points ``(n, p)``.
+        rel_error_l2: :math:`\|u - \hat u\|_{L^2} / \|u\|_{L^2}` per sample.
+        rel_error_h1: :math:`\|u - \hat u\|_{H^1} / \|u\|_{H^1}` per sample.
+        proj_error_l2: Relative :math:`L^2` error of the POD projection per sample.
+        proj_error_h1: Relative :math:`H^1` error of the POD projection per sample.
+    """
+
+    parameters: npt.NDArray[np.float64]
+    rel_error_l2: npt.NDArray[np.float64]
+    rel_error_h1: npt.NDArray[np.float64]
+    proj_error_l2: npt.NDArray[np.float64]
+    proj_error_h1: npt.NDArray[np.float64]
+
+    def summary(self) -> dict[str, float]:
+        """Means and maxima of each error, as plain floats."""
+        out: dict[str, float] = {}
+        for name in ("rel_error_l2", "rel_error_h1", "proj_error_l2", "proj_error_h1"):
+            values = getattr(self, name)
+            out[f"{name}_mean"] = float(np.mean(values))
+            out[f"{name}_max"] = float(np.max(values))
+        return out
+
+
+class Surrogate:
+    """A POD-network surrogate on the user's function space.
+
+    Build one with :func:`train_surrogate`. Calling it returns a ``dolfinx.fem.Function`` on ``V``.
+
+    Args:
+        space: The parameter space (names and bounds).
+        basis: The reduced basis.
+        network: The trained map from parameters to coefficients.
+        history: Training history of each ensemble member, if known.
+    """
+
+    def __init__(
+        self,
+        space: ParameterSpace,
+        basis: PODBasis,
+        network: CoefficientNetwork,
+        *,
+        history: list[TrainingHistory] | None = None,
+    ):
+        if network.n_params != space.dim or network.n_coefficients != basis.n_modes:
+            raise ValueError(
+                f"Network maps {network.n_params} -> {network.n_coefficients}, but the space has {space.dim} "
+                f"parameters and the basis {basis.n_modes} modes."
+            )
+        self.space = space
+        self.basis = basis
+        self.network = network
+        self.history = history
+        self._norms: dict[str, InnerProduct] = {}
+
+    @property
+    def V(self) -> fem.FunctionSpace:
+        """The function space of the predictions."""
+        return self.basis.V
+
+    @property
+    def n_modes(self) -> int:
+        """Number of reduced coefficients."""
+        return self.basis.n_modes
+
+    def coefficients(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Predicted reduced coefficients, shape ``(n, r)``, for one point or a batch (one forward pass; local).
+
+        Raises:
+            ValueError: for a wrong shape or count, NaN/inf or a point outside the bounds.
+        """
+        return self.network(self.space.validate(parameters))
+
+    def __call__(self, mu: npt.ArrayLike, *, out: fem.Function | None = None, name: str = "prediction") -> fem.Function:
+        r"""Predict the field at one parameter point (collective: updates ghosts).
+
+        Args:
+            mu: One point, ``(p,)`` array or ``{name: value}``.
+            out: Function on ``V`` to fill instead of allocating a new one.
+            name: Name of the returned Function.
+
+        Returns:
+            :math:`\Phi \hat c(\mu)` as a Function on ``V``.
+        """
+        if out is not None and out.function_space is not self.V:
+            # Local check: every rank holds the same objects, so every rank raises alike (no collective here).
+            mismatch = space_mismatch(self.V, out.function_space)
+            if mismatch is not None:
+                raise ValueError(f"out is not on the surrogate's function space: {mismatch}.")
+        c = self.network(self.space.validate(mu, expected=1))[0]
+        return self.basis.function(c, out=out, name=name)
+
+    def predict_values(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Owned dof values of the predictions, shape ``(n_owned, n)`` (local)."""
+        return self.basis.reconstruct(self.coefficients(parameters).T)
+
+    def norm(self, kind: str) -> InnerProduct:
+        """The inner product used for ``kind`` norms (``"l2"``, ``"h1"``), assembled once and cached."""
+        if kind == self.basis.inner_product.name:
+            return self.basis.inner_product
+        if kind not in self._norms:
+            self._norms[kind] = assemble_inner_product(self.V, kind)  # type: ignore[arg-type]
+        return self._norms[kind]
+
+    def errors(self, parameters: npt.ArrayLike, truth: SnapshotSet | npt.NDArray[np.float64]) -> ErrorReport:
+        """Relative L2 and H1 errors of the surrogate and of the POD projection (collective).
+
+        Args:
+            parameters: Test points ``(n, p)``.
+            truth: The true solutions at those points: a :class:`SnapshotSet` on ``V`` or owned dof values
+                ``(n_owned, n)``.
+
+        Returns:
+            Per-sample errors.
+        """
+        comm = self.V.mesh.comm
+        error: str | None = None
+        points = np.empty((0, self.space.dim))
+        try:
+            points = self.space.validate(parameters)
+            if isinstance(truth, SnapshotSet):
+                mismatch = space_mismatch(self.V, truth.V)
+                if mismatch is not None:
+                    raise ValueError(f"Test snapshots are on another function space: {mismatch}.")
+            values = truth.values if isinstance(truth, SnapshotSet) else np.asarray(truth, dtype=np.float64)
+            if values.shape != (n_owned(self.V), points.shape[0]):
+                raise ValueError(
+                    f"Truth must have shape (n_owned, n) = {(n_owned(self.V), points.shape[0])}, got {values.shape}."
+                )
+        except ValueError as err:
+            error = str(err)
+        check_collectively(comm, error)
+        prediction = self.predict_values(points)
+        projection = self.basis.reconstruct(self.basis.project(values))
+        relative: dict[str, npt.NDArray[np.float64]] = {}
+        for kind in ("l2", "h1"):
+            ip = self.norm(kind)
+            reference = ip.norms(values)
+            safe = np.where(reference > 0, reference, 1.0)
+            relative[f"rel_error_{kind}"] = ip.norms(values - prediction) / safe
+            relative[f"proj_error_{kind}"] = ip.norms(values - projection) / safe
+        return ErrorReport(parameters=points, **relative)
+
+    def destroy(self) -> None:
+        """Destroy the PETSc matrices of the cached norms and of the basis' inner product."""
+        for ip in self._norms.values():
+            ip.destroy()
+        self._norms.clear()
+        self.basis.inner_product.destroy()
+
+
+def train_surrogate(
+    basis: PODBasis,
+    snapshots: SnapshotSet,
+    space: ParameterSpace,
+    *,
+    seed: int = 0,
+    hidden_layers: tuple[int, ...] = (64, 64, 64),
+    activation: Activation = "gelu",
+    input_transform: str = "linear",
+    n_networks: int = 1,
+    loss: str = "relative",
+    adam_epochs: int = 3000,
+    learning_rate: float = 3e-3,
+    final_lr_ratio: float = 1e-2,
+    batch_size: int | None = None,
+    weight_decay: float = 0.0,
+    lbfgs_iterations: int = 1000,
+    validation_fraction: float = 0.2,
+    patience: int = 1000,
+    dtype: str = "float64",
+    device: str = "auto",
+    progress: bool = True,
+) -> Surrogate:
+    r"""Train a network from the parameters to the POD coefficients of the snapshots (collective).
+
+    The coefficients :math:`c_i = \Phi^T M u_i` are computed in the basis' own inner product. Rank 0 trains and
+    the weights are broadcast; ensemble members train in parallel over the ranks. Every option is a keyword
+    argument (see :class:`~fem_ml.networks.TrainingOptions` for their meaning); an unknown one is a ``TypeError``.
+
+    Args:
+        basis: The reduced basis.
+        snapshots: Training snapshots on the basis' space.
+        space: The parameter space; its bounds scale the network inputs to :math:`[-1, 1]`.
+        seed: Seed of initialization, validation split and batch order.
+        hidden_layers: Widths of the hidden layers.
+        activation: Activation function.
+        input_transform: ``"linear"`` or ``"log"`` (scale :math:`\log \mu` from the log-bounds).
+        n_networks: Ensemble size (members train in parallel over the ranks).
+        loss: ``"relative"`` or ``"mse"``.
+        adam_epochs: Maximum Adam epochs.
+        learning_rate: Initial Adam learning rate.
+        final_lr_ratio: Learning-rate decay over the Adam epochs.
+        batch_size: Adam mini-batch size (None: full batch).
+        weight_decay: Adam weight decay.
+        lbfgs_iterations: Maximum L-BFGS iterations (0 skips the polish).
+        validation_fraction: Held-out fraction for early stopping.
+        patience: Epochs/iterations without validation improvement before stopping.
+        dtype: ``"float64"`` or ``"float32"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+        progress: Show progress on rank 0.
+
+    Returns:
+        The surrogate.
+    """
+    options = TrainingOptions(
+        hidden_layers=tuple(hidden_layers),
+        activation=activation,
+        input_transform=input_transform,  # type: ignore[arg-type]
+        n_networks=n_networks,
+        loss=loss,  # type: ignore[arg-type]
+        adam_epochs=adam_epochs,
+        learning_rate=learning_rate,
+        final_lr_ratio=final_lr_ratio,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        lbfgs_iterations=lbfgs_iterations,
+        validation_fraction=validation_fraction,
+        patience=patience,
+        seed=seed,
+        dtype=dtype,  # type: ignore[arg-type]
+        device=device,
+        progress=progress,
+    )
+    comm = basis.V.mesh.comm
+    mismatch = space_mismatch(basis.V, snapshots.V)
+    check_collectively(comm, None if mismatch is None else f"Snapshots and basis differ: {mismatch}.")
+    parameters = space.validate(snapshots.parameters)
+    coefficients = basis.project(snapshots).T
+    network, history = train_network(parameters, coefficients, space.lower, space.upper, options=options, comm=comm)
+    return Surrogate(space, basis, network, history=history)
