@@ -216,8 +216,8 @@ class ParameterSpace:
             if outside.any():
                 i, j = np.argwhere(outside)[0]
                 raise ValueError(
-                    f"Parameter {self.names[j]!r} of point {i} is {array[i, j]!r}, outside its bounds "
-                    f"[{self._lower[j]}, {self._upper[j]}]."
+                    f"Parameter {self.names[j]!r} of point {i} is {float(array[i, j])}, outside its bounds "
+                    f"[{float(self._lower[j])}, {float(self._upper[j])}]."
                 )
         return array
 

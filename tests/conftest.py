@@ -1,0 +1,84 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Shared fixtures: an MPI-safe temporary folder and a small thermal-block problem."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "demos"))
+
+import fem_ml  # noqa: E402
+from thermal_block import build_problem  # noqa: E402
+
+SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
+
+
+@pytest.fixture
+def comm() -> MPI.Comm:
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture
+def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder created on rank 0 and shared by all ranks; barrier at teardown."""
+    comm = MPI.COMM_WORLD
+    path = str(tmp_path_factory.mktemp("fem_ml")) if comm.rank == 0 else None
+    yield Path(comm.bcast(path, root=0))
+    comm.barrier()
+
+
+@pytest.fixture(scope="session")
+def problem():
+    """A 16 x 16 thermal block on COMM_WORLD: (V, solve)."""
+    return build_problem(MPI.COMM_WORLD, 16)
+
+
+@pytest.fixture(scope="session")
+def serial_problem():
+    """The same thermal block on COMM_SELF (every rank holds the whole mesh): (V, solve)."""
+    return build_problem(MPI.COMM_SELF, 16)
+
+
+@pytest.fixture(scope="session")
+def snapshots(problem) -> fem_ml.SnapshotSet:
+    V, solve = problem
+    train = SPACE.sample(40, method="lhs", seed=0)
+    return fem_ml.collect_snapshots(solve, train, V, space=SPACE, progress=False)
+
+
+@pytest.fixture(scope="session")
+def test_snapshots(problem) -> fem_ml.SnapshotSet:
+    V, solve = problem
+    test = SPACE.sample(8, method="uniform", seed=1)
+    return fem_ml.collect_snapshots(solve, test, V, space=SPACE, progress=False)
+
+
+def by_coordinates(V, values: np.ndarray) -> np.ndarray:
+    """Owned dof values of a scalar P1 field gathered to every rank, sorted by dof coordinates.
+
+    Makes fields from different rank counts comparable entry by entry.
+    """
+    comm = V.mesh.comm
+    n = V.dofmap.index_map.size_local
+    x = V.tabulate_dof_coordinates()[:n, :2]
+    values = values.reshape(n, -1)
+    all_x = np.vstack(comm.allgather(x))
+    all_v = np.vstack(comm.allgather(values))
+    order = np.lexsort((np.round(all_x[:, 1], 10), np.round(all_x[:, 0], 10)))
+    return all_v[order]
+
+
+def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: str, func, *args, **kwargs) -> None:
+    """Assert that ``func`` raises ``exc_type`` matching ``match`` on this rank, and that every rank got here."""
+    with pytest.raises(exc_type, match=match):
+        func(*args, **kwargs)
+    assert comm.allreduce(1) == comm.size

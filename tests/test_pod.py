@@ -1,0 +1,128 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+import numpy as np
+import pytest
+import ufl
+from conftest import by_coordinates, raises_on_all_ranks
+from petsc4py import PETSc
+
+import fem_ml
+from fem_ml.pod import assemble_inner_product
+
+
+def _energy_form(V):
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    return 2.0 * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + ufl.inner(u, v) * ufl.dx
+
+
+@pytest.mark.parametrize("kind", ["euclidean", "l2", "h1", "h1_semi", "form", "matrix"])
+def test_modes_are_orthonormal_and_optimal(snapshots, kind):
+    V = snapshots.V
+    if kind == "form":
+        ip = _energy_form(V)
+    elif kind == "matrix":
+        ip = assemble_inner_product(V, "h1").matrix
+    else:
+        ip = kind
+    basis = fem_ml.pod(snapshots, inner_product=ip, n_modes=8)
+    M = basis.inner_product
+    gram = M.gram(basis.modes)
+    assert np.max(np.abs(gram - np.eye(8))) <= 1e-10
+    assert basis.orthonormality_error <= 1e-10
+    # POD optimality: the squared projection error over the snapshots is the discarded energy.
+    residual = snapshots.values - basis.reconstruct(basis.project(snapshots))
+    discarded = np.sum(basis.singular_values[8:] ** 2)
+    assert np.sum(M.norms(residual) ** 2) == pytest.approx(discarded, rel=1e-6, abs=1e-12 * basis.singular_values[0] ** 2)
+    # Coefficients are sigma times right singular vectors: their row norms are the singular values.
+    np.testing.assert_allclose(np.linalg.norm(basis.project(snapshots), axis=1), basis.singular_values[:8], rtol=1e-9)
+
+
+def test_euclidean_singular_values_match_svd(snapshots):
+    comm = snapshots.V.mesh.comm
+    basis = fem_ml.pod(snapshots, inner_product="euclidean", n_modes=5)
+    full = np.vstack(comm.allgather(snapshots.values))
+    sigma = np.linalg.svd(full, compute_uv=False)
+    np.testing.assert_allclose(basis.singular_values[:10], sigma[:10], rtol=1e-9)
+
+
+def test_tolerance_truncation(snapshots):
+    for tol in (1e-3, 1e-6):
+        basis = fem_ml.pod(snapshots, inner_product="h1", tol=tol)
+        energy = basis.singular_values**2
+        r = basis.n_modes
+        assert energy[r:].sum() / energy.sum() <= tol
+        assert energy[r - 1 :].sum() / energy.sum() > tol
+        assert basis.retained_energy >= 1 - tol
+
+
+def test_rank_count_does_not_change_modes(snapshots, serial_problem):
+    """Modes and coefficients on COMM_WORLD equal those on one rank (COMM_SELF) to 1e-10 relative."""
+    V_serial, solve_serial = serial_problem
+    serial = fem_ml.collect_snapshots(solve_serial, snapshots.parameters, V_serial, progress=False)
+    basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-8)
+    basis_serial = fem_ml.pod(serial, inner_product="h1", tol=1e-8)
+    assert basis.n_modes == basis_serial.n_modes
+    modes = by_coordinates(basis.V, basis.modes)
+    modes_serial = by_coordinates(V_serial, basis_serial.modes)
+    rel = np.linalg.norm(modes - modes_serial, axis=0) / np.linalg.norm(modes_serial, axis=0)
+    assert rel.max() <= 1e-10, rel
+    coeffs, coeffs_serial = basis.project(snapshots), basis_serial.project(serial)
+    rel_c = np.linalg.norm(coeffs - coeffs_serial, axis=1) / np.linalg.norm(coeffs_serial, axis=1)
+    assert rel_c.max() <= 1e-10, rel_c
+    np.testing.assert_allclose(basis.singular_values[:10], basis_serial.singular_values[:10], rtol=1e-12)
+
+
+def test_mode_functions(snapshots):
+    basis = fem_ml.pod(snapshots, inner_product="l2", n_modes=3)
+    f = basis.mode(1)
+    assert f.name == "mode_1"
+    n = basis.modes.shape[0]
+    np.testing.assert_array_equal(f.x.array[:n], basis.modes[:, 1])
+    g = basis.function(np.array([1.0, 0.0, 2.0]))
+    np.testing.assert_allclose(g.x.array[:n], basis.modes[:, 0] + 2 * basis.modes[:, 2])
+
+
+def test_pod_bad_inputs(comm, snapshots):
+    V = snapshots.V
+    raises_on_all_ranks(comm, ValueError, "Unknown inner product", fem_ml.pod, snapshots, inner_product="h2")
+    raises_on_all_ranks(comm, ValueError, "needs V", fem_ml.pod, snapshots.values)
+    raises_on_all_ranks(comm, ValueError, "must have shape", fem_ml.pod, snapshots.values[:-1], V=V)
+    bad = snapshots.values.copy()
+    if comm.rank == comm.size - 1:
+        bad[0, 0] = np.nan
+    raises_on_all_ranks(comm, ValueError, "NaN", fem_ml.pod, bad, V=V)
+    raises_on_all_ranks(comm, ValueError, "tol", fem_ml.pod, snapshots, tol=1.5)
+    raises_on_all_ranks(comm, ValueError, "n_modes", fem_ml.pod, snapshots, n_modes=0)
+    wrong = PETSc.Mat().createAIJ(((3, PETSc.DETERMINE), (3, PETSc.DETERMINE)), comm=comm)
+    wrong.setUp()
+    wrong.assemble()
+    raises_on_all_ranks(comm, ValueError, "Inner-product matrix has sizes", fem_ml.pod, snapshots, inner_product=wrong)
+    wrong.destroy()
+
+
+def test_zero_snapshots(comm, problem):
+    V, _ = problem
+    zeros = np.zeros((V.dofmap.index_map.size_local, 3))
+    raises_on_all_ranks(comm, ValueError, "zero", fem_ml.pod, zeros, V=V, inner_product="l2")
+
+
+def test_n_modes_capped_at_noise(snapshots):
+    # Twice the same snapshots: rank at most 40; asking for more keeps only signal modes.
+    doubled = np.hstack([snapshots.values, snapshots.values])
+    basis = fem_ml.pod(doubled, V=snapshots.V, inner_product="h1", n_modes=80)
+    assert basis.n_modes <= 40
+    assert basis.orthonormality_error <= 1e-10
+
+
+def test_inner_product_apply_matches_matvec(snapshots):
+    ip = assemble_inner_product(snapshots.V, "h1")
+    block = ip.apply(snapshots.values[:, :3])
+    x = ip.matrix.createVecRight()
+    y = ip.matrix.createVecLeft()
+    x.array[:] = snapshots.values[:, 1]
+    ip.matrix.mult(x, y)
+    np.testing.assert_allclose(block[:, 1], y.array, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(ip.apply(snapshots.values[:, 1]), y.array, rtol=1e-14, atol=1e-14)
+    ip.destroy()
+    assert ip.matrix is None
