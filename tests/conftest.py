@@ -77,7 +77,7 @@ def by_coordinates(V, values: np.ndarray) -> np.ndarray:
     return all_v[order]
 
 
-def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: str, func, *args, **kwargs) -> None:
+def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: str, func, /, *args, **kwargs) -> None:
     """Assert that ``func`` raises ``exc_type`` matching ``match`` on this rank, and that every rank got here."""
     with pytest.raises(exc_type, match=match):
         func(*args, **kwargs)

@@ -33,7 +33,9 @@ def test_modes_are_orthonormal_and_optimal(snapshots, kind):
     # POD optimality: the squared projection error over the snapshots is the discarded energy.
     residual = snapshots.values - basis.reconstruct(basis.project(snapshots))
     discarded = np.sum(basis.singular_values[8:] ** 2)
-    assert np.sum(M.norms(residual) ** 2) == pytest.approx(discarded, rel=1e-6, abs=1e-12 * basis.singular_values[0] ** 2)
+    assert np.sum(M.norms(residual) ** 2) == pytest.approx(
+        discarded, rel=1e-6, abs=1e-12 * basis.singular_values[0] ** 2
+    )
     # Coefficients are sigma times right singular vectors: their row norms are the singular values.
     np.testing.assert_allclose(np.linalg.norm(basis.project(snapshots), axis=1), basis.singular_values[:8], rtol=1e-9)
 
