@@ -21,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from mpi4py import MPI
+
 import basix
 import basix.ufl
 import numpy as np
 import numpy.typing as npt
 from dolfinx import fem, io
-from mpi4py import MPI
 
 from fem_ml._fem import function_from_owned, n_owned
 from fem_ml._mpi import check_collectively

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mpi4py import MPI
+
 import numpy as np
 import numpy.typing as npt
 import torch
-from mpi4py import MPI
 from scipy import special
 
 from fem_ml._mpi import run_distributed

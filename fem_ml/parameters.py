@@ -16,9 +16,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from mpi4py import MPI
+
 import numpy as np
 import numpy.typing as npt
-from mpi4py import MPI
 from scipy.stats import qmc
 
 __all__ = ["ParameterSpace", "SamplingMethod"]

@@ -22,13 +22,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mpi4py import MPI
+from petsc4py import PETSc
+
 import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import numpy.typing as npt
 import ufl
 from dolfinx import fem
-from mpi4py import MPI
-from petsc4py import PETSc
 
 from fem_ml._fem import function_from_owned, n_owned
 from fem_ml.snapshots import SnapshotSet

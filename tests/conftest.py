@@ -16,8 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demos"))
 
-import fem_ml  # noqa: E402
 from thermal_block import build_problem  # noqa: E402
+
+import fem_ml  # noqa: E402
 
 SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
 

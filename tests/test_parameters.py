@@ -82,7 +82,7 @@ def test_validate_rejects(space, points, match):
 
 def test_validate_count(space):
     with pytest.raises(ValueError, match="Expected 1 parameter points, got 2"):
-        space.validate(np.full((2, 3), 0.5) + [0, 0, 5], expected=1)
+        space.validate(np.full((2, 3), 0.5) + np.array([0, 0, 5]), expected=1)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
+from petsc4py import PETSc
+
 import numpy as np
 import pytest
 import ufl
 from conftest import by_coordinates, raises_on_all_ranks
-from petsc4py import PETSc
 
 import fem_ml
 from fem_ml.pod import assemble_inner_product

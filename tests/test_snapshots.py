@@ -31,7 +31,7 @@ def test_subset(snapshots):
 
 
 def test_solve_on_other_space_fails_on_all_ranks(comm, problem):
-    V, solve = problem
+    V, _ = problem
     W = fem.functionspace(V.mesh, ("Lagrange", 2))
 
     def wrong(mu):

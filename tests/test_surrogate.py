@@ -21,7 +21,7 @@ def rom(snapshots):
 
 
 def test_prediction_is_a_function_on_v(rom, problem, test_snapshots):
-    V, solve = problem
+    V, _ = problem
     mu = test_snapshots.parameters[0]
     u = rom(mu)
     assert isinstance(u, fem.Function) and u.function_space is V and u.name == "prediction"
