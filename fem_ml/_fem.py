@@ -9,12 +9,17 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-__all__ = ["function_from_owned", "n_owned", "space_mismatch"]
+__all__ = ["function_from_owned", "n_global", "n_owned", "space_mismatch"]
 
 
 def n_owned(V: fem.FunctionSpace) -> int:
     """Number of owned dof values on this rank, ``index_map.size_local * bs``."""
     return V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+
+
+def n_global(V: fem.FunctionSpace) -> int:
+    """Global number of dof values, ``index_map.size_global * bs``."""
+    return V.dofmap.index_map.size_global * V.dofmap.index_map_bs
 
 
 def space_mismatch(expected: fem.FunctionSpace, got: fem.FunctionSpace) -> str | None:

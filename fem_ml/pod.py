@@ -31,7 +31,7 @@ import numpy.typing as npt
 import ufl
 from dolfinx import fem
 
-from fem_ml._fem import function_from_owned, n_owned
+from fem_ml._fem import function_from_owned, n_global, n_owned
 from fem_ml.snapshots import SnapshotSet
 
 __all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "pod"]
@@ -62,12 +62,12 @@ class InnerProduct:
         self._owns = owns_matrix
         if matrix is not None:
             n_local = n_owned(V)
-            n_global = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
+            n_all = n_global(V)
             (rl, rg), (cl, cg) = matrix.getSizes()  # type: ignore[misc]
-            if (rl, rg, cl, cg) != (n_local, n_global, n_local, n_global):
+            if (rl, rg, cl, cg) != (n_local, n_all, n_local, n_all):
                 raise ValueError(
                     f"Inner-product matrix has sizes rows ({rl}, {rg}), cols ({cl}, {cg}); the function space "
-                    f"needs square ({n_local} local, {n_global} global)."
+                    f"needs square ({n_local} local, {n_all} global)."
                 )
 
     @property

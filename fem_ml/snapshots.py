@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-from fem_ml._fem import function_from_owned, n_owned, space_mismatch
+from fem_ml._fem import function_from_owned, n_global, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
 from fem_ml._progress import Progress
 from fem_ml.parameters import ParameterSpace
@@ -63,8 +63,7 @@ class SnapshotSet:
     @property
     def n_dofs(self) -> int:
         """Global number of dof values (including block size)."""
-        index_map = self.V.dofmap.index_map
-        return index_map.size_global * self.V.dofmap.index_map_bs
+        return n_global(self.V)
 
     def function(self, i: int, *, name: str | None = None) -> fem.Function:
         """Return snapshot ``i`` as a new Function on ``V`` with ghosts updated (collective)."""
@@ -131,7 +130,7 @@ def collect_snapshots(
     values = np.empty((n_owned(V), n_samples), dtype=np.float64)
     times = np.empty(n_samples, dtype=np.float64)
     bar = Progress(n_samples, "snapshots", enabled=progress and comm.rank == 0)
-    logger.info("Collecting %d snapshots on %d rank(s), %d dofs", n_samples, comm.size, _n_global(V))
+    logger.info("Collecting %d snapshots on %d rank(s), %d dofs", n_samples, comm.size, n_global(V))
     for i, mu in enumerate(points):
         start = time.perf_counter()
         u = solve(mu.copy())
@@ -150,7 +149,3 @@ def collect_snapshots(
     if comm.rank == 0:
         logger.info("Snapshots done: median solve %.4f s", float(np.median(times)))
     return SnapshotSet(V, points, values, times)
-
-
-def _n_global(V: fem.FunctionSpace) -> int:
-    return V.dofmap.index_map.size_global * V.dofmap.index_map_bs
