@@ -16,8 +16,8 @@ KEYS = {
 
 def test_thermal_block_demo_small(comm, tmp_dir):
     summary = main(
-        comm, n_cells=12, n_train=24, n_test=6, n_networks=2, hidden_layers=(16, 16), adam_epochs=200, lbfgs_iterations=20,
-        out_dir=tmp_dir, progress=False,
+        comm, n_cells=12, n_train=24, n_test=6, n_networks=2, hidden_layers=(16, 16), adam_epochs=200,
+        lbfgs_iterations=20, out_dir=tmp_dir, progress=False,
     )  # fmt: skip
     written = json.loads((tmp_dir / "summary.json").read_text())
     assert KEYS <= set(written)
