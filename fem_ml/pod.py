@@ -122,7 +122,7 @@ class InnerProduct:
         """Destroy the PETSc matrix if this object owns it."""
         if self._owns and self._matrix is not None:
             self._matrix.destroy()
-        self._matrix = None if self._owns else self._matrix
+            self._matrix = None
 
     def __repr__(self) -> str:
         return f"InnerProduct({self.name!r})"
