@@ -106,8 +106,8 @@ run_tests() {
 
 run_lint() {
     cd "$ROOT"
-    "$VENV/bin/ruff" check fem_ml tests demos
-    "$VENV/bin/ruff" format --check fem_ml tests demos
+    "$VENV/bin/ruff" check fem_ml tests demos benchmarks
+    "$VENV/bin/ruff" format --check fem_ml tests demos benchmarks
     "$VENV/bin/mypy"
     "$VENV/bin/hadolint" docker/Dockerfile
 }
