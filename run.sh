@@ -60,7 +60,7 @@ setup() {
     [ "${FEM_ML_SYSTEM_DOLFINX:-0}" = 1 ] || extras="dolfinx,$extras"
     local stamp="$VENV/.fem_ml-installed"
     local want
-    want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
+    want="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)-$extras"
     if [ -x "$VENV/bin/python" ] && is_recent_python "$VENV/bin/python" && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return
     fi

@@ -303,9 +303,7 @@ class CoefficientNetwork:
 
     def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Network inputs for parameters ``(n, p)``: transformed, then scaled to :math:`[-1, 1]`."""
-        if self.input_transform == "log":
-            parameters = np.log(parameters)
-        return self.input_scaler.transform(parameters)
+        return _scale_inputs(parameters, self.input_transform, self.input_scaler)
 
     def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``, all members at once."""
@@ -323,6 +321,12 @@ class CoefficientNetwork:
         with torch.inference_mode():
             outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]
         return self.output_scaler.inverse(np.mean(outputs, axis=0))
+
+
+def _scale_inputs(
+    parameters: npt.NDArray[np.float64], transform: Literal["linear", "log"], scaler: AffineScaler
+) -> npt.NDArray[np.float64]:
+    return scaler.transform(np.log(parameters) if transform == "log" else parameters)
 
 
 def _gelu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -384,13 +388,7 @@ def train_network(
         lo, hi = np.log(lo), np.log(hi)
     input_scaler = AffineScaler.from_bounds(lo, hi)
     output_scaler = AffineScaler.standardize(coefficients)
-    template = CoefficientNetwork(
-        [_new_model(parameters.shape[1], coefficients.shape[1], options)],
-        input_scaler,
-        output_scaler,
-        input_transform=options.input_transform,
-    )
-    x = template.scale_inputs(parameters)
+    x = _scale_inputs(parameters, options.input_transform, input_scaler)
     show = options.progress and comm.rank == 0
 
     def member(m: int) -> Callable[[], tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]]:

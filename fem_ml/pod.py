@@ -32,6 +32,7 @@ import ufl
 from dolfinx import fem
 
 from fem_ml._fem import function_from_owned, n_global, n_owned
+from fem_ml._mpi import check_collectively
 from fem_ml.snapshots import SnapshotSet
 
 __all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "pod"]
@@ -269,24 +270,23 @@ def pod(
         The basis, with all singular values.
     """
     if isinstance(snapshots, SnapshotSet):
-        space = snapshots.V
-        U = snapshots.values
+        space, U = snapshots.V, snapshots.values
+    elif V is None:
+        raise ValueError("pod needs V when snapshots are given as an array.")
     else:
-        if V is None:
-            raise ValueError("pod needs V when snapshots are given as an array.")
-        space = V
-        U = np.asarray(snapshots, dtype=np.float64)
-    if U.ndim != 2 or U.shape[0] != n_owned(space) or U.shape[1] == 0:
-        raise ValueError(f"Snapshots must have shape (n_owned={n_owned(space)}, n>0), got {U.shape}.")
+        space, U = V, np.asarray(snapshots, dtype=np.float64)
     if tol is None and n_modes is None:
         tol = 1e-6
-    if tol is not None and not (0.0 <= tol < 1.0):
-        raise ValueError(f"tol must be in [0, 1), got {tol}.")
-    if n_modes is not None and n_modes < 1:
-        raise ValueError(f"n_modes must be >= 1, got {n_modes}.")
-    comm = space.mesh.comm
-    if not bool(comm.allreduce(bool(np.isfinite(U).all()), op=MPI.LAND)):
-        raise ValueError("Snapshots contain NaN or inf.")
+    error: str | None = None
+    if U.ndim != 2 or U.shape[0] != n_owned(space) or U.shape[1] == 0:
+        error = f"Snapshots must have shape (n_owned={n_owned(space)}, n>0), got {U.shape}."
+    elif not np.isfinite(U).all():
+        error = "Snapshots contain NaN or inf."
+    elif tol is not None and not (0.0 <= tol < 1.0):
+        error = f"tol must be in [0, 1), got {tol}."
+    elif n_modes is not None and n_modes < 1:
+        error = f"n_modes must be >= 1, got {n_modes}."
+    check_collectively(space.mesh.comm, error)
     ip = assemble_inner_product(space, inner_product)
 
     # Method of snapshots: G = U^T M U (local products + one Allreduce).
@@ -312,15 +312,16 @@ def pod(
     all_sigma = np.concatenate([sigma, np.sqrt(np.maximum(eigvals[n_signal:], 0.0))])
     r = _truncation(all_sigma, n_signal, tol=tol, n_modes=n_modes)
     modes, ortho_error = _orthonormalize(ip, Q @ W[:, :r], orthonormality_tol)
+    basis = PODBasis(space, modes, all_sigma, ip, ortho_error)
     logger.info(
         "POD (%s): %d of %d modes kept, retained energy %.10f, orthonormality error %.2e",
         ip.name,
         r,
         U.shape[1],
-        float((all_sigma[:r] ** 2).sum() / (all_sigma**2).sum()),
+        basis.retained_energy,
         ortho_error,
     )
-    return PODBasis(space, modes, all_sigma, ip, ortho_error)
+    return basis
 
 
 def _truncation(sigma: npt.NDArray[np.float64], n_signal: int, *, tol: float | None, n_modes: int | None) -> int:

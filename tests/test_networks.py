@@ -20,6 +20,11 @@ def _data(n=60, seed=0):
 FAST = {"adam_epochs": 300, "lbfgs_iterations": 50, "patience": 100, "progress": False, "hidden_layers": (16, 16)}
 
 
+def _fit(x, y, lower=(0.1, 1.0), **options):
+    """Train on the test data with FAST options plus ``options``, on COMM_WORLD."""
+    return train_network(x, y, lower, [1.0, 3.0], options=TrainingOptions(**FAST, **options), comm=MPI.COMM_WORLD)
+
+
 def test_unknown_option_is_an_error():
     with pytest.raises(TypeError):
         TrainingOptions(hiden_layers=(8,))  # type: ignore[call-arg]
@@ -70,10 +75,8 @@ def test_numpy_forward_matches_torch(activation):
 
 
 def test_training_fits_learns_and_restores_best():
-    comm = MPI.COMM_WORLD
     x, y = _data()
-    options = TrainingOptions(**FAST)
-    net, (history,) = train_network(x, y, [0.1, 1.0], [1.0, 3.0], options=options, comm=comm)
+    net, (history,) = _fit(x, y)
     assert history.train_loss[0] > 10 * history.best_train_loss
     best = int(np.argmin(history.validation_loss))
     assert history.best_index == best
@@ -93,30 +96,25 @@ def test_training_fits_learns_and_restores_best():
 def test_training_is_reproducible_and_identical_on_all_ranks():
     comm = MPI.COMM_WORLD
     x, y = _data()
-    options = TrainingOptions(**FAST, seed=7, n_networks=2, input_transform="log")
-    a, _ = train_network(x, y, [0.1, 1.0], [1.0, 3.0], options=options, comm=comm)
-    b, histories = train_network(x, y, [0.1, 1.0], [1.0, 3.0], options=options, comm=comm)
+    a, _ = _fit(x, y, seed=7, n_networks=2, input_transform="log")
+    b, histories = _fit(x, y, seed=7, n_networks=2, input_transform="log")
     assert len(histories) == 2
     np.testing.assert_array_equal(a(x), b(x))
     for other in comm.allgather(a(x)):
         np.testing.assert_array_equal(other, a(x))
-    c, _ = train_network(x, y, [0.1, 1.0], [1.0, 3.0], options=TrainingOptions(**FAST, seed=8), comm=comm)
+    c, _ = _fit(x, y, seed=8)
     assert not np.allclose(a(x), c(x))
 
 
 def test_log_transform_needs_positive_bounds():
     x, y = _data()
     with pytest.raises(ValueError, match="positive lower bounds"):
-        train_network(
-            x, y, [0.0, 1.0], [1.0, 3.0], options=TrainingOptions(**FAST, input_transform="log"), comm=MPI.COMM_WORLD
-        )
+        _fit(x, y, lower=(0.0, 1.0), input_transform="log")
 
 
 def test_float32_training():
     x, y = _data()
-    net, _ = train_network(
-        x, y, [0.1, 1.0], [1.0, 3.0], options=TrainingOptions(**FAST, dtype="float32"), comm=MPI.COMM_WORLD
-    )
+    net, _ = _fit(x, y, dtype="float32")
     assert net.models[0].layers[0].weight.dtype == torch.float32
     assert net(x).dtype == np.float64
 
@@ -125,9 +123,7 @@ def test_failure_on_one_rank_is_raised_everywhere():
     """A training task that fails on rank 0 (here: an unusable device) raises on every rank, no hang."""
     x, y = _data()
     with pytest.raises(RuntimeError, match="task 0 on rank 0 failed"):
-        train_network(
-            x, y, [0.1, 1.0], [1.0, 3.0], options=TrainingOptions(**FAST, device="cuda:99"), comm=MPI.COMM_WORLD
-        )
+        _fit(x, y, device="cuda:99")
 
 
 def test_device_auto():
