@@ -18,11 +18,13 @@ from mpi4py import MPI  # noqa: F401  isort: skip
 
 from importlib.metadata import PackageNotFoundError, version
 
+from fem_ml._h5 import FileFormatError
 from fem_ml.io import write_comparison, write_fields, write_json
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
 from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
-from fem_ml.snapshots import SnapshotSet, collect_snapshots
+from fem_ml.snapshots import FailedSolve, SnapshotSet, SolveFailed, check_converged, collect_snapshots
+from fem_ml.store import SnapshotStore
 from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
 
 try:
@@ -33,15 +35,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "CoefficientNetwork",
     "ErrorReport",
+    "FailedSolve",
+    "FileFormatError",
     "InnerProduct",
     "PODBasis",
     "ParameterSpace",
     "SnapshotSet",
+    "SnapshotStore",
+    "SolveFailed",
     "Surrogate",
     "TrainingHistory",
     "TrainingOptions",
     "__version__",
     "assemble_inner_product",
+    "check_converged",
     "collect_snapshots",
     "pod",
     "train_surrogate",

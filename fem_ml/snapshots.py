@@ -14,6 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from petsc4py import PETSc
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +27,53 @@ from fem_ml._mpi import check_collectively
 from fem_ml._progress import Progress
 from fem_ml.parameters import ParameterSpace
 
-__all__ = ["SnapshotSet", "collect_snapshots"]
+if TYPE_CHECKING:
+    from fem_ml.store import SnapshotStore
+
+__all__ = ["FailedSolve", "SnapshotSet", "SolveFailed", "check_converged", "collect_snapshots"]
 
 logger = logging.getLogger(__name__)
+
+
+class SolveFailed(RuntimeError):
+    """Raised by a user's ``solve`` (or :func:`check_converged`) when a solve did not produce a solution."""
+
+
+def check_converged(solver: PETSc.KSP | PETSc.SNES, *, what: str = "solver") -> None:
+    """Raise :class:`SolveFailed` if a PETSc KSP or SNES diverged (call it in ``solve`` after solving).
+
+    DOLFINx's ``LinearProblem`` and ``NonlinearProblem`` return whatever the solver left in the solution on
+    divergence; calling this afterwards turns that into a failure that :func:`collect_snapshots` records.
+    (Setting the PETSc option ``ksp_error_if_not_converged`` or ``snes_error_if_not_converged`` has the same
+    effect through a ``PETSc.Error``.)
+
+    Args:
+        solver: The KSP or SNES that just solved.
+        what: Name used in the message.
+    """
+    reason = solver.getConvergedReason()
+    if reason < 0:
+        kind = "KSP" if isinstance(solver, PETSc.KSP) else "SNES"
+        names = {v: k for k, v in vars(type(solver).ConvergedReason).items() if isinstance(v, int)}
+        raise SolveFailed(
+            f"{what} diverged: {kind} reason {names.get(reason, reason)} ({reason}) "
+            f"after {solver.getIterationNumber()} iterations"
+        )
+
+
+@dataclass(frozen=True)
+class FailedSolve:
+    """A sample whose solve failed.
+
+    Attributes:
+        index: Position of the sample in the parameter array.
+        parameters: The point ``(p,)``.
+        message: What went wrong (exception type and message).
+    """
+
+    index: int
+    parameters: npt.NDArray[np.float64]
+    message: str
 
 
 @dataclass(frozen=True)
@@ -39,12 +86,17 @@ class SnapshotSet:
         values: Owned dof values, shape ``(n_owned, n_samples)``; column ``i`` is the solution at
             ``parameters[i]``.
         solve_times: Wall-clock seconds of each solve (measured on each rank; rank 0's are reported).
+        indices: Position of each snapshot in the parameter array it was requested with (default
+            ``0, 1, ...``); failed samples leave gaps.
+        failures: The samples whose solve failed; they are not part of ``values``.
     """
 
     V: fem.FunctionSpace
     parameters: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
     solve_times: npt.NDArray[np.float64] = field(repr=False)
+    indices: npt.NDArray[np.int64] = field(default=None, repr=False)  # type: ignore[assignment]
+    failures: tuple[FailedSolve, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.parameters.shape[0]
@@ -56,6 +108,10 @@ class SnapshotSet:
             )
         if self.solve_times.shape != (n,):
             raise ValueError(f"solve_times must have shape ({n},), got {self.solve_times.shape}.")
+        if self.indices is None:
+            object.__setattr__(self, "indices", np.arange(n, dtype=np.int64))
+        elif np.shape(self.indices) != (n,):
+            raise ValueError(f"indices must have shape ({n},), got {np.shape(self.indices)}.")
 
     def __len__(self) -> int:
         return self.parameters.shape[0]
@@ -72,7 +128,14 @@ class SnapshotSet:
     def subset(self, indices: npt.ArrayLike) -> SnapshotSet:
         """Return the snapshots at ``indices`` (a copy)."""
         idx = np.asarray(indices)
-        return SnapshotSet(self.V, self.parameters[idx], self.values[:, idx].copy(), self.solve_times[idx])
+        return SnapshotSet(
+            self.V,
+            self.parameters[idx],
+            self.values[:, idx].copy(),
+            self.solve_times[idx],
+            indices=self.indices[idx],
+            failures=self.failures,
+        )
 
 
 def collect_snapshots(
@@ -81,6 +144,9 @@ def collect_snapshots(
     V: fem.FunctionSpace,
     *,
     space: ParameterSpace | None = None,
+    store: SnapshotStore | None = None,
+    on_failure: Literal["record", "raise"] = "record",
+    retry_failed: bool = False,
     progress: bool = True,
 ) -> SnapshotSet:
     """Solve at every parameter point and keep the owned dof values (collective on ``V``'s communicator).
@@ -88,25 +154,42 @@ def collect_snapshots(
     Every rank of ``V.mesh.comm`` must call this with the same parameters; ``solve`` is called on all ranks with
     the same point, so the ranks solve each sample together.
 
+    With a ``store``, each finished sample is written to disk at once, and samples the store already holds
+    (same index, bit-identical parameters) are read back instead of solved: rerunning the same call after a
+    crash or ``kill -9`` resumes where it stopped.
+
+    A solve fails when ``solve`` raises an ``Exception`` on any rank (for example :class:`SolveFailed` from
+    :func:`check_converged`, or a ``PETSc.Error``), or when the solution holds NaN or inf. A failed sample is
+    logged, recorded (in the store too) and left out of the result, or re-raised with ``on_failure="raise"``.
+    ``solve`` must fail on all ranks of the communicator alike (PETSc's divergence reasons do); an exception on
+    one rank while the others wait inside a collective PETSc call cannot be recovered from.
+
     Args:
         solve: The user's solver, ``solve(mu) -> dolfinx.fem.Function`` on ``V``; ``mu`` is a ``(n_params,)``
             float64 array. The returned Function is copied, so ``solve`` may return the same Function each time.
         parameters: Points, shape ``(n_samples, n_params)``.
         V: Function space of the solutions.
         space: If given, the points are validated against it (shape, finiteness, bounds).
+        store: Snapshot store to write to and resume from.
+        on_failure: ``"record"`` (skip the sample and go on) or ``"raise"`` (stop with :class:`SolveFailed`).
+        retry_failed: Solve again the samples the store holds as failed.
         progress: Show a progress bar with per-solve timing on rank 0.
 
     Returns:
-        The snapshots.
+        The successful snapshots; the failed samples are listed in ``failures``.
 
     Raises:
-        ValueError: on every rank, if the parameters are malformed or differ between ranks, or if ``solve``
-            returns something other than a Function on ``V``.
+        ValueError: on every rank, if the parameters are malformed or differ between ranks, if ``solve``
+            returns something other than a Function on ``V``, or if the store holds other parameters under
+            the same sample index.
+        SolveFailed: on every rank, for a failed solve with ``on_failure="raise"``.
     """
     comm = V.mesh.comm
     error: str | None = None
     points = np.empty((0, 0))
     try:
+        if on_failure not in ("record", "raise"):
+            raise ValueError(f"on_failure must be 'record' or 'raise', got {on_failure!r}.")
         if space is not None:
             points = space.validate(parameters)
         else:
@@ -115,6 +198,8 @@ def collect_snapshots(
                 raise ValueError(f"parameters must have shape (n_samples, n_params), got {points.shape}.")
             if not np.isfinite(points).all():
                 raise ValueError("parameters contain NaN or inf.")
+        if store is not None and (mismatch := space_mismatch(V, store.V)) is not None:
+            raise ValueError(f"The store holds another function space: {mismatch}.")
     except ValueError as err:
         error = str(err)
     check_collectively(comm, error)
@@ -127,25 +212,78 @@ def collect_snapshots(
     )
 
     n_samples = points.shape[0]
-    values = np.empty((n_owned(V), n_samples), dtype=np.float64)
-    times = np.empty(n_samples, dtype=np.float64)
-    bar = Progress(n_samples, "snapshots", enabled=progress and comm.rank == 0)
-    logger.info("Collecting %d snapshots on %d rank(s), %d dofs", n_samples, comm.size, n_global(V))
-    for i, mu in enumerate(points):
+    records = store.records() if store is not None else {}
+    for i, record in records.items():
+        if i < n_samples and not np.array_equal(record.parameters, points[i]):
+            raise ValueError(
+                f"The store {store.path} holds sample {i} at {record.parameters}, not at {points[i]}: "  # type: ignore[union-attr]
+                "it belongs to another sampling plan (use a new store or the same parameters)."
+            )
+    n_local = n_owned(V)
+    columns: dict[int, npt.NDArray[np.float64]] = {}
+    times = np.zeros(n_samples, dtype=np.float64)
+    failures: list[FailedSolve] = []
+    resumed = [i for i in range(n_samples) if i in records and records[i].ok]
+    todo = [i for i in range(n_samples) if i not in records or (retry_failed and not records[i].ok)]
+    for i in range(n_samples):
+        if i in records and not records[i].ok and not retry_failed:
+            failures.append(FailedSolve(i, points[i].copy(), records[i].message))
+    if resumed:
+        assert store is not None
+        logger.info("Resuming: %d of %d samples are in the store %s", len(resumed), n_samples, store.path)
+        loaded = store.read_values(resumed)
+        for column, i in enumerate(resumed):
+            columns[i] = loaded[:, column]
+            times[i] = records[i].solve_time
+
+    bar = Progress(len(todo), "snapshots", enabled=progress and comm.rank == 0)
+    logger.info("Collecting %d snapshots on %d rank(s), %d dofs", len(todo), comm.size, n_global(V))
+    for done, i in enumerate(todo, start=1):
+        mu = points[i]
         start = time.perf_counter()
-        u = solve(mu.copy())
+        failure: str | None = None
+        u = None
+        try:
+            u = solve(mu.copy())
+        except Exception as err:
+            failure = f"{type(err).__name__}: {err}"
         elapsed = time.perf_counter() - start
-        if not isinstance(u, fem.Function):
-            problem: str | None = f"solve returned {type(u).__name__} for sample {i}, not a dolfinx.fem.Function"
-        else:
-            mismatch = space_mismatch(V, u.function_space)
-            problem = None if mismatch is None else f"solve returned a Function on another space: {mismatch}"
+        problem: str | None = None
+        if failure is None:
+            if not isinstance(u, fem.Function):
+                problem = f"solve returned {type(u).__name__} for sample {i}, not a dolfinx.fem.Function"
+            elif (mismatch := space_mismatch(V, u.function_space)) is not None:
+                problem = f"solve returned a Function on another space: {mismatch}"
+            elif not np.isfinite(u.x.array[:n_local]).all():
+                failure = "the solution contains NaN or inf"
         check_collectively(comm, problem)
-        assert isinstance(u, fem.Function)
-        values[:, i] = u.x.array[: values.shape[0]]
-        times[i] = elapsed
-        logger.debug("sample %d/%d solved in %.4f s", i + 1, n_samples, elapsed)
-        bar.update(i + 1, f"last solve {elapsed:.3f}s")
-    if comm.rank == 0:
-        logger.info("Snapshots done: median solve %.4f s", float(np.median(times)))
-    return SnapshotSet(V, points, values, times)
+        failures_on_ranks = comm.allgather(failure) if comm.size > 1 else [failure]
+        message = next((f for f in failures_on_ranks if f is not None), None)
+        if message is not None:
+            logger.warning("Solve of sample %d at %s failed: %s", i, mu, message)
+            if store is not None:
+                store.write(i, mu, None, solve_time=elapsed, message=message)
+            if on_failure == "raise":
+                raise SolveFailed(f"Solve of sample {i} at {mu} failed: {message}")
+            failures.append(FailedSolve(i, mu.copy(), message))
+        else:
+            assert isinstance(u, fem.Function)
+            columns[i] = u.x.array[:n_local].copy()
+            times[i] = elapsed
+            if store is not None:
+                store.write(i, mu, columns[i], solve_time=elapsed)
+            logger.debug("sample %d solved in %.4f s", i, elapsed)
+        bar.update(done, f"last solve {elapsed:.3f}s")
+
+    ok = sorted(columns)
+    if not ok:
+        raise SolveFailed(f"All {n_samples} solves failed; first failure: {failures[0].message}")
+    if failures:
+        logger.warning("%d of %d solves failed; they are left out (see SnapshotSet.failures)", len(failures), n_samples)
+    if comm.rank == 0 and todo:
+        logger.info("Snapshots done: median solve %.4f s", float(np.median(times[todo])))
+    values = np.empty((n_local, len(ok)), dtype=np.float64)
+    for column, i in enumerate(ok):
+        values[:, column] = columns[i]
+    failures.sort(key=lambda f: f.index)
+    return SnapshotSet(V, points[ok], values, times[ok], indices=np.array(ok, dtype=np.int64), failures=tuple(failures))
