@@ -112,7 +112,7 @@ class DofLayout:
         else:
             assert self._counts is not None or self.comm.rank != 0
             counts = None if self._counts is None else [c * k for c in self._counts]
-            self.comm.Scatterv(None if send is None else (send, counts), out, root=0)
+            self.comm.Scatterv(None if send is None else (send, counts), out, root=0)  # type: ignore[arg-type]
         return out
 
     def coordinates(self) -> npt.NDArray[np.float64] | None:

@@ -51,7 +51,7 @@ def check_converged(solver: PETSc.KSP | PETSc.SNES, *, what: str = "solver") -> 
         solver: The KSP or SNES that just solved.
         what: Name used in the message.
     """
-    reason = solver.getConvergedReason()
+    reason = int(solver.getConvergedReason())
     if reason < 0:
         kind = "KSP" if isinstance(solver, PETSc.KSP) else "SNES"
         names = {v: k for k, v in vars(type(solver).ConvergedReason).items() if isinstance(v, int)}
@@ -95,7 +95,7 @@ class SnapshotSet:
     parameters: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
     solve_times: npt.NDArray[np.float64] = field(repr=False)
-    indices: npt.NDArray[np.int64] = field(default=None, repr=False)  # type: ignore[assignment]
+    indices: npt.NDArray[np.int64] = field(default=None, repr=False)  # type: ignore[arg-type]
     failures: tuple[FailedSolve, ...] = ()
 
     def __post_init__(self) -> None:

@@ -17,9 +17,9 @@ from mpi4py import MPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
 
-from thermal_block import build_problem  # noqa: E402
+from thermal_block import build_problem
 
-import fem_ml  # noqa: E402
+import fem_ml
 
 SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
 

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from mpi4py import MPI
-
 import numpy as np
 import pytest
 from conftest import SPACE, by_coordinates, raises_on_all_ranks
