@@ -19,6 +19,7 @@ from mpi4py import MPI  # noqa: F401  isort: skip
 from importlib.metadata import PackageNotFoundError, version
 
 from fem_ml._h5 import FileFormatError
+from fem_ml.archive import load
 from fem_ml.io import write_comparison, write_fields, write_json
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
@@ -50,6 +51,7 @@ __all__ = [
     "assemble_inner_product",
     "check_converged",
     "collect_snapshots",
+    "load",
     "pod",
     "train_surrogate",
     "write_comparison",

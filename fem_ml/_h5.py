@@ -82,6 +82,7 @@ def write_tree(
     for name in tree:
         if name in _RESERVED:
             raise ValueError(f"{name!r} is a reserved root attribute.")
+    tree = {k: v if isinstance(v, np.ndarray) else _scalar(v) for k, v in tree.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
@@ -118,8 +119,14 @@ def _scalar(value: Any) -> Scalar:
         return int(value)
     if isinstance(value, np.floating):
         return float(value)
-    if isinstance(value, str | int | float | bool):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     raise TypeError(f"unexpected attribute of type {type(value).__name__}")
 
 

@@ -59,6 +59,20 @@ class DofLayout:
             self._order = np.argsort(gathered, kind="stable")
             self.keys = gathered[self._order]
 
+    def canonical_positions(self) -> npt.NDArray[np.int64]:
+        """For each global (PETSc) dof index, its position in canonical order (rank 0 only)."""
+        positions = np.empty_like(self._order)
+        positions[self._order] = np.arange(self._order.size, dtype=np.int64)
+        return positions
+
+    def global_positions(self) -> npt.NDArray[np.int64]:
+        """For each canonical position, the global (PETSc) dof index on this communicator (rank 0 only).
+
+        Owned values are numbered contiguously by rank, so gathering them in rank order yields the global
+        numbering: the order that sorts the gathered keys maps canonical positions to global indices.
+        """
+        return self._order.copy()
+
     def _gather_raw(self, local: npt.NDArray, counts: list[int] | None, width: int = 1) -> npt.NDArray | None:
         """Gatherv in rank order (rows of ``width`` values)."""
         local = np.ascontiguousarray(local)
@@ -104,7 +118,7 @@ class DofLayout:
             expected = (self.n_global,) if width is None else (self.n_global, width)
             if values.shape != expected:
                 raise ValueError(f"Expected an array of shape {expected}, got {values.shape}.")
-            send = np.empty_like(values)
+            send = np.empty(values.shape, dtype=np.float64)  # C order: rows are contiguous for Scatterv
             send[self._order] = values
         if self.comm.size == 1:
             assert send is not None

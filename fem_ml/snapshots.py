@@ -51,7 +51,7 @@ def check_converged(solver: PETSc.KSP | PETSc.SNES, *, what: str = "solver") -> 
         solver: The KSP or SNES that just solved.
         what: Name used in the message.
     """
-    reason = int(solver.getConvergedReason())
+    reason = int(solver.getConvergedReason())  # type: ignore[call-overload]
     if reason < 0:
         kind = "KSP" if isinstance(solver, PETSc.KSP) else "SNES"
         names = {v: k for k, v in vars(type(solver).ConvergedReason).items() if isinstance(v, int)}

@@ -10,7 +10,10 @@ is a small network forward pass and one local product :math:`\Phi \hat c`, then 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +77,11 @@ class Surrogate:
         basis: The reduced basis.
         network: The trained map from parameters to coefficients.
         history: Training history of each ensemble member, if known.
+        test_errors: Errors measured on a test set, if known (stored by :meth:`save`).
+
+    Attributes:
+        metadata: User data saved with the surrogate (JSON-serialisable).
+        versions: Package versions of the file the surrogate was loaded from (empty for a trained one).
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class Surrogate:
         network: CoefficientNetwork,
         *,
         history: list[TrainingHistory] | None = None,
+        test_errors: ErrorReport | None = None,
     ):
         if network.n_params != space.dim or network.n_coefficients != basis.n_modes:
             raise ValueError(
@@ -93,6 +102,9 @@ class Surrogate:
         self.basis = basis
         self.network = network
         self.history = history
+        self.test_errors = test_errors
+        self.metadata: dict[str, Any] = {}
+        self.versions: dict[str, str] = {}
         self._norms: dict[str, InnerProduct] = {}
 
     @property
@@ -184,6 +196,27 @@ class Surrogate:
             relative[f"rel_error_{kind}"] = norms[n : 2 * n] / reference
             relative[f"proj_error_{kind}"] = norms[2 * n :] / reference
         return ErrorReport(parameters=points, **relative)
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        test_errors: ErrorReport | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the surrogate to one self-contained file (collective); see :func:`fem_ml.archive.save`.
+
+        Args:
+            path: Destination, conventionally ``*.femml``.
+            test_errors: Test-set errors to store (default: :attr:`test_errors`).
+            metadata: JSON-serialisable user data (default: :attr:`metadata`).
+
+        Returns:
+            The path written.
+        """
+        from fem_ml.archive import save
+
+        return save(self, path, test_errors=test_errors, metadata=metadata if metadata is not None else self.metadata)
 
     def destroy(self) -> None:
         """Destroy the PETSc matrices of the cached norms and of the basis' inner product."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -83,3 +84,11 @@ def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: st
     with pytest.raises(exc_type, match=match):
         func(*args, **kwargs)
     assert comm.allreduce(1) == comm.size
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without the MPI launcher's variables, so a child process starts an MPI job of its own."""
+    prefixes = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_", "OMPI_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env["OMP_NUM_THREADS"] = "1"
+    return env

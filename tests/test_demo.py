@@ -3,8 +3,13 @@
 # SPDX-License-Identifier:    MIT
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
+import h5py
 import numpy as np
+from conftest import clean_env
 from thermal_block import main
 
 KEYS = {
@@ -23,8 +28,38 @@ def test_thermal_block_demo_small(comm, tmp_dir):
     assert KEYS <= set(written)
     assert written == summary
     assert written["n_ranks"] == comm.size and written["n_dofs"] == 13 * 13
-    assert all(math.isfinite(v) for v in written.values())
+    assert all(math.isfinite(v) for v in written.values() if not isinstance(v, str))
+    assert written["n_failed_solves"] == 0 and Path(written["surrogate_file"]).exists()
     assert 0 <= written["proj_error_h1_mean"] <= written["rel_error_h1_mean"] < 0.5
     assert np.isclose(written["speedup_median"], written["t_full_solve_median_s"] / written["t_surrogate_median_s"])
     for name in ("comparison.xdmf", "comparison.h5", "comparison.xdmf.json", "comparison.bp"):
         assert (tmp_dir / name).exists()
+
+
+def xdmf_field(path: Path, name: str) -> np.ndarray:
+    """Values of a P1 field in a DOLFINx XDMF/HDF5 file, sorted by node coordinates."""
+    with h5py.File(path.with_suffix(".h5"), "r") as f:
+        x = f["Mesh/mesh/geometry"][()]
+        values = f[f"Function/{name}/0"][()].reshape(-1)
+    return values[np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))]
+
+
+def test_saved_demo_surrogate_predicts_the_same_on_three_ranks(comm, tmp_dir):
+    """The demo saves its surrogate; `python -m fem_ml predict` under `mpirun -n 3` reproduces its prediction."""
+    main(
+        comm, n_cells=12, n_train=24, n_test=4, n_networks=2, hidden_layers=(16, 16), adam_epochs=100,
+        lbfgs_iterations=10, out_dir=tmp_dir, n_output=1, progress=False,
+    )  # fmt: skip
+    if comm.rank == 0:
+        mu = json.loads((tmp_dir / "comparison.xdmf.json").read_text())["steps"][0]["parameters"]
+        point = ",".join(f"{k}={v!r}" for k, v in mu.items())
+        mpirun = Path(sys.executable).with_name("mpirun")
+        model = str(tmp_dir / "thermal_block.femml")
+        command = [str(mpirun), "-n", "3", sys.executable, "-m", "fem_ml", "predict", model,
+                   "--mu", point, "--name", "prediction", "-o", str(tmp_dir / "cli.xdmf")]  # fmt: skip
+        run = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        demo = xdmf_field(tmp_dir / "comparison.xdmf", "prediction")
+        cli = xdmf_field(tmp_dir / "cli.xdmf", "prediction")
+        assert np.max(np.abs(cli - demo)) <= 1e-12 * np.max(np.abs(demo))
+    comm.barrier()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SPACE, by_coordinates, raises_on_all_ranks
+from conftest import SPACE, by_coordinates, clean_env, raises_on_all_ranks
 from dolfinx import fem
 from thermal_block import build_problem
 
@@ -18,14 +18,6 @@ import fem_ml
 from fem_ml.store import SnapshotStore
 
 WORKER = Path(__file__).with_name("store_worker.py")
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without the MPI launcher's variables, so a child process starts its own MPI job."""
-    prefixes = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_", "OMPI_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def launch(n_ranks: int, store: Path, n: int, delay: float) -> subprocess.Popen:
