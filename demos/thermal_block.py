@@ -53,14 +53,23 @@ import fem_ml
 # ## The full-order model
 # `build_problem` returns the function space and a `solve(mu)` that returns the finite-element solution as a
 # `dolfinx.fem.Function`. The conductivity is a piecewise-constant (DG0) function whose cell values are set from
-# $\mu$ before each solve; the linear system is solved by a parallel sparse LU factorization. We pick SuperLU_DIST:
-# its result depends only on the matrix, so a snapshot run resumed after a crash reproduces an uninterrupted one bit
-# for bit. (MUMPS' parallel factorization, in our runs, gave last-bit differences depending on the solves before.)
+# $\mu$ before each solve; the linear system is solved by a parallel sparse LU factorization, MUMPS by default.
+# MUMPS schedules its parallel factorization dynamically, so on several ranks the last bits of a solution depend
+# on timing; `lu_solver="superlu_dist"` is slower here (about 3x) but bitwise reproducible, which a snapshot run
+# that must resume bit for bit after a crash needs.
 
 
 # %%
-def build_problem(comm: MPI.Comm, n_cells: int = 100) -> tuple[fem.FunctionSpace, Callable[[np.ndarray], fem.Function]]:
-    """Thermal block on an ``n_cells x n_cells`` triangulated unit square; returns ``(V, solve)``."""
+def build_problem(
+    comm: MPI.Comm, n_cells: int = 100, *, lu_solver: str = "mumps"
+) -> tuple[fem.FunctionSpace, Callable[[np.ndarray], fem.Function]]:
+    """Thermal block on an ``n_cells x n_cells`` triangulated unit square; returns ``(V, solve)``.
+
+    Args:
+        comm: Communicator of the mesh.
+        n_cells: Cells per side (the mesh has ``2 n_cells^2`` triangles).
+        lu_solver: PETSc's LU package: ``"mumps"`` (fast) or ``"superlu_dist"`` (bitwise reproducible in parallel).
+    """
     domain = mesh.create_unit_square(comm, n_cells, n_cells, mesh.CellType.triangle)
     V = fem.functionspace(domain, ("Lagrange", 1))
     Q = fem.functionspace(domain, ("DG", 0))
@@ -85,7 +94,7 @@ def build_problem(comm: MPI.Comm, n_cells: int = 100) -> tuple[fem.FunctionSpace
         bcs=[bc],
         u=uh,
         petsc_options_prefix="thermal_block_",
-        petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "superlu_dist"},
+        petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": lu_solver},
     )
 
     def solve(mu: np.ndarray) -> fem.Function:
