@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fem_ml._h5 import FileFormatError
 from fem_ml.archive import load
+from fem_ml.ensemble import Ensemble
 from fem_ml.io import write_comparison, write_fields, write_json
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
@@ -35,6 +36,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "CoefficientNetwork",
+    "Ensemble",
     "ErrorReport",
     "FailedSolve",
     "FileFormatError",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from mpi4py import MPI
 
-__all__ = ["check_collectively", "run_distributed"]
+__all__ = ["check_collectively", "run_distributed", "wait_for_all"]
 
 
 def check_collectively(comm: MPI.Comm, error: str | None, exc_type: type[Exception] = ValueError) -> None:
@@ -58,9 +58,7 @@ def run_distributed[T](comm: MPI.Comm, tasks: Sequence[Callable[[], T]], *, poll
         if failure is not None:
             raise RuntimeError(failure)
         return [local[k] for k in range(len(tasks))]
-    request = comm.Ibarrier()
-    while not request.Test():
-        time.sleep(poll_interval)
+    wait_for_all(comm, poll_interval=poll_interval)
     gathered = comm.allgather((failure, local))
     failures = [f for f, _ in gathered if f is not None]
     if failures:
@@ -69,3 +67,12 @@ def run_distributed[T](comm: MPI.Comm, tasks: Sequence[Callable[[], T]], *, poll
     for _, part in gathered:
         merged.update(part)
     return [merged[k] for k in range(len(tasks))]
+
+
+def wait_for_all(comm: MPI.Comm, *, poll_interval: float = 0.005) -> None:
+    """Barrier that sleeps between checks, so ranks that arrive early leave the cores to those still working."""
+    if comm.size == 1:
+        return
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_interval)

@@ -146,6 +146,8 @@ def save(
         tree |= {f"versions/{k}": v for k, v in versions().items()}
         if coo is not None:
             tree |= {f"basis/matrix/{k}": v for k, v in coo.items()}
+        if rom.basis.total_energy is not None:
+            tree["basis/total_energy"] = float(rom.basis.total_energy)
         tree |= _network_tree(rom.network)
         for m, history in enumerate(rom.history or []):
             for name in _HISTORY_ARRAYS:
@@ -239,6 +241,7 @@ def load(
         np.asarray(small["basis/singular_values"]),
         product,
         float(small["basis/orthonormality_error"]),  # type: ignore[arg-type]
+        total_energy=float(small["basis/total_energy"]) if "basis/total_energy" in small else None,  # type: ignore[arg-type]
     )
     drift = float(np.max(np.abs(product.gram(modes) - np.eye(n_modes)))) if n_modes else 0.0
     if drift > max(1e-8, 100 * basis.orthonormality_error):
@@ -280,7 +283,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "parameters": {n: [float(a), float(b)] for n, a, b in zip(names, lower, upper, strict=True)},
         "n_modes": int(modes.shape[0]),
         "n_dofs": int(modes.shape[1]),
-        "retained_energy": float(np.sum(sigma[: modes.shape[0]] ** 2) / np.sum(sigma**2)) if sigma.size else 1.0,
+        "retained_energy": float(
+            np.sum(sigma[: modes.shape[0]] ** 2) / float(tree.get("basis/total_energy", np.sum(sigma**2)))  # type: ignore[arg-type]
+        ),
         "element": str(tree["element/signature"]),
         "mesh_cells": int(np.shape(tree["mesh/cells"])[0]),
         "mesh_nodes": int(np.shape(tree["mesh/x"])[0]),

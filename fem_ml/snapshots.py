@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from mpi4py import MPI
 from petsc4py import PETSc
 
 import numpy as np
@@ -23,11 +24,12 @@ import numpy.typing as npt
 from dolfinx import fem
 
 from fem_ml._fem import function_from_owned, n_global, n_owned, space_mismatch
-from fem_ml._mpi import check_collectively
+from fem_ml._mpi import check_collectively, wait_for_all
 from fem_ml._progress import Progress
 from fem_ml.parameters import ParameterSpace
 
 if TYPE_CHECKING:
+    from fem_ml.ensemble import Ensemble
     from fem_ml.store import SnapshotStore
 
 __all__ = ["FailedSolve", "SnapshotSet", "SolveFailed", "check_converged", "collect_snapshots"]
@@ -147,6 +149,7 @@ def collect_snapshots(
     store: SnapshotStore | None = None,
     on_failure: Literal["record", "raise"] = "record",
     retry_failed: bool = False,
+    ensemble: Ensemble | None = None,
     progress: bool = True,
 ) -> SnapshotSet:
     """Solve at every parameter point and keep the owned dof values (collective on ``V``'s communicator).
@@ -173,6 +176,9 @@ def collect_snapshots(
         store: Snapshot store to write to and resume from.
         on_failure: ``"record"`` (skip the sample and go on) or ``"raise"`` (stop with :class:`SolveFailed`).
         retry_failed: Solve again the samples the store holds as failed.
+        ensemble: Solve in ensemble mode (collective on ``ensemble.world``): ``V`` lives on ``ensemble.comm``,
+            each group solves its share of the samples into ``store`` (required), and every group returns all
+            samples, read back from the store.
         progress: Show a progress bar with per-solve timing on rank 0.
 
     Returns:
@@ -200,9 +206,22 @@ def collect_snapshots(
                 raise ValueError("parameters contain NaN or inf.")
         if store is not None and (mismatch := space_mismatch(V, store.V)) is not None:
             raise ValueError(f"The store holds another function space: {mismatch}.")
+        if ensemble is not None:
+            if store is None:
+                raise ValueError("Ensemble mode needs a store: the groups share their snapshots through it.")
+            if MPI.Comm.Compare(ensemble.comm, comm) not in (MPI.IDENT, MPI.CONGRUENT):
+                raise ValueError("V must live on the ensemble's group communicator (ensemble.comm).")
     except ValueError as err:
         error = str(err)
-    check_collectively(comm, error)
+    check_collectively(comm if ensemble is None else ensemble.world, error)
+    if ensemble is not None:
+        world_points = ensemble.world.bcast(points, root=0)
+        check_collectively(
+            ensemble.world,
+            None
+            if world_points.shape == points.shape and np.array_equal(world_points, points)
+            else "parameters differ between ensemble groups; sample with a seed",
+        )
     root_points = comm.bcast(points, root=0)
     check_collectively(
         comm,
@@ -223,20 +242,83 @@ def collect_snapshots(
     columns: dict[int, npt.NDArray[np.float64]] = {}
     times = np.zeros(n_samples, dtype=np.float64)
     failures: list[FailedSolve] = []
-    resumed = [i for i in range(n_samples) if i in records and records[i].ok]
     todo = [i for i in range(n_samples) if i not in records or (retry_failed and not records[i].ok)]
-    for i in range(n_samples):
-        if i in records and not records[i].ok and not retry_failed:
-            failures.append(FailedSolve(i, points[i].copy(), records[i].message))
-    if resumed:
-        assert store is not None
-        logger.info("Resuming: %d of %d samples are in the store %s", len(resumed), n_samples, store.path)
-        loaded = store.read_values(resumed)
-        for column, i in enumerate(resumed):
-            columns[i] = loaded[:, column]
-            times[i] = records[i].solve_time
 
-    bar = Progress(len(todo), "snapshots", enabled=progress and comm.rank == 0)
+    if ensemble is not None:
+        assert store is not None
+        mine = [i for i in todo if ensemble.owns(i)]
+        group_error: tuple[str, str] | None = None
+        try:
+            _solve_samples(solve, points, mine, V, store, on_failure, progress, keep=False)
+        except Exception as err:  # re-raised on every rank of every group below
+            group_error = (type(err).__name__, str(err))
+        # Groups that finish early sleep here instead of spinning, leaving the cores to the others.
+        wait_for_all(ensemble.world)
+        errors = ensemble.world.allgather(group_error if comm.rank == 0 else None)
+        for g, found in enumerate(errors):
+            if found is not None:
+                kind = {"ValueError": ValueError, "SolveFailed": SolveFailed}.get(found[0], RuntimeError)
+                raise kind(f"{found[1]} (in ensemble group of world rank {g})")
+        records = store.records()
+        for i in range(n_samples):
+            if i in records and not records[i].ok:
+                failures.append(FailedSolve(i, points[i].copy(), records[i].message))
+        ok = [i for i in range(n_samples) if i in records and records[i].ok]
+        if ok:
+            loaded = store.read_values(ok)
+            for column, i in enumerate(ok):
+                columns[i] = loaded[:, column]
+                times[i] = records[i].solve_time
+    else:
+        for i in range(n_samples):
+            if i in records and not records[i].ok and not retry_failed:
+                failures.append(FailedSolve(i, points[i].copy(), records[i].message))
+        resumed = [i for i in range(n_samples) if i in records and records[i].ok]
+        if resumed:
+            assert store is not None
+            logger.info("Resuming: %d of %d samples are in the store %s", len(resumed), n_samples, store.path)
+            loaded = store.read_values(resumed)
+            for column, i in enumerate(resumed):
+                columns[i] = loaded[:, column]
+                times[i] = records[i].solve_time
+        solved, solved_times, solved_failures = _solve_samples(
+            solve, points, todo, V, store, on_failure, progress, keep=True
+        )
+        columns |= solved
+        for i, t in solved_times.items():
+            times[i] = t
+        failures += solved_failures
+
+    ok = sorted(columns)
+    if not ok:
+        raise SolveFailed(f"All {n_samples} solves failed; first failure: {failures[0].message}")
+    if failures:
+        logger.warning("%d of %d solves failed; they are left out (see SnapshotSet.failures)", len(failures), n_samples)
+    values = np.empty((n_local, len(ok)), dtype=np.float64)
+    for column, i in enumerate(ok):
+        values[:, column] = columns[i]
+    failures.sort(key=lambda f: f.index)
+    return SnapshotSet(V, points[ok], values, times[ok], indices=np.array(ok, dtype=np.int64), failures=tuple(failures))
+
+
+def _solve_samples(
+    solve: Callable[[npt.NDArray[np.float64]], fem.Function],
+    points: npt.NDArray[np.float64],
+    todo: list[int],
+    V: fem.FunctionSpace,
+    store: SnapshotStore | None,
+    on_failure: str,
+    progress: bool,
+    *,
+    keep: bool,
+) -> tuple[dict[int, npt.NDArray[np.float64]], dict[int, float], list[FailedSolve]]:
+    """Solve the samples ``todo`` on ``V``'s communicator; write each to the store as it finishes (collective)."""
+    comm = V.mesh.comm
+    n_local = n_owned(V)
+    columns: dict[int, npt.NDArray[np.float64]] = {}
+    times: dict[int, float] = {}
+    failures: list[FailedSolve] = []
+    bar = Progress(len(todo), "snapshots", enabled=progress and MPI.COMM_WORLD.rank == 0)
     logger.info("Collecting %d snapshots on %d rank(s), %d dofs", len(todo), comm.size, n_global(V))
     for done, i in enumerate(todo, start=1):
         mu = points[i]
@@ -268,22 +350,14 @@ def collect_snapshots(
             failures.append(FailedSolve(i, mu.copy(), message))
         else:
             assert isinstance(u, fem.Function)
-            columns[i] = u.x.array[:n_local].copy()
+            values = u.x.array[:n_local].copy()
+            if keep:
+                columns[i] = values
             times[i] = elapsed
             if store is not None:
-                store.write(i, mu, columns[i], solve_time=elapsed)
+                store.write(i, mu, values, solve_time=elapsed)
             logger.debug("sample %d solved in %.4f s", i, elapsed)
         bar.update(done, f"last solve {elapsed:.3f}s")
-
-    ok = sorted(columns)
-    if not ok:
-        raise SolveFailed(f"All {n_samples} solves failed; first failure: {failures[0].message}")
-    if failures:
-        logger.warning("%d of %d solves failed; they are left out (see SnapshotSet.failures)", len(failures), n_samples)
-    if comm.rank == 0 and todo:
-        logger.info("Snapshots done: median solve %.4f s", float(np.median(times[todo])))
-    values = np.empty((n_local, len(ok)), dtype=np.float64)
-    for column, i in enumerate(ok):
-        values[:, column] = columns[i]
-    failures.sort(key=lambda f: f.index)
-    return SnapshotSet(V, points[ok], values, times[ok], indices=np.array(ok, dtype=np.int64), failures=tuple(failures))
+    if comm.rank == 0 and times:
+        logger.info("Snapshots done: median solve %.4f s", float(np.median(list(times.values()))))
+    return columns, times, failures
