@@ -92,3 +92,21 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def on_root(comm: MPI.Comm, func, /, *args, **kwargs):
+    """Run ``func`` on rank 0 only and share its result; a failure there fails the test on every rank.
+
+    Code run on one rank must not leave the other ranks waiting in a barrier when it fails: the exception is
+    caught, its message broadcast, and every rank raises.
+    """
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as err:  # reported on every rank below
+            error = f"{type(err).__name__} on rank 0: {err}"
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        pytest.fail(error)
+    return result

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import ufl
-from conftest import SPACE, by_coordinates, clean_env, raises_on_all_ranks
+from conftest import SPACE, by_coordinates, clean_env, on_root, raises_on_all_ranks
 from dolfinx import fem
 from thermal_block import build_problem
 
@@ -194,7 +194,8 @@ def test_file_holds_only_numbers_and_strings(comm, tmp_dir, world_rom):
     """Nothing in the file can carry code: numeric datasets and str/number attributes only (no pickle)."""
     rom, _ = world_rom
     path = rom.save(tmp_dir / "model.femml")
-    if comm.rank == 0:
+
+    def inspect():
         kinds = set()
 
         def visit(name, node):
@@ -207,7 +208,8 @@ def test_file_holds_only_numbers_and_strings(comm, tmp_dir, world_rom):
             f.visititems(visit)
             visit("/", f)
         assert kinds <= set("biuf")
-    comm.barrier()
+
+    on_root(comm, inspect)
 
 
 def test_cli_info_and_predict(comm, tmp_dir, world_rom):
@@ -224,16 +226,15 @@ def test_cli_info_and_predict(comm, tmp_dir, world_rom):
     assert main(["predict", str(path), "--mu", "mu0=0.3,mu1=7", "-o", str(tmp_dir / "x.xdmf")], comm=comm) == 2
     assert main(["predict", str(path), "--mu", "mu0", "-o", str(tmp_dir / "x.xdmf")], comm=comm) == 2
     assert not (tmp_dir / "x.xdmf").exists()
-    if comm.rank == 0:
+
+    def command_line():
         out = subprocess.run(
-            [sys.executable, "-m", "fem_ml", "info", str(path)],
-            capture_output=True,
-            text=True,
-            check=True,
+            [sys.executable, "-m", "fem_ml", "info", str(path)], capture_output=True, text=True, check=True,
             env=clean_env(),
-        ).stdout
+        ).stdout  # fmt: skip
         assert "6 modes of 289 dofs" in out and "mu3" in out and "relative H1 mean" in out
         bad = subprocess.run([sys.executable, "-m", "fem_ml", "info", str(tmp_dir / "none.femml")],
                              capture_output=True, text=True, env=clean_env())  # fmt: skip
         assert bad.returncode == 2 and "no such file" in bad.stderr
-    comm.barrier()
+
+    on_root(comm, command_line)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from conftest import clean_env
+from conftest import clean_env, on_root
 from thermal_block import main
 
 KEYS = {
@@ -50,7 +50,8 @@ def test_saved_demo_surrogate_predicts_the_same_on_three_ranks(comm, tmp_dir):
         comm, n_cells=12, n_train=24, n_test=4, n_networks=2, hidden_layers=(16, 16), adam_epochs=100,
         lbfgs_iterations=10, out_dir=tmp_dir, n_output=1, progress=False,
     )  # fmt: skip
-    if comm.rank == 0:
+
+    def predict_on_three_ranks():
         mu = json.loads((tmp_dir / "comparison.xdmf.json").read_text())["steps"][0]["parameters"]
         point = ",".join(f"{k}={v!r}" for k, v in mu.items())
         mpirun = Path(sys.executable).with_name("mpirun")
@@ -62,4 +63,5 @@ def test_saved_demo_surrogate_predicts_the_same_on_three_ranks(comm, tmp_dir):
         demo = xdmf_field(tmp_dir / "comparison.xdmf", "prediction")
         cli = xdmf_field(tmp_dir / "cli.xdmf", "prediction")
         assert np.max(np.abs(cli - demo)) <= 1e-12 * np.max(np.abs(demo))
-    comm.barrier()
+
+    on_root(comm, predict_on_three_ranks)

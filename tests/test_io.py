@@ -11,7 +11,7 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import SPACE, raises_on_all_ranks
+from conftest import SPACE, on_root, raises_on_all_ranks
 from dolfinx import fem
 
 import fem_ml
@@ -109,8 +109,8 @@ def test_paraview_opens_xdmf(comm, tmp_dir, rom, test_snapshots):
         "prediction": [_global_range(comm, prediction[:, k]) for k in range(3)],
         "error": [_global_range(comm, prediction[:, k] - test_snapshots.values[:, k]) for k in range(3)],
     }
-    result = None
-    if comm.rank == 0:
+
+    def run_paraview():
         assert shutil.which("pvpython") and shutil.which("xvfb-run"), "pvpython and xvfb-run are needed"
         script = Path(__file__).with_name("paraview_check.py")
         proc = subprocess.run(
@@ -119,7 +119,9 @@ def test_paraview_opens_xdmf(comm, tmp_dir, rom, test_snapshots):
         lines = [line for line in proc.stdout.splitlines() if line.startswith("PARAVIEW_RESULT ")]
         assert proc.returncode == 0 and lines, proc.stdout + proc.stderr
         result = json.loads(lines[-1].removeprefix("PARAVIEW_RESULT "))
-    result = comm.bcast(result, root=0)
+        return result
+
+    result = on_root(comm, run_paraview)
     assert result["times"] == [0.0, 1.0, 2.0]
     assert sorted(result["arrays"]) == ["error", "prediction", "truth"]
     for name, ranges in expected.items():
