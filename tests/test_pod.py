@@ -134,6 +134,25 @@ def test_inner_product_apply_matches_matvec(snapshots):
     assert ip.matrix is None
 
 
+@pytest.mark.parametrize("element", [("Lagrange", 1), ("Lagrange", 2, (2,)), ("DG", 1)])
+def test_local_block_product_matches_petsc(problem, element):
+    """The SciPy block product with halo exchange equals PETSc's mult, for scalar, blocked and DG spaces."""
+    from dolfinx import fem
+
+    V = fem.functionspace(problem[0].mesh, element)
+    ip = assemble_inner_product(V, "h1")
+    n = V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+    X = np.random.default_rng(V.mesh.comm.rank).standard_normal((n, 3))
+    block = ip.apply(X)
+    for j in range(3):
+        x, y = ip.matrix.createVecRight(), ip.matrix.createVecLeft()
+        x.array[:] = X[:, j]
+        ip.matrix.mult(x, y)
+        np.testing.assert_allclose(block[:, j], y.array, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(ip._apply_petsc(X)[:, j], y.array, rtol=1e-13, atol=1e-13)
+    ip.destroy()
+
+
 def _assert_same_basis(a, b, tol):
     assert a.n_modes == b.n_modes
     np.testing.assert_allclose(a.singular_values[: a.n_modes], b.singular_values[: b.n_modes], rtol=tol)
