@@ -51,9 +51,10 @@ class _LocalOperator:
     """The local rows of a distributed matrix as SciPy CSR over owned + halo columns, with a halo-row exchange."""
 
     def __init__(self, comm: MPI.Comm, csr: sparse.csr_matrix, send: list[npt.NDArray], recv: list[npt.NDArray]):
-        self.comm, self.csr, self.send, self.recv = comm, csr, send, recv
+        self.comm, self.send, self.recv = comm, send, recv
         self.n_ghost = csr.shape[1] - csr.shape[0]
         self.exchange = comm.size > 1 and comm.allreduce(self.n_ghost, op=MPI.MAX) > 0
+        # Owned columns and halo columns apart: blocks of M X need no copy of X with the halo rows appended.
         self.own = csr[:, : csr.shape[0]].tocsr()
         self.ext = csr[:, csr.shape[0] :].tocsr()
 
@@ -106,21 +107,8 @@ class _LocalOperator:
 
     def apply(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """:math:`M X` for an owned block ``(n_owned, k)`` (collective when there are ghosts)."""
-        n, k = X.shape
-        if not self.exchange:
-            return np.asarray(self.csr[:, :n] @ np.ascontiguousarray(X))
-        extended = np.empty((n + self.n_ghost, k))
-        extended[:n] = X
-        sendbuf = np.concatenate([X[idx] for idx in self.send]) if self.send else np.empty((0, k))
-        recvbuf = np.empty((self.n_ghost, k))
-        send_counts = [len(idx) * k for idx in self.send]
-        recv_counts = [len(idx) * k for idx in self.recv]
-        self.comm.Alltoallv([np.ascontiguousarray(sendbuf), send_counts], [recvbuf, recv_counts])
-        offset = 0
-        for idx in self.recv:
-            extended[n + idx] = recvbuf[offset : offset + len(idx)]
-            offset += len(idx)
-        return np.asarray(self.csr @ extended)
+        X = np.ascontiguousarray(X)
+        return self.rows(0, X.shape[0], X, self.halo_rows(X))
 
 
 class InnerProduct:
@@ -580,7 +568,9 @@ def pod(
             if within.size:
                 r = min(r, int(within[0]) + 1)
     all_sigma = np.concatenate([sigma, tail])
-    modes, ortho_error, _ = _orthonormalize(ip, Q @ W[:, :r], orthonormality_tol, MX=MQ @ W[:, :r])
+    modes, M_modes = Q @ W[:, :r], MQ @ W[:, :r]
+    del Q, MQ
+    modes, ortho_error, _ = _orthonormalize(ip, modes, orthonormality_tol, MX=M_modes)
     basis = PODBasis(space, modes, all_sigma, ip, ortho_error, total_energy=total_energy)
     logger.info(
         "POD (%s, %s): %d of %d modes kept, retained energy %.10f, orthonormality error %.2e",
