@@ -176,23 +176,6 @@ class InnerProduct:
             self._local = _LocalOperator.build(self._matrix, self.comm)
         return self._local
 
-    def _apply_petsc(self, block: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        assert self._matrix is not None
-        n_local, k = block.shape
-        dense = PETSc.Mat().createDense(
-            ((n_local, PETSc.DETERMINE), (PETSc.DECIDE, k)),
-            array=np.asfortranarray(block),  # type: ignore[arg-type]
-            comm=self.comm,  # type: ignore[arg-type]
-        )
-        try:
-            product = self._matrix.matMult(dense)
-            try:
-                return np.array(product.getDenseArray(readonly=True), dtype=np.float64, order="F", copy=True)
-            finally:
-                product.destroy()
-        finally:
-            dense.destroy()
-
     def gram(self, X: npt.NDArray[np.float64], Y: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
         """Return :math:`X^T M Y` (or :math:`X^T M X`), replicated on every rank (collective, one Allreduce)."""
         X2 = X[:, None] if X.ndim == 1 else X

@@ -248,8 +248,10 @@ def collect_snapshots(
         assert store is not None
         mine = [i for i in todo if ensemble.owns(i)]
         group_error: tuple[str, str] | None = None
+        own: dict[int, npt.NDArray[np.float64]] = {}
+        own_times: dict[int, float] = {}
         try:
-            _solve_samples(solve, points, mine, V, store, on_failure, progress, keep=False)
+            own, own_times, _ = _solve_samples(solve, points, mine, V, store, on_failure, progress, keep=True)
         except Exception as err:  # re-raised on every rank of every group below
             group_error = (type(err).__name__, str(err))
         # Groups that finish early sleep here instead of spinning, leaving the cores to the others.
@@ -263,10 +265,14 @@ def collect_snapshots(
         for i in range(n_samples):
             if i in records and not records[i].ok:
                 failures.append(FailedSolve(i, points[i].copy(), records[i].message))
-        ok = [i for i in range(n_samples) if i in records and records[i].ok]
-        if ok:
-            loaded = store.read_values(ok)
-            for column, i in enumerate(ok):
+        # This group's own solutions are in memory; the other groups' come from the store.
+        columns |= own
+        for i, t in own_times.items():
+            times[i] = t
+        others = [i for i in range(n_samples) if i in records and records[i].ok and i not in own]
+        if others:
+            loaded = store.read_values(others)
+            for column, i in enumerate(others):
                 columns[i] = loaded[:, column]
                 times[i] = records[i].solve_time
     else:

@@ -149,7 +149,6 @@ def test_local_block_product_matches_petsc(problem, element):
         x.array[:] = X[:, j]
         ip.matrix.mult(x, y)
         np.testing.assert_allclose(block[:, j], y.array, rtol=1e-13, atol=1e-13)
-        np.testing.assert_allclose(ip._apply_petsc(X)[:, j], y.array, rtol=1e-13, atol=1e-13)
     ip.destroy()
 
 

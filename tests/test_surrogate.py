@@ -111,3 +111,19 @@ def test_train_surrogate_rejects_unknown_option(rom, snapshots):
 
 def _owned(V):
     return V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+
+
+def test_float32_reconstruction(comm, snapshots):
+    basis = fem_ml.pod(snapshots, "h1", n_modes=6)
+    rom = fem_ml.train_surrogate(basis, snapshots, SPACE, adam_epochs=20, lbfgs_iterations=0, progress=False)
+    mu = snapshots.parameters[3]
+    reference = rom(mu).x.array.copy()
+    rom.reconstruction_dtype = "float32"
+    assert rom.reconstruction_dtype == "float32"
+    single = rom(mu).x.array
+    scale = comm.allreduce(np.max(np.abs(reference)), op=MPI.MAX)
+    assert 0 < comm.allreduce(np.max(np.abs(single - reference)), op=MPI.MAX) <= 1e-6 * scale
+    rom.reconstruction_dtype = "float64"
+    np.testing.assert_array_equal(rom(mu).x.array, reference)
+    with pytest.raises(ValueError, match="float64' or 'float32"):
+        rom.reconstruction_dtype = "float16"
