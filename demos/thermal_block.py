@@ -174,15 +174,7 @@ def main(
     # parameter point to the finished `Function` with ghosts updated, once per test point after a warm-up.
 
     # %%
-    prediction = fem.Function(V, name="prediction")
-    rom(test[0], out=prediction)
-    surrogate_times = []
-    for mu in test:
-        comm.barrier()
-        start = time.perf_counter()
-        rom(mu, out=prediction)
-        surrogate_times.append(time.perf_counter() - start)
-    t_surrogate = float(comm.allreduce(np.median(surrogate_times), op=MPI.MAX))
+    t_surrogate = rom.time_query(test)
     t_full = float(comm.allreduce(np.median(truth.solve_times), op=MPI.MAX))
 
     # %% [markdown]

@@ -109,7 +109,7 @@ def save(
     try:
         element = _element_tree(V)
         meta = json.dumps(metadata or {})
-    except (NotImplementedError, TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:
         error = f"Cannot save this surrogate: {err}"
     check_collectively(comm, error)
 
@@ -327,10 +327,10 @@ def _element_tree(V: fem.FunctionSpace) -> dict[str, Any]:
     shape = tuple(e.reference_value_shape)
     base = e.sub_elements[0] if shape else e
     if getattr(e, "is_mixed", False) or (shape and len(e.sub_elements) != int(np.prod(shape))):
-        raise NotImplementedError(f"saving surrogates on the mixed element {e} is not supported")
+        raise ValueError(f"saving surrogates on the mixed element {e} is not supported; save a collapsed sub-space")
     family = base.element_family
     if family not in (basix.ElementFamily.P,):
-        raise NotImplementedError(f"saving surrogates on {family.name} elements is not supported (Lagrange/DG only)")
+        raise ValueError(f"saving surrogates on {family.name} elements is not supported (Lagrange/DG only)")
     return {
         "family": family.name,
         "degree": int(base.degree),

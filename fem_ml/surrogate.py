@@ -11,9 +11,12 @@ is a small network forward pass and one local product :math:`\Phi \hat c`, then 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
@@ -173,6 +176,25 @@ class Surrogate:
             self._buffer32 = np.empty(self.basis.modes.shape[0], dtype=np.float32)
         else:
             raise ValueError(f"reconstruction_dtype must be 'float64' or 'float32', got {dtype!r}.")
+
+    def time_query(self, parameters: npt.ArrayLike, *, warmup: int = 1) -> float:
+        """Median wall time of one query, parameter in and finished Function out (collective).
+
+        Each point of ``parameters`` is evaluated once into the same output Function, after ``warmup`` calls;
+        the ranks start each call together (barrier) and the slowest rank's median is returned.
+        """
+        comm = self.V.mesh.comm
+        points = self.space.validate(parameters)
+        out = fem.Function(self.V)
+        for k in range(warmup):
+            self(points[k % len(points)], out=out)
+        times = []
+        for mu in points:
+            comm.barrier()
+            start = time.perf_counter()
+            self(mu, out=out)
+            times.append(time.perf_counter() - start)
+        return float(comm.allreduce(float(np.median(times)), op=MPI.MAX))
 
     def predict_values(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Owned dof values of the predictions, shape ``(n_owned, n)`` (local)."""

@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mpi4py import MPI
+
 import h5py
 import numpy as np
 from conftest import clean_env, on_root
 from thermal_block import main
+
+import fem_ml
 
 KEYS = {
     "n_ranks", "n_dofs", "n_train", "n_test", "n_modes", "rel_error_l2_mean", "rel_error_l2_max",
@@ -65,3 +69,24 @@ def test_saved_demo_surrogate_predicts_the_same_on_three_ranks(comm, tmp_dir):
         assert np.max(np.abs(cli - demo)) <= 1e-12 * np.max(np.abs(demo))
 
     on_root(comm, predict_on_three_ranks)
+
+
+def test_elasticity_demo_small(comm, tmp_dir):
+    """Vector P2 field, energy inner product, von Mises output, and the saved vector surrogate reloads."""
+    from elasticity import SPACE as ELASTIC
+    from elasticity import main as elasticity_main
+
+    summary = elasticity_main(
+        comm, n_cells=(6, 2, 2), n_train=16, n_test=3, n_networks=1, hidden_layers=(16, 16), adam_epochs=100,
+        lbfgs_iterations=10, out_dir=tmp_dir, n_output=2, progress=False,
+    )  # fmt: skip
+    assert KEYS <= set(summary)
+    assert summary["n_dofs"] == 3 * 13 * 5 * 5  # P2 vertices + edge midpoints of a 6 x 2 x 2 box, 3 components
+    assert 0 <= summary["proj_error_h1_mean"] <= summary["rel_error_h1_mean"] < 1.0
+    for name in ("displacement.xdmf", "von_mises.xdmf", "elasticity.femml", "summary.json"):
+        assert (tmp_dir / name).exists()
+    rom = fem_ml.load(tmp_dir / "elasticity.femml", comm=comm)
+    assert rom.V.dofmap.index_map_bs == 3 and rom.V.ufl_element().reference_value_shape == (3,)
+    u = rom(ELASTIC.sample(1, seed=4)[0])
+    assert np.isfinite(u.x.array).all() and comm.allreduce(np.abs(u.x.array).max(), op=MPI.MAX) > 0
+    rom.destroy()
