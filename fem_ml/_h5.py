@@ -34,24 +34,33 @@ class FileFormatError(ValueError):
     """A file is missing, truncated, corrupted, not a fem_ml file of the expected kind, or from a newer format."""
 
 
-def checksum(tree: Mapping[str, npt.NDArray[Any] | Scalar]) -> str:
-    """SHA-256 of a tree: names, types, shapes and bytes of every entry, in sorted order."""
+def checksum(tree: Mapping[str, npt.NDArray[Any] | Scalar], *, kind: str = "", version: int = 0) -> str:
+    """SHA-256 of a tree: format tag and version, then names, types, shapes and bytes of every entry, sorted.
+
+    Every field is length-prefixed, so no two different trees hash alike by shifting text between fields.
+    """
     digest = hashlib.sha256()
+
+    def field(data: bytes) -> None:
+        digest.update(len(data).to_bytes(8, "little") + data)
+
+    field(kind.encode())
+    field(str(version).encode())
     for name in sorted(tree):
         value = tree[name]
-        digest.update(name.encode() + b"\0")
+        field(name.encode())
         if isinstance(value, np.ndarray):
             array = np.ascontiguousarray(value)
-            digest.update(f"array:{array.dtype.str}:{array.shape}".encode())
-            digest.update(array.tobytes())
+            field(f"array:{array.dtype.str}:{array.shape}".encode())
+            field(array.tobytes())
         elif isinstance(value, bool):
-            digest.update(f"bool:{value}".encode())
+            field(f"bool:{value}".encode())
         elif isinstance(value, int):
-            digest.update(f"int:{value}".encode())
+            field(f"int:{value}".encode())
         elif isinstance(value, float):
-            digest.update(f"float:{value.hex()}".encode())
+            field(f"float:{value.hex()}".encode())
         else:
-            digest.update(b"str:" + value.encode())
+            field(b"str:" + value.encode())
     return digest.hexdigest()
 
 
@@ -100,11 +109,20 @@ def write_tree(
                 else:
                     node = f.require_group(group) if group else f
                     node.attrs[leaf] = value
-            f.attrs["checksum"] = checksum(tree)
+            f.attrs["checksum"] = checksum(tree, kind=kind, version=version)
         if fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file owner-only; give it the usual permissions
         os.replace(tmp, target)
+        if fsync:  # make the rename itself durable
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -181,6 +199,6 @@ def read_tree(path: str | os.PathLike, *, kind: str, version: int, what: str) ->
         raise
     except Exception as err:  # h5py raises OSError, KeyError, RuntimeError... on damaged files
         raise FileFormatError(f"{source} is not a readable {what}: truncated or corrupted ({err}).") from err
-    if stored != checksum(tree):
+    if stored != checksum(tree, kind=kind, version=int(found_version)):
         raise FileFormatError(f"{source} is corrupted: its checksum does not match its contents.")
     return tree

@@ -93,9 +93,16 @@ class DofLayout:
             The ``(n_global,)`` or ``(n_global, k)`` array on rank 0, None on the other ranks.
         """
         values = np.ascontiguousarray(values, dtype=np.float64)
-        if values.shape[0] != self.n_owned:
-            raise ValueError(f"Expected {self.n_owned} owned values on rank {self.comm.rank}, got {values.shape[0]}.")
+        problem = (
+            None
+            if values.ndim >= 1 and values.shape[0] == self.n_owned
+            else (f"Expected {self.n_owned} owned values, got shape {values.shape}")
+        )
         width = int(np.prod(values.shape[1:], dtype=np.int64))
+        widths = self.comm.allgather((problem, width)) if self.comm.size > 1 else [(problem, width)]
+        for rank, (found, w) in enumerate(widths):
+            if found is not None or w != width:
+                raise ValueError(f"{found or 'Arrays of different widths on the ranks'} (rank {rank}).")
         gathered = self._gather_raw(values, self._counts, width)
         return None if gathered is None else gathered[self._order]
 
@@ -113,13 +120,17 @@ class DofLayout:
         k = 1 if width is None else width
         out = np.empty(shape, dtype=np.float64)
         send = None
+        problem: str | None = None
         if self.comm.rank == 0:
-            assert values is not None
             expected = (self.n_global,) if width is None else (self.n_global, width)
-            if values.shape != expected:
-                raise ValueError(f"Expected an array of shape {expected}, got {values.shape}.")
-            send = np.empty(values.shape, dtype=np.float64)  # C order: rows are contiguous for Scatterv
-            send[self._order] = values
+            if values is None or values.shape != expected:
+                problem = f"Expected an array of shape {expected}, got {None if values is None else values.shape}."
+            else:
+                send = np.empty(values.shape, dtype=np.float64)  # C order: rows are contiguous for Scatterv
+                send[self._order] = values
+        problem = self.comm.bcast(problem, root=0) if self.comm.size > 1 else problem
+        if problem is not None:
+            raise ValueError(problem)
         if self.comm.size == 1:
             assert send is not None
             out[...] = send
@@ -172,7 +183,13 @@ def _owned_keys(V: fem.FunctionSpace) -> npt.NDArray[np.int64]:
     comm = mesh.comm
     tdim = mesh.topology.dim
     n_cells = mesh.topology.index_map(tdim).size_local
-    original = np.asarray(mesh.topology.original_cell_index[:n_cells], dtype=np.int64)
+    try:
+        original = np.asarray(mesh.topology.original_cell_index[:n_cells], dtype=np.int64)
+    except RuntimeError as err:  # e.g. a submesh: DOLFINx keeps no input cell order for it
+        raise ValueError(
+            f"This mesh has no input cell ordering ({err}); files need one to be read on another rank count. "
+            "Use a mesh created from cells and points (not a submesh)."
+        ) from err
     imap = V.dofmap.index_map
     bs = V.dofmap.index_map_bs
     cell_dofs = V.dofmap.list[:n_cells]

@@ -122,45 +122,45 @@ def save(
     report = test_errors if test_errors is not None else rom.test_errors
 
     if comm.rank == 0:
-        assert modes is not None and coordinates is not None and cells is not None and nodes is not None
-        tree: Tree = {f"element/{k}": v for k, v in element.items()}
-        cmap = V.mesh.geometry.cmaps[0]
-        tree |= {
-            "mesh/cells": cells,
-            "mesh/x": nodes,
-            "mesh/cell_type": V.mesh.topology.cell_name(),
-            "mesh/degree": int(cmap.degree),
-            "mesh/lagrange_variant": int(cmap.variant),
-            "layout/keys": layout.keys,
-            "layout/coordinates": coordinates,
-            "basis/modes": np.ascontiguousarray(modes.T),
-            "basis/singular_values": np.asarray(rom.basis.singular_values, dtype=np.float64),
-            "basis/orthonormality_error": float(rom.basis.orthonormality_error),
-            "basis/inner_product": product.name,
-            "parameters/names": json.dumps(list(rom.space.names)),
-            "parameters/lower": np.asarray(rom.space.lower),
-            "parameters/upper": np.asarray(rom.space.upper),
-            "metadata": meta,
-            "saved_on_ranks": int(comm.size),
-        }
-        tree |= {f"versions/{k}": v for k, v in versions().items()}
-        if coo is not None:
-            tree |= {f"basis/matrix/{k}": v for k, v in coo.items()}
-        if rom.basis.total_energy is not None:
-            tree["basis/total_energy"] = float(rom.basis.total_energy)
-        tree |= _network_tree(rom.network)
-        for m, history in enumerate(rom.history or []):
-            for name in _HISTORY_ARRAYS:
-                tree[f"training/member_{m}/{name}"] = np.asarray(getattr(history, name))
-            for name in _HISTORY_SCALARS:
-                tree[f"training/member_{m}/{name}"] = getattr(history, name)
-        if report is not None:
-            for name in _REPORT_ARRAYS:
-                tree[f"errors/{name}"] = np.asarray(getattr(report, name), dtype=np.float64)
         try:
+            assert modes is not None and coordinates is not None and cells is not None and nodes is not None
+            tree: Tree = {f"element/{k}": v for k, v in element.items()}
+            cmap = V.mesh.geometry.cmaps[0]
+            tree |= {
+                "mesh/cells": cells,
+                "mesh/x": nodes,
+                "mesh/cell_type": V.mesh.topology.cell_name(),
+                "mesh/degree": int(cmap.degree),
+                "mesh/lagrange_variant": int(cmap.variant),
+                "layout/keys": layout.keys,
+                "layout/coordinates": coordinates,
+                "basis/modes": np.ascontiguousarray(modes.T),
+                "basis/singular_values": np.asarray(rom.basis.singular_values, dtype=np.float64),
+                "basis/orthonormality_error": float(rom.basis.orthonormality_error),
+                "basis/inner_product": product.name,
+                "parameters/names": json.dumps(list(rom.space.names)),
+                "parameters/lower": np.asarray(rom.space.lower),
+                "parameters/upper": np.asarray(rom.space.upper),
+                "metadata": meta,
+                "saved_on_ranks": int(comm.size),
+            }
+            tree |= {f"versions/{k}": v for k, v in versions().items()}
+            if coo is not None:
+                tree |= {f"basis/matrix/{k}": v for k, v in coo.items()}
+            if rom.basis.total_energy is not None:
+                tree["basis/total_energy"] = float(rom.basis.total_energy)
+            tree |= _network_tree(rom.network)
+            for m, history in enumerate(rom.history or []):
+                for name in _HISTORY_ARRAYS:
+                    tree[f"training/member_{m}/{name}"] = np.asarray(getattr(history, name))
+                for name in _HISTORY_SCALARS:
+                    tree[f"training/member_{m}/{name}"] = getattr(history, name)
+            if report is not None:
+                for name in _REPORT_ARRAYS:
+                    tree[f"errors/{name}"] = np.asarray(getattr(report, name), dtype=np.float64)
             write_tree(target, tree, kind=FORMAT, version=VERSION)
-        except (OSError, TypeError) as err:
-            error = f"Could not write {target}: {err}"
+        except Exception as err:  # reported on every rank: the others wait in check_collectively
+            error = f"Could not write {target}: {type(err).__name__}: {err}"
     check_collectively(comm, error, OSError)
     logger.info("Saved surrogate (%d modes, %d dofs) to %s", rom.n_modes, layout.n_global, target)
     return target
@@ -201,6 +201,7 @@ def load(
     if comm.rank == 0:
         try:
             tree = read_tree(source, kind=FORMAT, version=VERSION, what="fem_ml surrogate")
+            _check_entries(source, tree)
         except FileFormatError as err:
             error = str(err)
     check_collectively(comm, error, FileFormatError)
@@ -283,9 +284,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "parameters": {n: [float(a), float(b)] for n, a, b in zip(names, lower, upper, strict=True)},
         "n_modes": int(modes.shape[0]),
         "n_dofs": int(modes.shape[1]),
-        "retained_energy": float(
-            np.sum(sigma[: modes.shape[0]] ** 2) / float(tree.get("basis/total_energy", np.sum(sigma**2)))  # type: ignore[arg-type]
-        ),
+        "retained_energy": _retained(sigma, modes.shape[0], tree.get("basis/total_energy")),
         "element": str(tree["element/signature"]),
         "mesh_cells": int(np.shape(tree["mesh/cells"])[0]),
         "mesh_nodes": int(np.shape(tree["mesh/x"])[0]),
@@ -316,6 +315,37 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         report = ErrorReport(**{name: np.asarray(tree[f"errors/{name}"]) for name in _REPORT_ARRAYS})
         info["test_errors"] = {"n_test": int(report.parameters.shape[0]), **report.summary()}
     return info
+
+
+_REQUIRED = (
+    "mesh/cells", "mesh/x", "mesh/cell_type", "mesh/degree", "mesh/lagrange_variant", "layout/keys",
+    "layout/coordinates", "basis/modes", "basis/singular_values", "basis/orthonormality_error",
+    "basis/inner_product", "parameters/names", "parameters/lower", "parameters/upper", "network/n_hidden",
+    "network/hidden_layers", "network/activation", "network/input_transform", "network/n_in", "network/n_out",
+    "network/n_networks", "network/dtype", "element/family", "element/degree", "element/lagrange_variant",
+    "element/discontinuous", "element/shape", "element/scalar",
+)  # fmt: skip
+
+
+def _retained(sigma: npt.NDArray[np.float64], r: int, total: Any) -> float:
+    """Retained energy of ``r`` modes, as :attr:`~fem_ml.pod.PODBasis.retained_energy` computes it."""
+    energy = float(np.sum(sigma**2)) if total is None else float(total)
+    return float(np.sum(sigma[:r] ** 2) / energy) if energy > 0 else 1.0
+
+
+def _check_entries(source: Path, tree: Tree) -> None:
+    """Raise :class:`FileFormatError` if a checksum-valid file lacks entries or holds inconsistent shapes."""
+    missing = [key for key in _REQUIRED if key not in tree]
+    if str(tree.get("basis/inner_product", "")) not in _NAMED_PRODUCTS:
+        missing += [f"basis/matrix/{k}" for k in ("rows", "columns", "values") if f"basis/matrix/{k}" not in tree]
+    if missing:
+        raise FileFormatError(f"{source} lacks the entries {missing}.")
+    modes, keys = np.shape(tree["basis/modes"]), np.shape(tree["layout/keys"])
+    coordinates = np.shape(tree["layout/coordinates"])
+    if len(modes) != 2 or modes[1] != keys[0] or coordinates != (keys[0], 3):
+        raise FileFormatError(
+            f"{source} is inconsistent: modes {modes}, dof keys {keys}, dof coordinates {coordinates}."
+        )
 
 
 # --- element -------------------------------------------------------------------------------------------------------
@@ -370,20 +400,25 @@ def _gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDAr
     n_nodes = geometry.index_map().size_local
     x = geometry.x[:n_nodes, : geometry.dim]
     parts = comm.gather((original, cells, input_ids[:n_nodes], x), root=0)
-    if comm.rank != 0:
-        return None, None
-    assert parts is not None
-    original = np.concatenate([p[0] for p in parts])
-    cells = np.vstack([p[1] for p in parts])
-    ids = np.concatenate([p[2] for p in parts])
-    x = np.vstack([p[3] for p in parts])
-    if not np.array_equal(np.sort(original), np.arange(original.size)):
-        raise RuntimeError("The mesh's original cell indices are not a permutation; cannot store the mesh.")
-    unique_ids, first = np.unique(ids, return_index=True)
-    nodes = x[first]
-    cells_out = np.empty_like(cells)
-    cells_out[original] = np.searchsorted(unique_ids, cells)
-    return cells_out, np.ascontiguousarray(nodes, dtype=np.float64)
+    problem: str | None = None
+    result: tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None] = (None, None)
+    if comm.rank == 0:
+        assert parts is not None
+        original = np.concatenate([p[0] for p in parts])
+        cells = np.vstack([p[1] for p in parts])
+        ids = np.concatenate([p[2] for p in parts])
+        x = np.vstack([p[3] for p in parts])
+        if not np.array_equal(np.sort(original), np.arange(original.size)):
+            problem = "the mesh's original cell indices are not a permutation of 0..n-1"
+        else:
+            unique_ids, first = np.unique(ids, return_index=True)
+            cells_out = np.empty_like(cells)
+            cells_out[original] = np.searchsorted(unique_ids, cells)
+            result = (cells_out, np.ascontiguousarray(x[first], dtype=np.float64))
+    problem = comm.bcast(problem, root=0) if comm.size > 1 else problem
+    if problem is not None:
+        raise ValueError(f"Cannot store the mesh: {problem}.")
+    return result
 
 
 def _mesh_from_tree(comm: MPI.Comm, tree: Tree, small: dict[str, Any]) -> mesh.Mesh:

@@ -113,20 +113,20 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
 
     try:
         if args.command == "info":
+            error = None
             if comm.rank == 0:
-                summary = describe(args.model)
-                print(json.dumps(summary, indent=2) if args.json else _format_info(summary), flush=True)
+                try:
+                    summary = describe(args.model)
+                    print(json.dumps(summary, indent=2) if args.json else _format_info(summary), flush=True)
+                except (FileFormatError, KeyError, ValueError, OSError) as err:
+                    error = str(err)
+            error = comm.bcast(error, root=0)  # the same exit status on every rank
+            if error is not None:
+                raise FileFormatError(error)
             return 0
-        error = None
-        points: list[dict[str, float]] = []
-        try:
-            points = [parse_point(text) for text in args.mu]
-            if not args.output.endswith((".xdmf", ".bp")):
-                raise ValueError(f"The output must end in .xdmf or .bp, got {args.output!r}.")
-        except ValueError as err:
-            error = str(err)
-        if error is not None:
-            raise ValueError(error)
+        points = [parse_point(text) for text in args.mu]
+        if not args.output.endswith((".xdmf", ".bp")):
+            raise ValueError(f"The output must end in .xdmf or .bp, got {args.output!r}.")
         rom = load(args.model, comm=comm)
         try:
             values = rom.predict_values(points)  # type: ignore[arg-type]

@@ -311,9 +311,11 @@ class CoefficientNetwork:
     def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``, all members at once.
 
-        Up to :attr:`torch_batch_threshold` points run in NumPy (no torch call overhead); larger batches run
-        through the torch models, whose vectorized activations are several times faster there. Both agree to
-        rounding.
+        Below :attr:`torch_batch_threshold` points the evaluation runs in NumPy in float64 (no torch call
+        overhead); larger batches run through the torch models in their own dtype, whose vectorized activations
+        are several times faster there. For float64 networks both paths agree to rounding (float32 networks:
+        to about 1e-7). torch uses its own thread pool; under ``mpirun`` set ``OMP_NUM_THREADS`` (or
+        ``torch.set_num_threads``) so the ranks do not oversubscribe the cores.
         """
         if parameters.shape[0] >= self.torch_batch_threshold:
             return self.torch_forward(parameters)
@@ -326,7 +328,7 @@ class CoefficientNetwork:
         return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
 
     def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The same map evaluated with the torch models (for checks)."""
+        """The same map evaluated with the torch models (the path of large batches in :meth:`__call__`)."""
         x = torch.from_numpy(np.ascontiguousarray(self.scale_inputs(parameters)))
         with torch.inference_mode():
             outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]

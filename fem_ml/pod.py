@@ -89,12 +89,8 @@ class _LocalOperator:
         send_counts = [len(idx) * k for idx in self.send]
         recv_counts = [len(idx) * k for idx in self.recv]
         self.comm.Alltoallv([np.ascontiguousarray(sendbuf), send_counts], [recvbuf, recv_counts])
-        halo = np.empty((self.n_ghost, k))
-        offset = 0
-        for idx in self.recv:
-            halo[idx] = recvbuf[offset : offset + len(idx)]
-            offset += len(idx)
-        return halo
+        # The halo is sorted and owners own contiguous ranges, so rank-ordered receipt is halo order.
+        return recvbuf
 
     def rows(
         self, start: int, stop: int, X: npt.NDArray[np.float64], halo: npt.NDArray[np.float64]
@@ -428,11 +424,12 @@ def pod(
     or exactly ``n_modes`` modes; with both, the smaller :math:`r`. Modes whose singular value is at the level of
     rounding noise (:math:`\sigma_k / \sigma_1 < 10^{-7}`, the precision of the Gram matrix) are never kept.
 
-    ``method="snapshots"`` (exact): the Gram matrix :math:`G = U^T M U` is accumulated by chunks of
-    ``chunk_size`` columns (the upper block triangle only, so half the work of a GEMM :math:`U^T U`); its
-    eigenvectors give the dominant subspace :math:`Q`, which a Rayleigh-Ritz step (SVD of :math:`(MQ)^T U`)
-    refines. With a :class:`~fem_ml.store.SnapshotStore` the columns stream from disk: memory stays near
-    ``3 * chunk_size`` columns plus :math:`n^2` and the modes, never the whole snapshot matrix.
+    ``method="snapshots"`` (exact): the Gram matrix :math:`G = U^T M U` is accumulated without forming
+    :math:`MU` whole: in memory by blocks of rows (as much memory as ``chunk_size`` columns, each block one
+    full-width GEMM), from a :class:`~fem_ml.store.SnapshotStore` by chunks of ``chunk_size`` columns streamed
+    from disk (the upper block triangle only; memory near ``3 * chunk_size`` columns plus :math:`n^2` and the
+    modes, never the whole snapshot matrix). Its eigenvectors give the dominant subspace :math:`Q`, which a
+    Rayleigh-Ritz step (SVD of :math:`(MQ)^T U`) refines.
 
     ``method="randomized"`` (for thousands of snapshots): a randomized range finder (Halko, Martinsson and Tropp,
     SIAM Rev. 2011) in the :math:`M` inner product with ``oversampling`` extra columns and ``power_iterations``
@@ -477,9 +474,9 @@ def pod(
             raise ValueError("pod needs V when snapshots are given as an array.")
         else:
             space, U = V, np.asarray(snapshots, dtype=np.float64)
-        columns = _Columns(U)
         if U.ndim != 2 or U.shape[0] != n_owned(space) or U.shape[1] == 0:
             error = f"Snapshots must have shape (n_owned={n_owned(space)}, n>0), got {U.shape}."
+        columns = _Columns(U if error is None else np.zeros((n_owned(space), 1)))
     if tol is None and n_modes is None:
         tol = 1e-6
     if error is None:
@@ -528,6 +525,8 @@ def pod(
         total_energy = float(comm.allreduce(energies.sum(), op=MPI.SUM))
         if not np.isfinite(total_energy):
             raise ValueError("Snapshots contain NaN or inf (or values too large for their energy).")
+        if total_energy <= 0.0:
+            raise ValueError("All snapshots are zero in the chosen inner product.")
         for _ in range(power_iterations):
             Q = _range_basis(ip, Q)
             Q = _combine(columns, _cross(columns, ip.apply(Q), comm, chunk_size).T, chunk_size)

@@ -251,7 +251,7 @@ def collect_snapshots(
         own: dict[int, npt.NDArray[np.float64]] = {}
         own_times: dict[int, float] = {}
         try:
-            own, own_times, _ = _solve_samples(solve, points, mine, V, store, on_failure, progress, keep=True)
+            own, own_times, _ = _solve_samples(solve, points, mine, V, store, on_failure, progress)
         except Exception as err:  # re-raised on every rank of every group below
             group_error = (type(err).__name__, str(err))
         # Groups that finish early sleep here instead of spinning, leaving the cores to the others.
@@ -287,9 +287,7 @@ def collect_snapshots(
             for column, i in enumerate(resumed):
                 columns[i] = loaded[:, column]
                 times[i] = records[i].solve_time
-        solved, solved_times, solved_failures = _solve_samples(
-            solve, points, todo, V, store, on_failure, progress, keep=True
-        )
+        solved, solved_times, solved_failures = _solve_samples(solve, points, todo, V, store, on_failure, progress)
         columns |= solved
         for i, t in solved_times.items():
             times[i] = t
@@ -315,8 +313,6 @@ def _solve_samples(
     store: SnapshotStore | None,
     on_failure: str,
     progress: bool,
-    *,
-    keep: bool,
 ) -> tuple[dict[int, npt.NDArray[np.float64]], dict[int, float], list[FailedSolve]]:
     """Solve the samples ``todo`` on ``V``'s communicator; write each to the store as it finishes (collective)."""
     comm = V.mesh.comm
@@ -357,8 +353,7 @@ def _solve_samples(
         else:
             assert isinstance(u, fem.Function)
             values = u.x.array[:n_local].copy()
-            if keep:
-                columns[i] = values
+            columns[i] = values
             times[i] = elapsed
             if store is not None:
                 store.write(i, mu, values, solve_time=elapsed)

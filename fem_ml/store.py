@@ -116,6 +116,8 @@ class SnapshotStore:
                 keys, coordinates = np.asarray(tree["layout/keys"]), np.asarray(tree["layout/coordinates"])
             except FileFormatError as err:
                 error = str(err)
+            except Exception as err:  # a tree with missing or malformed entries
+                error = f"{header} is not a valid fem_ml snapshot store: {type(err).__name__}: {err}"
         check_collectively(self.comm, error, FileFormatError)
         problem = self.layout.mismatch(keys, coordinates)
         if problem is not None:
@@ -159,16 +161,25 @@ class SnapshotStore:
         renamed to ``*.corrupt`` and left out, so the sample is solved again.
         """
         found: dict[int, SampleRecord] = {}
+        error: str | None = None
         if self.comm.rank == 0:
-            for file in sorted((self.path / "samples").glob("[0-9]*.h5")):
-                try:
-                    tree = self._read(file)
-                except FileFormatError as err:
-                    logger.warning("Ignoring damaged snapshot entry: %s", err)
-                    file.rename(file.with_suffix(".corrupt"))
-                    continue
-                record = _record(tree)
-                found[record.index] = record
+            try:
+                for file in sorted((self.path / "samples").glob("[0-9]*.h5")):
+                    try:
+                        record = _record(self._read(file))
+                        if record.index != int(file.stem):
+                            raise FileFormatError(f"{file} holds sample {record.index}, not {int(file.stem)}.")
+                    except (FileFormatError, KeyError, ValueError, TypeError) as err:
+                        logger.warning("Ignoring damaged snapshot entry %s: %s", file, err)
+                        try:
+                            file.rename(file.with_suffix(".corrupt"))
+                        except OSError as rename_error:  # read-only store, or another group renamed it first
+                            logger.warning("Could not set %s aside: %s", file, rename_error)
+                        continue
+                    found[record.index] = record
+            except OSError as err:
+                error = f"Could not list the snapshot store {self.path}: {err}"
+        check_collectively(self.comm, error, OSError)
         return self.comm.bcast(found, root=0)
 
     def _read(self, file: Path) -> dict:
@@ -196,7 +207,9 @@ class SnapshotStore:
             message: Error message of a failed solve.
         """
         ok = values is not None
-        gathered = self.layout.gather(values) if self.comm.bcast(ok, root=0) and values is not None else None
+        if self.comm.allreduce(int(ok), op=MPI.SUM) not in (0, self.comm.size):  # the same on every rank
+            raise ValueError(f"Sample {index}: values given on some ranks only.")
+        gathered = self.layout.gather(values) if values is not None else None
         error: str | None = None
         if self.comm.rank == 0:
             tree: dict = {

@@ -238,3 +238,30 @@ def test_cli_info_and_predict(comm, tmp_dir, world_rom):
         assert bad.returncode == 2 and "no such file" in bad.stderr
 
     on_root(comm, command_line)
+
+
+def test_valid_checksum_but_missing_entry_is_refused(comm, tmp_dir, world_rom):
+    """A file that passes its checksum but lacks an entry fails on every rank (no rank left waiting)."""
+    from fem_ml._h5 import read_tree
+
+    rom, _ = world_rom
+    path = rom.save(tmp_dir / "model.femml")
+    partial = shared_path(comm, tmp_dir, "partial.femml")
+    if comm.rank == 0:
+        tree = read_tree(path, kind=FORMAT, version=1, what="test")
+        del tree["basis/modes"]
+        write_tree(partial, tree, kind=FORMAT, version=1)
+    comm.barrier()
+    raises_on_all_ranks(comm, fem_ml.FileFormatError, "lacks the entries.*basis/modes", fem_ml.load, partial,
+                        comm=comm)  # fmt: skip
+
+
+def test_saved_file_is_readable_by_others(comm, tmp_dir, world_rom):
+    import os
+    import stat
+
+    rom, _ = world_rom
+    path = rom.save(tmp_dir / "model.femml")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

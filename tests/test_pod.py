@@ -190,3 +190,12 @@ def test_randomized_pod_matches_exact(snapshots):
 def test_randomized_needs_rank(comm, snapshots):
     raises_on_all_ranks(comm, ValueError, "needs n_modes", fem_ml.pod, snapshots, "h1", method="randomized")
     raises_on_all_ranks(comm, ValueError, "method must be", fem_ml.pod, snapshots, "h1", method="svd")
+
+
+def test_pod_errors_name_the_problem(comm, snapshots):
+    V = snapshots.V
+    raises_on_all_ranks(comm, ValueError, "must have shape", fem_ml.pod, snapshots.values[:, 0], "h1", V=V)
+    zeros = np.zeros_like(snapshots.values)
+    raises_on_all_ranks(comm, ValueError, "All snapshots are zero", fem_ml.pod, zeros, "h1", V=V, n_modes=2,
+                        method="randomized")  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "All snapshots are zero", fem_ml.pod, zeros, "h1", V=V, n_modes=2)
