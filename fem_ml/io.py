@@ -194,11 +194,17 @@ def _fill(V: fem.FunctionSpace, values: npt.NDArray[np.float64], out: fem.Functi
 
 
 def _output_space(V: fem.FunctionSpace) -> fem.FunctionSpace:
-    """The Lagrange space matching the mesh geometry, with ``V``'s value shape (``V`` itself if it matches)."""
+    """The space XDMF stores ``V``'s fields in.
+
+    That is ``V`` itself for Lagrange of the geometry's degree and for cellwise constants (cell data), else the
+    Lagrange space of the geometry's degree with ``V``'s value shape.
+    """
     mesh = V.mesh
     degree = mesh.geometry.cmaps[0].degree
     element = V.ufl_element().basix_element
     if element.family == basix.ElementFamily.P and element.degree == degree and not element.discontinuous:
+        return V
+    if element.family == basix.ElementFamily.P and element.degree == 0:
         return V
     shape = tuple(V.value_shape)
     return fem.functionspace(mesh, basix.ufl.element("Lagrange", mesh.basix_cell(), degree, shape=shape))

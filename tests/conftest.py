@@ -110,3 +110,26 @@ def on_root(comm: MPI.Comm, func, /, *args, **kwargs):
     if error is not None:
         pytest.fail(error)
     return result
+
+
+def paraview_arrays(comm: MPI.Comm, path: Path) -> dict:
+    """Open an XDMF file in ParaView (``xvfb-run pvpython``, Xdmf3 reader) on rank 0; its steps and array ranges.
+
+    Returns ``{"times": [...], "arrays": {point array: [[lo, hi] per step]}, "cell_arrays": {...}}`` on every rank.
+    """
+    import json
+    import shutil
+    import subprocess
+
+    def run() -> dict:
+        assert shutil.which("pvpython") and shutil.which("xvfb-run"), "pvpython and xvfb-run are needed"
+        script = Path(__file__).with_name("paraview_check.py")
+        proc = subprocess.run(
+            ["xvfb-run", "-a", "pvpython", str(script), str(path)], capture_output=True, text=True, timeout=300,
+            env=clean_env(),
+        )  # fmt: skip
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("PARAVIEW_RESULT ")]
+        assert proc.returncode == 0 and lines, proc.stdout + proc.stderr
+        return json.loads(lines[-1].removeprefix("PARAVIEW_RESULT "))
+
+    return on_root(comm, run)

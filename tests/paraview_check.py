@@ -1,7 +1,7 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""Open an XDMF file with ParaView's Xdmf3 reader and print, as JSON, its time steps and array ranges.
+"""Open an XDMF file with ParaView's Xdmf3 reader and print, as JSON, its time steps and point/cell array ranges.
 
 Run with ``xvfb-run -a pvpython paraview_check.py FILE.xdmf``.
 """
@@ -15,9 +15,11 @@ reader = Xdmf3ReaderT(FileName=[sys.argv[1]])
 reader.UpdatePipelineInformation()
 steps = reader.TimestepValues
 times = list(steps) if hasattr(steps, "__len__") else [steps]
-result = {"times": [float(t) for t in times], "arrays": {}}
+result = {"times": [float(t) for t in times], "arrays": {}, "cell_arrays": {}}
 for t in times:
     reader.UpdatePipeline(t)
     for name in reader.PointData.keys():
         result["arrays"].setdefault(name, []).append([float(v) for v in reader.PointData[name].GetRange()])
+    for name in reader.CellData.keys():
+        result["cell_arrays"].setdefault(name, []).append([float(v) for v in reader.CellData[name].GetRange()])
 print("PARAVIEW_RESULT " + json.dumps(result))

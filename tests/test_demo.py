@@ -11,7 +11,8 @@ from mpi4py import MPI
 
 import h5py
 import numpy as np
-from conftest import clean_env, on_root
+import pytest
+from conftest import clean_env, on_root, paraview_arrays
 from thermal_block import main
 
 import fem_ml
@@ -90,3 +91,21 @@ def test_elasticity_demo_small(comm, tmp_dir):
     u = rom(ELASTIC.sample(1, seed=4)[0])
     assert np.isfinite(u.x.array).all() and comm.allreduce(np.abs(u.x.array).max(), op=MPI.MAX) > 0
     rom.destroy()
+
+
+@pytest.mark.paraview
+def test_elasticity_outputs_open_in_paraview(comm, tmp_dir):
+    """The vector displacement (P2 shown on the P1 geometry) and the DG0 von Mises stress open in ParaView."""
+    from elasticity import main as elasticity_main
+
+    elasticity_main(
+        comm, n_cells=(6, 2, 2), n_train=12, n_test=2, n_networks=1, hidden_layers=(8,), adam_epochs=20,
+        lbfgs_iterations=0, out_dir=tmp_dir, n_output=2, progress=False,
+    )  # fmt: skip
+    displacement = paraview_arrays(comm, tmp_dir / "displacement.xdmf")
+    assert displacement["times"] == [0.0, 1.0]
+    assert sorted(displacement["arrays"]) == ["error", "prediction", "truth"]
+    stress = paraview_arrays(comm, tmp_dir / "von_mises.xdmf")
+    assert sorted(stress["cell_arrays"]) == ["von_mises_error", "von_mises_prediction", "von_mises_truth"]
+    for lo, hi in stress["cell_arrays"]["von_mises_truth"]:
+        assert 0 <= lo < hi and np.isfinite(hi)

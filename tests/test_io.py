@@ -2,8 +2,6 @@
 #
 # SPDX-License-Identifier:    MIT
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 from mpi4py import MPI
@@ -11,7 +9,7 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import SPACE, on_root, raises_on_all_ranks
+from conftest import SPACE, paraview_arrays, raises_on_all_ranks
 from dolfinx import fem
 
 import fem_ml
@@ -110,18 +108,7 @@ def test_paraview_opens_xdmf(comm, tmp_dir, rom, test_snapshots):
         "error": [_global_range(comm, prediction[:, k] - test_snapshots.values[:, k]) for k in range(3)],
     }
 
-    def run_paraview():
-        assert shutil.which("pvpython") and shutil.which("xvfb-run"), "pvpython and xvfb-run are needed"
-        script = Path(__file__).with_name("paraview_check.py")
-        proc = subprocess.run(
-            ["xvfb-run", "-a", "pvpython", str(script), str(path)], capture_output=True, text=True, timeout=300
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("PARAVIEW_RESULT ")]
-        assert proc.returncode == 0 and lines, proc.stdout + proc.stderr
-        result = json.loads(lines[-1].removeprefix("PARAVIEW_RESULT "))
-        return result
-
-    result = on_root(comm, run_paraview)
+    result = paraview_arrays(comm, path)
     assert result["times"] == [0.0, 1.0, 2.0]
     assert sorted(result["arrays"]) == ["error", "prediction", "truth"]
     for name, ranges in expected.items():
