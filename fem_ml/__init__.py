@@ -25,7 +25,14 @@ from fem_ml.io import write_comparison, write_fields, write_json
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
 from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
-from fem_ml.snapshots import FailedSolve, SnapshotSet, SolveFailed, check_converged, collect_snapshots
+from fem_ml.snapshots import (
+    FailedSolve,
+    SnapshotSet,
+    SolveFailed,
+    check_converged,
+    collect_snapshots,
+    collect_trajectories,
+)
 from fem_ml.store import SnapshotStore
 from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
 
@@ -53,6 +60,7 @@ __all__ = [
     "assemble_inner_product",
     "check_converged",
     "collect_snapshots",
+    "collect_trajectories",
     "load",
     "pod",
     "train_surrogate",

@@ -120,10 +120,12 @@ def write_comparison(
     truth: SnapshotSet | npt.NDArray[np.float64],
     *,
     names: tuple[str, str, str] = ("truth", "prediction", "error"),
+    times: Sequence[float] | None = None,
 ) -> Path:
     """Write truth, surrogate prediction and their difference for each parameter point (collective).
 
-    One step per point (step ``k`` at time ``k``); ``<path>.json`` lists the parameter values of each step.
+    One step per point (step ``k`` at time ``k``, or at ``times[k]``, e.g. the physical times of a trajectory);
+    ``<path>.json`` lists the parameter values of each step.
 
     Args:
         path: ``.xdmf`` or ``.bp`` output path.
@@ -131,6 +133,7 @@ def write_comparison(
         parameters: Points ``(n, p)``.
         truth: True solutions at the points (a :class:`SnapshotSet` or owned values ``(n_owned, n)``).
         names: Field names of truth, prediction and error (``error = prediction - truth``).
+        times: Time value of each step (default ``0, 1, 2, ...``).
 
     Returns:
         The path written.
@@ -148,11 +151,14 @@ def write_comparison(
         {names[0]: values[:, k], names[1]: prediction[:, k], names[2]: prediction[:, k] - values[:, k]}
         for k in range(points.shape[0])
     ]
+    step_times = [float(k) for k in range(points.shape[0])] if times is None else [float(t) for t in times]
     metadata = {
         "parameter_names": list(surrogate.space.names),
-        "steps": [{"time": float(k), "parameters": surrogate.space.to_dict(points[k])} for k in range(points.shape[0])],
+        "steps": [
+            {"time": step_times[k], "parameters": surrogate.space.to_dict(points[k])} for k in range(points.shape[0])
+        ],
     }
-    return write_fields(path, surrogate.V, steps, metadata=metadata)
+    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata)
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, object], *, comm: MPI.Comm) -> Path:

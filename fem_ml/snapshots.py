@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from fem_ml.ensemble import Ensemble
     from fem_ml.store import SnapshotStore
 
-__all__ = ["FailedSolve", "SnapshotSet", "SolveFailed", "check_converged", "collect_snapshots"]
+__all__ = [
+    "FailedSolve",
+    "SnapshotSet",
+    "SolveFailed",
+    "check_converged",
+    "collect_snapshots",
+    "collect_trajectories",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +310,75 @@ def collect_snapshots(
         values[:, column] = columns[i]
     failures.sort(key=lambda f: f.index)
     return SnapshotSet(V, points[ok], values, times[ok], indices=np.array(ok, dtype=np.int64), failures=tuple(failures))
+
+
+def collect_trajectories(
+    solve: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], Iterable[fem.Function]],
+    parameters: npt.ArrayLike,
+    V: fem.FunctionSpace,
+    *,
+    times: npt.ArrayLike,
+    space: ParameterSpace | None = None,
+    progress: bool = True,
+) -> SnapshotSet:
+    r"""Snapshots of time-dependent problems: one trajectory per parameter point, kept at ``times`` (collective).
+
+    The time becomes the last parameter: the result holds the points :math:`(\mu_i, t_j)`, shape
+    ``(n_points * n_times, p + 1)``, and one column per pair, trajectory by trajectory. Train a surrogate on a
+    :class:`ParameterSpace` with the time as its last parameter; it then answers at any time of the interval.
+    ``solve_time`` of each column is the wall time of its whole trajectory.
+
+    Args:
+        solve: ``solve(mu, times)`` integrates one trajectory and yields the solution as a Function on ``V`` at
+            each of ``times``, in order (it may yield the same Function object each time).
+        parameters: Points ``(n_points, p)``, the same on every rank.
+        V: Function space of the solutions.
+        times: Increasing output times ``(n_times,)``.
+        space: If given, the points are validated against it.
+        progress: Show a progress bar on rank 0.
+
+    Raises:
+        ValueError: on every rank, for malformed parameters or times, or a ``solve`` that yields the wrong
+            number of Functions or Functions on another space.
+    """
+    comm = V.mesh.comm
+    error: str | None = None
+    points = np.empty((0, 0))
+    output_times = np.asarray(times, dtype=np.float64).reshape(-1)
+    try:
+        points = space.validate(parameters) if space is not None else np.array(parameters, dtype=np.float64)
+        if points.ndim != 2 or points.shape[0] == 0 or not np.isfinite(points).all():
+            raise ValueError(f"parameters must be a finite (n_points, n_params) array, got shape {points.shape}.")
+        if output_times.size == 0 or not np.isfinite(output_times).all() or np.any(np.diff(output_times) <= 0):
+            raise ValueError("times must be finite and strictly increasing.")
+    except ValueError as err:
+        error = str(err)
+    check_collectively(comm, error)
+    n_local, n_times = n_owned(V), output_times.size
+    values = np.empty((n_local, points.shape[0] * n_times))
+    rows, solve_times = [], []
+    bar = Progress(points.shape[0], "trajectories", enabled=progress and comm.rank == 0)
+    for i, mu in enumerate(points):
+        start = time.perf_counter()
+        count = 0
+        problem: str | None = None
+        for u in solve(mu.copy(), output_times.copy()):
+            if count >= n_times:
+                problem = f"solve yielded more than the {n_times} requested time steps"
+                break
+            if not isinstance(u, fem.Function) or space_mismatch(V, u.function_space) is not None:
+                problem = "solve must yield dolfinx.fem.Functions on V"
+                break
+            values[:, i * n_times + count] = u.x.array[:n_local]
+            count += 1
+        if problem is None and count != n_times:
+            problem = f"solve yielded {count} Functions for {n_times} requested times"
+        check_collectively(comm, None if problem is None else f"Trajectory {i}: {problem}.")
+        elapsed = time.perf_counter() - start
+        rows += [np.append(mu, t) for t in output_times]
+        solve_times += [elapsed] * n_times
+        bar.update(i + 1, f"last trajectory {elapsed:.3f}s")
+    return SnapshotSet(V, np.array(rows), values, np.array(solve_times))
 
 
 def _solve_samples(

@@ -109,3 +109,35 @@ def test_elasticity_outputs_open_in_paraview(comm, tmp_dir):
     assert sorted(stress["cell_arrays"]) == ["von_mises_error", "von_mises_prediction", "von_mises_truth"]
     for lo, hi in stress["cell_arrays"]["von_mises_truth"]:
         assert 0 <= lo < hi and np.isfinite(hi)
+
+
+def test_heat_demo_small(comm, tmp_dir):
+    """Time as an input: trajectories, a time series of truth/prediction/error, the same summary keys."""
+    from heat import main as heat_main
+
+    summary = heat_main(
+        comm, n_cells=8, n_train=8, n_test=2, train_every=15, n_networks=1, hidden_layers=(16,), adam_epochs=50,
+        lbfgs_iterations=5, out_dir=tmp_dir, progress=False,
+    )  # fmt: skip
+    assert KEYS <= set(summary)
+    assert summary["n_test_times"] == 46 and summary["n_train_times"] == 4
+    assert 0 <= summary["proj_error_h1_mean"] <= summary["rel_error_h1_mean"]
+    meta = json.loads((tmp_dir / "trajectory.xdmf.json").read_text())
+    assert [step["time"] for step in meta["steps"]][:2] == pytest.approx([0.05, 0.06], abs=1e-12)
+
+
+@pytest.mark.paraview
+def test_heat_time_series_opens_in_paraview(comm, tmp_dir):
+    """The trajectory is one XDMF time series: 46 steps at the physical times, three named arrays."""
+    from heat import main as heat_main
+
+    heat_main(
+        comm, n_cells=8, n_train=6, n_test=1, train_every=15, n_networks=1, hidden_layers=(8,), adam_epochs=20,
+        lbfgs_iterations=0, out_dir=tmp_dir, progress=False,
+    )  # fmt: skip
+    result = paraview_arrays(comm, tmp_dir / "trajectory.xdmf")
+    assert len(result["times"]) == 46 and result["times"][0] == pytest.approx(0.05)
+    assert result["times"][-1] == pytest.approx(0.5)
+    assert sorted(result["arrays"]) == ["temperature_error", "temperature_prediction", "temperature_truth"]
+    for lo, hi in result["arrays"]["temperature_truth"]:
+        assert lo >= -1e-12 and hi > 0

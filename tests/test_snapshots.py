@@ -69,3 +69,31 @@ def test_snapshot_set_checks_shapes(problem):
     V, _ = problem
     with pytest.raises(ValueError, match="values must have shape"):
         fem_ml.SnapshotSet(V, np.zeros((2, 4)), np.zeros((3, 2)), np.zeros(2))
+
+
+def test_trajectories_add_time_as_last_parameter(comm):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
+    from heat import SPACE as HEAT
+    from heat import build_problem as heat_problem
+
+    V, solve = heat_problem(comm, 8)
+    points = HEAT.sample(2, method="lhs", seed=0)
+    times = np.array([0.02, 0.05, 0.1])
+    result = fem_ml.collect_trajectories(solve, points, V, times=times, space=HEAT, progress=False)
+    assert result.parameters.shape == (6, 4) and result.values.shape[1] == 6
+    np.testing.assert_array_equal(result.parameters[:3, 3], times)
+    np.testing.assert_array_equal(result.parameters[3:, :3], np.repeat(points[1:], 3, axis=0))
+    # The column at (mu_1, 0.05) is what a trajectory integrated to t = 0.05 gives.
+    *_, last = solve(points[1].copy(), np.array([0.05]))
+    np.testing.assert_array_equal(result.values[:, 4], last.x.array[: result.values.shape[0]])
+    raises_on_all_ranks(comm, ValueError, "strictly increasing", fem_ml.collect_trajectories, solve, points, V,
+                        times=[0.1, 0.05])  # fmt: skip
+
+    def short(mu, times):
+        yield from list(solve(mu, times))[:1]
+
+    raises_on_all_ranks(comm, ValueError, "yielded 1 Functions for 3", fem_ml.collect_trajectories, short, points, V,
+                        times=times)  # fmt: skip
