@@ -141,3 +141,27 @@ def test_heat_time_series_opens_in_paraview(comm, tmp_dir):
     assert sorted(result["arrays"]) == ["temperature_error", "temperature_prediction", "temperature_truth"]
     for lo, hi in result["arrays"]["temperature_truth"]:
         assert lo < hi and hi > 0  # P1 heat solutions may undershoot slightly below 0
+
+
+def test_hyperelasticity_demo_small(comm, tmp_dir):
+    from hyperelasticity import main as hyper_main
+
+    summary = hyper_main(
+        comm, n_cells=(6, 2, 2), n_train=10, n_test=3, n_networks=1, hidden_layers=(16,), adam_epochs=50,
+        lbfgs_iterations=5, out_dir=tmp_dir, n_output=1, progress=False,
+    )  # fmt: skip
+    assert KEYS <= set(summary)
+    assert summary["n_failed_solves"] == 0 and summary["max_tip_deflection"] > 0.1
+    assert (tmp_dir / "comparison.xdmf").exists() and (tmp_dir / "hyperelasticity.femml").exists()
+
+
+def test_failed_newton_solve_is_reported_not_fatal(comm, monkeypatch):
+    """The full load in one Newton solve diverges; the sample is recorded as failed and the run goes on."""
+    import hyperelasticity
+
+    monkeypatch.setattr(hyperelasticity, "LOAD_STEPS", 1)
+    V, solve = hyperelasticity.build_problem(comm, (6, 2, 2))
+    result = fem_ml.collect_snapshots(solve, [[4.0, 0.005], [1.0, 0.06]], V, progress=False)
+    assert [f.index for f in result.failures] == [1]
+    assert "Newton (load step 1) diverged" in result.failures[0].message
+    np.testing.assert_array_equal(result.indices, [0])
