@@ -46,7 +46,6 @@ from dolfinx import fem, mesh
 from dolfinx.fem.petsc import LinearProblem
 
 import fem_ml
-from fem_ml.plots import write_report_plots
 
 LENGTH, WIDTH = 10.0, 1.0
 SPACE = fem_ml.ParameterSpace({"E": (50.0, 200.0), "nu": (0.2, 0.45), "theta": (0.0, float(np.pi)), "g": (0.01, 0.1)})
@@ -203,7 +202,6 @@ def main(
         "n_failed_solves": len(snapshots.failures) + len(truth.failures),
         "surrogate_file": str(model_path),
     }  # fmt: skip
-    write_report_plots(out, rom, report, truth.values)
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     if comm.rank == 0:
         for key, value in summary.items():

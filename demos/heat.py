@@ -49,7 +49,6 @@ from dolfinx import fem, mesh
 from dolfinx.fem.petsc import LinearProblem
 
 import fem_ml
-from fem_ml.plots import write_report_plots
 
 DT, T_END, T_START = 0.01, 0.5, 0.05
 SPACE = fem_ml.ParameterSpace({"kappa": (0.01, 0.1), "s": (1.0, 5.0), "c": (0.3, 0.7)})
@@ -172,7 +171,6 @@ def main(
         "n_failed_solves": len(snapshots.failures) + len(truth.failures),
         "surrogate_file": str(model_path),
     }  # fmt: skip
-    write_report_plots(out, rom, report, truth.values)
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     if comm.rank == 0:
         for key, value in summary.items():

@@ -46,7 +46,6 @@ from dolfinx import fem, mesh
 from dolfinx.fem.petsc import NonlinearProblem
 
 import fem_ml
-from fem_ml.plots import write_report_plots
 
 SPACE = fem_ml.ParameterSpace({"mu": (1.0, 4.0), "g": (0.01, 0.06)})
 LAMBDA, LOAD_STEPS = 10.0, 5
@@ -160,7 +159,6 @@ def main(
         "n_failed_solves": len(snapshots.failures) + len(truth.failures),
         "surrogate_file": str(model_path),
     }  # fmt: skip
-    write_report_plots(out, rom, report, truth.values)
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     if comm.rank == 0:
         for key, value in summary.items():

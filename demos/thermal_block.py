@@ -48,7 +48,6 @@ from dolfinx import fem, mesh
 from dolfinx.fem.petsc import LinearProblem
 
 import fem_ml
-from fem_ml.plots import write_report_plots
 
 # %% [markdown]
 # ## The full-order model
@@ -230,7 +229,6 @@ def main(
         "n_failed_solves": len(snapshots.failures) + len(truth.failures),
         "surrogate_file": str(model_path),
     }
-    write_report_plots(out, rom, report, truth.values)
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     if comm.rank == 0:
         for key, value in summary.items():

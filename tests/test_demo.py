@@ -22,7 +22,6 @@ KEYS = {
     "rel_error_h1_mean", "proj_error_h1_mean", "t_snapshots_s", "t_pod_s", "t_train_s",
     "t_full_solve_median_s", "t_surrogate_median_s", "speedup_median",
 }  # fmt: skip
-PLOTS = ("pod_spectrum.png", "training.png", "test_errors.png", "qoi.png")
 
 
 def test_thermal_block_demo_small(comm, tmp_dir):
@@ -38,9 +37,8 @@ def test_thermal_block_demo_small(comm, tmp_dir):
     assert written["n_failed_solves"] == 0 and Path(written["surrogate_file"]).exists()
     assert 0 <= written["proj_error_h1_mean"] <= written["rel_error_h1_mean"] < 0.5
     assert np.isclose(written["speedup_median"], written["t_full_solve_median_s"] / written["t_surrogate_median_s"])
-    for name in ("comparison.xdmf", "comparison.h5", "comparison.xdmf.json", "comparison.bp", *PLOTS):
+    for name in ("comparison.xdmf", "comparison.h5", "comparison.xdmf.json", "comparison.bp"):
         assert (tmp_dir / name).exists()
-    assert (tmp_dir / "qoi.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def xdmf_field(path: Path, name: str) -> np.ndarray:
@@ -86,7 +84,7 @@ def test_elasticity_demo_small(comm, tmp_dir):
     assert KEYS <= set(summary)
     assert summary["n_dofs"] == 3 * 13 * 5 * 5  # P2 vertices + edge midpoints of a 6 x 2 x 2 box, 3 components
     assert 0 <= summary["proj_error_h1_mean"] <= summary["rel_error_h1_mean"] < 1.0
-    for name in ("displacement.xdmf", "von_mises.xdmf", "elasticity.femml", "summary.json", *PLOTS):
+    for name in ("displacement.xdmf", "von_mises.xdmf", "elasticity.femml", "summary.json"):
         assert (tmp_dir / name).exists()
     rom = fem_ml.load(tmp_dir / "elasticity.femml", comm=comm)
     assert rom.V.dofmap.index_map_bs == 3 and rom.V.ufl_element().reference_value_shape == (3,)
@@ -124,7 +122,6 @@ def test_heat_demo_small(comm, tmp_dir):
     assert KEYS <= set(summary)
     assert summary["n_test_times"] == 46 and summary["n_train_times"] == 4
     assert 0 <= summary["proj_error_h1_mean"] <= summary["rel_error_h1_mean"]
-    assert all((tmp_dir / name).exists() for name in PLOTS)
     meta = json.loads((tmp_dir / "trajectory.xdmf.json").read_text())
     assert [step["time"] for step in meta["steps"]][:2] == pytest.approx([0.05, 0.06], abs=1e-12)
 
@@ -156,7 +153,6 @@ def test_hyperelasticity_demo_small(comm, tmp_dir):
     assert KEYS <= set(summary)
     assert summary["n_failed_solves"] == 0 and summary["max_tip_deflection"] > 0.1
     assert (tmp_dir / "comparison.xdmf").exists() and (tmp_dir / "hyperelasticity.femml").exists()
-    assert all((tmp_dir / name).exists() for name in PLOTS)
 
 
 def test_failed_newton_solve_is_reported_not_fatal(comm, monkeypatch):
