@@ -253,3 +253,29 @@ def test_trust_demo_small(comm, tmp_dir):
     assert -1 <= written["spearman_std_vs_error"] <= 1
     for name in ("uncertainty.xdmf", "residual.xdmf"):
         assert (tmp_dir / name).exists()
+
+
+@pytest.mark.paraview
+def test_trust_fields_open_in_paraview(comm, tmp_dir):
+    """The uncertainty and residual fields open in ParaView: a non-negative deviation, residual representatives."""
+    from conftest import paraview_files
+    from trust_thermal_block import main
+
+    main(
+        comm, n_cells=12, n_small=12, n_large=20, n_test=4, n_physics=50, n_ensemble=3, n_initial=6,
+        batch_size=4, max_solves=10, n_folds=2, recipe=Recipe((12,), 100, 10), out_dir=tmp_dir, progress=False,
+    )  # fmt: skip
+    results = paraview_files(comm, [tmp_dir / "uncertainty.xdmf", tmp_dir / "residual.xdmf"])
+    uncertainty = results[str(tmp_dir / "uncertainty.xdmf")]
+    assert sorted(uncertainty["arrays"]) == ["temperature_error", "temperature_mean", "temperature_std"]
+    assert len(uncertainty["times"]) == 3
+    for (lo, hi), (_, m_hi) in zip(
+        uncertainty["arrays"]["temperature_std"], uncertainty["arrays"]["temperature_mean"], strict=True
+    ):
+        assert 0 <= lo < hi < m_hi  # a deviation: non-negative, not zero everywhere, smaller than the field
+    residual = results[str(tmp_dir / "residual.xdmf")]
+    assert sorted(residual["arrays"]) == ["residual_prediction", "residual_untrained"]
+    for (p_lo, p_hi), (u_lo, u_hi) in zip(
+        residual["arrays"]["residual_prediction"], residual["arrays"]["residual_untrained"], strict=True
+    ):
+        assert max(abs(p_lo), abs(p_hi)) > 0 and max(abs(u_lo), abs(u_hi)) > 0
