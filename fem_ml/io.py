@@ -140,7 +140,7 @@ def write_comparison(
         path: ``.xdmf`` or ``.bp`` output path.
         surrogate: The surrogate.
         parameters: Points ``(n, p)``.
-        truth: True solutions at the points (a :class:`SnapshotSet` or owned values ``(n_owned, n)``).
+        truth: True solutions at the points (a :class:`~fem_ml.snapshots.SnapshotSet` or owned values ``(n_owned, n)``).
         names: Field names of truth, prediction and error (``error = prediction - truth``).
         times: Time value of each step (default ``0, 1, 2, ...``).
         unit: Unit of the three fields, recorded in ``<path>.json``.

@@ -85,8 +85,12 @@ def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
 
     def draw(ax: Any) -> None:
         k = np.arange(1, sigma.size + 1)
-        ax.semilogy(k, sigma / sigma[0], "o-", ms=3, label=r"$\sigma_k / \sigma_1$")
-        ax.semilogy(k, np.maximum(1.0 - energy, 1e-300), "s-", ms=3, label="discarded energy")
+        # Singular values at rounding level and a discarded energy of (numerically) zero are left out: on a log
+        # axis they would squash the spectrum into a flat line.
+        relative = np.where(sigma / sigma[0] > 1e-15, sigma / sigma[0], np.nan)
+        discarded = np.where(1.0 - energy > 1e-15, 1.0 - energy, np.nan)
+        ax.semilogy(k, relative, "o-", ms=3, label=r"$\sigma_k / \sigma_1$")
+        ax.semilogy(k, discarded, "s-", ms=3, label="discarded energy")
         ax.axvline(basis.n_modes, color="gray", ls="--", label=f"{basis.n_modes} modes kept")
         ax.set_xlabel("k")
         ax.set_title(f"POD spectrum ({basis.inner_product.name} inner product)")

@@ -71,11 +71,11 @@ def write_summary(
     Args:
         out_dir: Output folder.
         rom: The surrogate.
-        report: Its errors on the test set (:meth:`Surrogate.errors` of ``truth``).
+        report: Its errors on the test set (:meth:`~fem_ml.surrogate.Surrogate.errors` of ``truth``).
         training: The training snapshots.
         truth: The test snapshots, in the order of ``report``.
         timings: This rank's seconds of ``"snapshots"``, ``"pod"`` and ``"train"``.
-        t_surrogate: Median seconds of one surrogate query (:meth:`Surrogate.time_query`).
+        t_surrogate: Median seconds of one surrogate query (:meth:`~fem_ml.surrogate.Surrogate.time_query`).
         model_path: Where the surrogate was saved.
         n_train: Number of training parameter points (default ``len(training)``; a trajectory counts once).
         n_test: Number of test parameter points (default ``len(truth)``).

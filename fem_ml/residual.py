@@ -17,7 +17,7 @@ dofs removed). :class:`ResidualCheck` reports it relative to the load :math:`R(0
     under mesh refinement.
 
 The true solution's residual is at solver tolerance; a surrogate's is small where it is accurate. A prediction
-whose relative residual exceeds :attr:`ResidualCheck.threshold` is flagged.
+whose relative residual exceeds the check's ``threshold`` is flagged.
 """
 
 from __future__ import annotations

@@ -103,6 +103,11 @@ class Surrogate:
             from every training point are reported as extrapolation too.
 
     Attributes:
+        space: The parameter space.
+        basis: The reduced basis.
+        network: The map from parameters to coefficients.
+        history: Training history of each ensemble member, if known.
+        test_errors: Test-set errors, if known.
         metadata: User data saved with the surrogate (JSON-serialisable).
         versions: Package versions of the file the surrogate was loaded from (empty for a trained one).
         extrapolation: What a point outside the parameter bounds, or far from every training point, does:
@@ -336,8 +341,8 @@ class Surrogate:
 
         Args:
             parameters: Test points ``(n, p)``.
-            truth: The true solutions at those points: a :class:`SnapshotSet` on ``V`` or owned dof values
-                ``(n_owned, n)``.
+            truth: The true solutions at those points: a :class:`~fem_ml.snapshots.SnapshotSet` on ``V`` or owned
+                dof values ``(n_owned, n)``.
 
         Returns:
             Per-sample errors.

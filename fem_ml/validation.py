@@ -73,7 +73,7 @@ def cross_validate(
         space: The parameter space.
         k: Number of folds (``2 <= k <= len(snapshots)``).
         seed: Seed of the split into folds.
-        options: Training options of each fold's network (default :class:`TrainingOptions` with
+        options: Training options of each fold's network (default :class:`~fem_ml.networks.TrainingOptions` with
             ``progress=False``).
 
     Returns:

@@ -234,5 +234,8 @@ def test_damaged_entry_is_solved_again(comm, tmp_dir, problem):
     calls = []
     again = fem_ml.collect_snapshots(lambda mu: calls.append(1) or solve(mu), points, V, store=store, progress=False)
     assert len(calls) == 1
-    np.testing.assert_array_equal(again.values, clean.values)
+    # Solved again with MUMPS, whose parallel factorization is reproducible to rounding only (see the README);
+    # bit-identical resumption is tested with SuperLU_DIST in the SIGKILL test.
+    np.testing.assert_allclose(again.values, clean.values, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(again.values[:, [0, 2]], clean.values[:, [0, 2]])  # the intact entries, as stored
     assert (tmp_dir / "store" / "samples" / "000001.corrupt").exists()
