@@ -44,7 +44,7 @@ def main() -> None:
     ours = sorted_by_x(all_x, all_v)
     with h5py.File(DEMO / "comparison.h5", "r") as f:
         geometry = f["Mesh/mesh/geometry"][()]
-        demo = np.column_stack([f[f"Function/prediction/{k}"][()].reshape(-1) for k in range(len(steps))])
+        demo = np.column_stack([f[f"Function/temperature_prediction/{k}"][()].reshape(-1) for k in range(len(steps))])
     theirs = sorted_by_x(geometry, demo)
     result = {
         "n_ranks": comm.size,

@@ -49,6 +49,8 @@ import fem_ml
 
 LENGTH, WIDTH = 10.0, 1.0
 SPACE = fem_ml.ParameterSpace({"E": (50.0, 200.0), "nu": (0.2, 0.45), "theta": (0.0, float(np.pi)), "g": (0.01, 0.1)})
+#: Units of the output fields, recorded in the output files: lengths in m and moduli and tractions in GPa.
+UNITS = {"u": "m", "stress": "GPa"}
 
 
 def lame(E: float, nu: float) -> tuple[float, float]:
@@ -164,7 +166,6 @@ def main(
     truth = fem_ml.collect_snapshots(solve, test, V, space=SPACE, progress=progress)
     report = rom.errors(test, truth)
     t_surrogate = rom.time_query(test)
-    t_full = float(comm.allreduce(np.median(truth.solve_times), op=MPI.MAX))
 
     # %% [markdown]
     # ## Output: displacement and von Mises stress, truth next to prediction
@@ -180,32 +181,28 @@ def main(
         n_q = Q.dofmap.index_map.size_local
         steps.append({"von_mises_truth": s_true[:n_q], "von_mises_prediction": s_rom[:n_q],
                       "von_mises_error": (s_rom - s_true)[:n_q]})  # fmt: skip
-    fem_ml.write_comparison(out / "displacement.xdmf", rom, test[:k], truth.subset(np.arange(k)))
-    fem_ml.write_fields(out / "von_mises.xdmf", Q, steps, metadata={"parameters": test[:k].tolist()})
+    fem_ml.write_comparison(out / "displacement.xdmf", rom, test[:k], truth.subset(np.arange(k)), unit=UNITS["u"])
+    fem_ml.write_fields(
+        out / "von_mises.xdmf", Q, steps, metadata={"parameters": test[:k].tolist()},
+        units=dict.fromkeys(steps[0], UNITS["stress"]),
+    )  # fmt: skip
+    fem_ml.write_modes(out / "modes.xdmf", basis)
+    angles = np.linspace(*SPACE.bounds["theta"], 9)
+    fem_ml.write_sweep(out / "sweep_theta.xdmf", rom, "theta", angles, name="displacement", unit=UNITS["u"])
     model_path = rom.save(out / "elasticity.femml", test_errors=report, metadata={"field": "displacement"})
 
-    errors = report.summary()
-    summary: dict[str, float | int | str] = {
-        "n_ranks": comm.size,
-        "n_dofs": snapshots.n_dofs,
-        "n_train": n_train,
-        "n_test": n_test,
-        "n_modes": basis.n_modes,
-        **{key: errors[key] for key in ("rel_error_l2_mean", "rel_error_l2_max", "rel_error_h1_mean",
-                                        "rel_error_h1_max", "proj_error_h1_mean")},
-        "t_snapshots_s": float(comm.allreduce(t_snapshots, op=MPI.MAX)),
-        "t_pod_s": float(comm.allreduce(t_pod, op=MPI.MAX)),
-        "t_train_s": float(comm.allreduce(t_train, op=MPI.MAX)),
-        "t_full_solve_median_s": t_full,
-        "t_surrogate_median_s": t_surrogate,
-        "speedup_median": t_full / t_surrogate,
-        "n_failed_solves": len(snapshots.failures) + len(truth.failures),
-        "surrogate_file": str(model_path),
-    }  # fmt: skip
-    fem_ml.write_json(out / "summary.json", summary, comm=comm)
-    if comm.rank == 0:
-        for key, value in summary.items():
-            print(f"{key:>24}: {value}")
+    summary = fem_ml.write_summary(
+        out,
+        rom,
+        report,
+        training=snapshots,
+        truth=truth,
+        model_path=model_path,
+        t_surrogate=t_surrogate,
+        timings={"snapshots": t_snapshots, "pod": t_pod, "train": t_train},
+        n_train=n_train,
+        n_test=n_test,
+    )
     rom.destroy()
     return summary
 

@@ -142,39 +142,31 @@ def main(
     truth = fem_ml.collect_trajectories(solve, test, V, times=all_steps, space=SPACE, progress=progress)
     report = rom.errors(truth.parameters, truth)
     t_surrogate = rom.time_query(truth.parameters[:: len(all_steps) // 5])
-    t_full = float(comm.allreduce(np.median(truth.solve_times), op=MPI.MAX))
 
     first = slice(0, len(all_steps))
     fem_ml.write_comparison(
         out / "trajectory.xdmf", rom, truth.parameters[first], truth.subset(np.arange(len(all_steps))),
-        names=("temperature_truth", "temperature_prediction", "temperature_error"), times=all_steps,
+        names=("temperature_truth", "temperature_prediction", "temperature_error"), times=all_steps, unit="K",
     )  # fmt: skip
+    fem_ml.write_modes(out / "modes.xdmf", basis)
+    sources = np.linspace(*SPACE_T.bounds["c"], 9)
+    at = {**SPACE_T.to_dict(0.5 * (SPACE_T.lower + SPACE_T.upper)), "t": T_END}
+    fem_ml.write_sweep(out / "sweep_source_position.xdmf", rom, "c", sources, at=at, name="temperature", unit="K")
     model_path = rom.save(out / "heat.femml", test_errors=report, metadata={"field": "temperature"})
 
-    errors = report.summary()
-    summary: dict[str, float | int | str] = {
-        "n_ranks": comm.size,
-        "n_dofs": snapshots.n_dofs,
-        "n_train": n_train,
-        "n_test": n_test,
-        "n_train_times": len(train_times),
-        "n_test_times": len(all_steps),
-        "n_modes": basis.n_modes,
-        **{key: errors[key] for key in ("rel_error_l2_mean", "rel_error_l2_max", "rel_error_h1_mean",
-                                        "rel_error_h1_max", "proj_error_h1_mean")},
-        "t_snapshots_s": float(comm.allreduce(t_snapshots, op=MPI.MAX)),
-        "t_pod_s": float(comm.allreduce(t_pod, op=MPI.MAX)),
-        "t_train_s": float(comm.allreduce(t_train, op=MPI.MAX)),
-        "t_full_solve_median_s": t_full,
-        "t_surrogate_median_s": t_surrogate,
-        "speedup_median": t_full / t_surrogate,
-        "n_failed_solves": len(snapshots.failures) + len(truth.failures),
-        "surrogate_file": str(model_path),
-    }  # fmt: skip
-    fem_ml.write_json(out / "summary.json", summary, comm=comm)
-    if comm.rank == 0:
-        for key, value in summary.items():
-            print(f"{key:>24}: {value}")
+    summary = fem_ml.write_summary(
+        out,
+        rom,
+        report,
+        training=snapshots,
+        truth=truth,
+        model_path=model_path,
+        t_surrogate=t_surrogate,
+        timings={"snapshots": t_snapshots, "pod": t_pod, "train": t_train},
+        n_train=n_train,
+        n_test=n_test,
+        extra={"n_train_times": len(train_times), "n_test_times": len(all_steps)},
+    )
     rom.destroy()
     return summary
 

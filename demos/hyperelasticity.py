@@ -132,37 +132,32 @@ def main(
     truth = fem_ml.collect_snapshots(solve, test, V, space=SPACE, progress=progress)
     report = rom.errors(truth.parameters, truth)
     t_surrogate = rom.time_query(truth.parameters)
-    t_full = float(comm.allreduce(np.median(truth.solve_times), op=MPI.MAX))
     # Largest downward tip displacement over the training set: the response is visibly nonlinear.
     max_tip = float(comm.allreduce(-np.min(snapshots.values[2::3]) if snapshots.values.size else 0.0, op=MPI.MAX))
 
     k = min(n_output, len(truth))
-    fem_ml.write_comparison(out / "comparison.xdmf", rom, truth.parameters[:k], truth.subset(np.arange(k)))
+    fem_ml.write_comparison(
+        out / "comparison.xdmf", rom, truth.parameters[:k], truth.subset(np.arange(k)), unit="m",
+        names=("displacement_truth", "displacement_prediction", "displacement_error"),
+    )  # fmt: skip
+    fem_ml.write_modes(out / "modes.xdmf", basis)
+    loads = np.linspace(*SPACE.bounds["g"], 6)
+    fem_ml.write_sweep(out / "sweep_load.xdmf", rom, "g", loads, name="displacement", unit="m")
     model_path = rom.save(out / "hyperelasticity.femml", test_errors=report, metadata={"field": "displacement"})
 
-    errors = report.summary()
-    summary: dict[str, float | int | str] = {
-        "n_ranks": comm.size,
-        "n_dofs": snapshots.n_dofs,
-        "n_train": n_train,
-        "n_test": n_test,
-        "n_modes": basis.n_modes,
-        **{key: errors[key] for key in ("rel_error_l2_mean", "rel_error_l2_max", "rel_error_h1_mean",
-                                        "rel_error_h1_max", "proj_error_h1_mean")},
-        "t_snapshots_s": float(comm.allreduce(t_snapshots, op=MPI.MAX)),
-        "t_pod_s": float(comm.allreduce(t_pod, op=MPI.MAX)),
-        "t_train_s": float(comm.allreduce(t_train, op=MPI.MAX)),
-        "t_full_solve_median_s": t_full,
-        "t_surrogate_median_s": t_surrogate,
-        "speedup_median": t_full / t_surrogate,
-        "max_tip_deflection": max_tip,
-        "n_failed_solves": len(snapshots.failures) + len(truth.failures),
-        "surrogate_file": str(model_path),
-    }  # fmt: skip
-    fem_ml.write_json(out / "summary.json", summary, comm=comm)
-    if comm.rank == 0:
-        for key, value in summary.items():
-            print(f"{key:>24}: {value}")
+    summary = fem_ml.write_summary(
+        out,
+        rom,
+        report,
+        training=snapshots,
+        truth=truth,
+        model_path=model_path,
+        t_surrogate=t_surrogate,
+        timings={"snapshots": t_snapshots, "pod": t_pod, "train": t_train},
+        n_train=n_train,
+        n_test=n_test,
+        extra={"max_tip_deflection": max_tip},
+    )
     rom.destroy()
     return summary
 

@@ -49,6 +49,8 @@ from dolfinx.fem.petsc import LinearProblem
 
 import fem_ml
 
+UNIT = "1"  # the unit of the temperature field, as recorded in the output files
+
 # %% [markdown]
 # ## The full-order model
 # `build_problem` returns the function space and a `solve(mu)` that returns the finite-element solution as a
@@ -175,16 +177,24 @@ def main(
 
     # %%
     t_surrogate = rom.time_query(test)
-    t_full = float(comm.allreduce(np.median(truth.solve_times), op=MPI.MAX))
 
     # %% [markdown]
     # ## Output for ParaView
-    # Truth, prediction and error for the first test parameters, one step per parameter point, in XDMF and VTX.
+    # Truth, prediction and error for the first test parameters, one step per parameter point, in XDMF and VTX;
+    # the POD modes as a series (one step per mode); and a sweep of $\mu_0$ over its range with the other
+    # conductivities at the centre of the box, one step per value, the step's time being the value of $\mu_0$.
+    # The temperature is nondimensional here; the unit we name is recorded in each file's `.json` side file.
 
     # %%
     k = min(n_output, n_test)
-    fem_ml.write_comparison(out / "comparison.xdmf", rom, test[:k], truth.subset(np.arange(k)))
-    fem_ml.write_comparison(out / "comparison.bp", rom, test[:k], truth.subset(np.arange(k)))
+    names = ("temperature_truth", "temperature_prediction", "temperature_error")
+    for suffix in ("xdmf", "bp"):
+        fem_ml.write_comparison(
+            out / f"comparison.{suffix}", rom, test[:k], truth.subset(np.arange(k)), names=names, unit=UNIT
+        )
+    fem_ml.write_modes(out / "modes.xdmf", basis)
+    sweep = np.linspace(*space.bounds["mu0"], 10)
+    fem_ml.write_sweep(out / "sweep_mu0.xdmf", rom, "mu0", sweep, name="temperature", unit=UNIT)
 
     # %% [markdown]
     # ## Save the surrogate
@@ -204,35 +214,18 @@ def main(
         metadata={"field": "temperature", "demo": "thermal_block", "n_cells": n_cells, "seed": seed},
     )
 
-    errors = report.summary()
-
-    def slowest(seconds: float) -> float:
-        return float(comm.allreduce(seconds, op=MPI.MAX))
-
-    summary: dict[str, float | int | str] = {
-        "n_ranks": comm.size,
-        "n_dofs": snapshots.n_dofs,
-        "n_train": n_train,
-        "n_test": n_test,
-        "n_modes": basis.n_modes,
-        "rel_error_l2_mean": errors["rel_error_l2_mean"],
-        "rel_error_l2_max": errors["rel_error_l2_max"],
-        "rel_error_h1_mean": errors["rel_error_h1_mean"],
-        "rel_error_h1_max": errors["rel_error_h1_max"],
-        "proj_error_h1_mean": errors["proj_error_h1_mean"],
-        "t_snapshots_s": slowest(t_snapshots),
-        "t_pod_s": slowest(t_pod),
-        "t_train_s": slowest(t_train),
-        "t_full_solve_median_s": t_full,
-        "t_surrogate_median_s": t_surrogate,
-        "speedup_median": t_full / t_surrogate,
-        "n_failed_solves": len(snapshots.failures) + len(truth.failures),
-        "surrogate_file": str(model_path),
-    }
-    fem_ml.write_json(out / "summary.json", summary, comm=comm)
-    if comm.rank == 0:
-        for key, value in summary.items():
-            print(f"{key:>24}: {value}")
+    summary = fem_ml.write_summary(
+        out,
+        rom,
+        report,
+        training=snapshots,
+        truth=truth,
+        model_path=model_path,
+        t_surrogate=t_surrogate,
+        timings={"snapshots": t_snapshots, "pod": t_pod, "train": t_train},
+        n_train=n_train,
+        n_test=n_test,
+    )
     rom.destroy()
     return summary
 

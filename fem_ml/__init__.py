@@ -21,10 +21,12 @@ from importlib.metadata import PackageNotFoundError, version
 from fem_ml._h5 import FileFormatError
 from fem_ml.archive import load
 from fem_ml.ensemble import Ensemble
-from fem_ml.io import write_comparison, write_fields, write_json
+from fem_ml.io import write_comparison, write_fields, write_json, write_modes, write_sweep
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
+from fem_ml.plots import write_report_plots
 from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
+from fem_ml.report import SUMMARY_KEYS, write_summary
 from fem_ml.snapshots import (
     FailedSolve,
     SnapshotSet,
@@ -42,6 +44,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "SUMMARY_KEYS",
     "CoefficientNetwork",
     "Ensemble",
     "ErrorReport",
@@ -67,4 +70,8 @@ __all__ = [
     "write_comparison",
     "write_fields",
     "write_json",
+    "write_modes",
+    "write_report_plots",
+    "write_summary",
+    "write_sweep",
 ]

@@ -31,10 +31,11 @@ from dolfinx import fem, io
 
 from fem_ml._fem import function_from_owned, n_owned
 from fem_ml._mpi import check_collectively
+from fem_ml.pod import PODBasis
 from fem_ml.snapshots import SnapshotSet
 from fem_ml.surrogate import Surrogate
 
-__all__ = ["OutputFormat", "write_comparison", "write_fields", "write_json"]
+__all__ = ["OutputFormat", "write_comparison", "write_fields", "write_json", "write_modes", "write_sweep"]
 
 OutputFormat = Literal["xdmf", "vtx"]
 
@@ -46,6 +47,7 @@ def write_fields(
     *,
     times: Sequence[float] | None = None,
     metadata: Mapping[str, object] | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> Path:
     """Write named fields on ``V`` at several steps to XDMF (``.xdmf``) or VTX (``.bp``), atomically (collective).
 
@@ -55,6 +57,8 @@ def write_fields(
         steps: One mapping ``{field name: owned dof values}`` per step; every step has the same names.
         times: The time value of each step (default ``0, 1, 2, ...``).
         metadata: If given, written to ``<path>.json`` beside the output (e.g. the parameters of each step).
+        units: Unit of each field, ``{field name: unit}``, recorded as ``"units"`` in ``<path>.json`` (XDMF and
+            VTX have no place for units; the array names are the field names as given).
 
     Returns:
         The path written.
@@ -79,7 +83,11 @@ def write_fields(
                     break
     if times is not None and error is None and len(times) != len(steps):
         error = f"{len(times)} times given for {len(steps)} steps."
+    if units is not None and error is None and not set(units) <= set(steps[0]):
+        error = f"Units given for {sorted(set(units) - set(steps[0]))}, which are not fields of {list(steps[0])}."
     check_collectively(comm, error)
+    if units is not None:
+        metadata = {**(metadata or {}), "units": dict(units)}
     step_times = [float(t) for t in times] if times is not None else [float(k) for k in range(len(steps))]
 
     tmp_dir = _shared_tmp_dir(comm, target)
@@ -121,6 +129,7 @@ def write_comparison(
     *,
     names: tuple[str, str, str] = ("truth", "prediction", "error"),
     times: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> Path:
     """Write truth, surrogate prediction and their difference for each parameter point (collective).
 
@@ -134,6 +143,7 @@ def write_comparison(
         truth: True solutions at the points (a :class:`SnapshotSet` or owned values ``(n_owned, n)``).
         names: Field names of truth, prediction and error (``error = prediction - truth``).
         times: Time value of each step (default ``0, 1, 2, ...``).
+        unit: Unit of the three fields, recorded in ``<path>.json``.
 
     Returns:
         The path written.
@@ -158,7 +168,98 @@ def write_comparison(
             {"time": step_times[k], "parameters": surrogate.space.to_dict(points[k])} for k in range(points.shape[0])
         ],
     }
-    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata)
+    units = None if unit is None else dict.fromkeys(names, unit)
+    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata, units=units)
+
+
+def write_modes(
+    path: str | os.PathLike[str], basis: PODBasis, *, n_modes: int | None = None, name: str = "mode"
+) -> Path:
+    r"""Write the POD modes as a series, step ``k`` holding mode ``k`` (collective).
+
+    ParaView plays the modes like a time series. ``<path>.json`` records each mode's singular value and the
+    energy retained up to it, :math:`\sum_{j \le k} \sigma_j^2 / \sum_j \sigma_j^2`.
+
+    Args:
+        path: ``.xdmf`` or ``.bp`` output path.
+        basis: The reduced basis.
+        n_modes: Number of leading modes to write (default: all).
+        name: Field name of the modes.
+
+    Returns:
+        The path written.
+    """
+    n = basis.n_modes if n_modes is None else n_modes
+    check_collectively(
+        basis.V.mesh.comm,
+        None if 1 <= n <= basis.n_modes else f"n_modes must be in [1, {basis.n_modes}], got {n}.",
+    )
+    sigma = np.asarray(basis.singular_values, dtype=np.float64)
+    total = float(np.sum(sigma**2)) if basis.total_energy is None else float(basis.total_energy)
+    energy = np.cumsum(sigma**2) / total if total > 0 else np.ones_like(sigma)
+    metadata = {
+        "inner_product": basis.inner_product.name,
+        "steps": [
+            {"time": float(k), "mode": k, "singular_value": float(sigma[k]), "retained_energy": float(energy[k])}
+            for k in range(n)
+        ],
+    }
+    steps = [{name: basis.modes[:, k]} for k in range(n)]
+    return write_fields(path, basis.V, steps, times=[float(k) for k in range(n)], metadata=metadata)
+
+
+def write_sweep(
+    path: str | os.PathLike[str],
+    surrogate: Surrogate,
+    parameter: str,
+    values: npt.ArrayLike,
+    *,
+    at: npt.ArrayLike | Mapping[str, float] | None = None,
+    name: str = "prediction",
+    unit: str | None = None,
+) -> Path:
+    """Write the surrogate's prediction along a sweep of one parameter, one step per value (collective).
+
+    The step's time is the parameter value, so ParaView's time slider walks through the sweep and shows the
+    value; ``<path>.json`` records every step's full parameter point.
+
+    Args:
+        path: ``.xdmf`` or ``.bp`` output path.
+        surrogate: The surrogate.
+        parameter: Name of the swept parameter.
+        values: Its values, strictly increasing, within the bounds.
+        at: The other parameters' values (default: the centre of the parameter box).
+        name: Field name of the prediction.
+        unit: Unit of the field, recorded in ``<path>.json``.
+
+    Returns:
+        The path written.
+    """
+    space = surrogate.space
+    error: str | None = None
+    sweep = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    points = np.empty((0, space.dim))
+    try:
+        if parameter not in space.names:
+            raise ValueError(f"Unknown parameter {parameter!r}; the parameters are {space.names}.")
+        if sweep.ndim != 1 or sweep.size == 0 or np.any(np.diff(sweep) <= 0):
+            raise ValueError(f"Sweep values must be a non-empty, strictly increasing 1D sequence, got {sweep}.")
+        base = 0.5 * (space.lower + space.upper) if at is None else space.validate(at, expected=1)[0]
+        points = np.repeat(base[None, :], sweep.size, axis=0)
+        points[:, space.names.index(parameter)] = sweep
+        points = space.validate(points)
+    except ValueError as err:
+        error = str(err)
+    check_collectively(surrogate.V.mesh.comm, error)
+    prediction = surrogate.predict_values(points)
+    metadata = {
+        "parameter_names": list(space.names),
+        "swept_parameter": parameter,
+        "steps": [{"time": float(v), "parameters": space.to_dict(p)} for v, p in zip(sweep, points, strict=True)],
+    }
+    steps = [{name: prediction[:, k]} for k in range(sweep.size)]
+    units = None if unit is None else {name: unit}
+    return write_fields(path, surrogate.V, steps, times=sweep.tolist(), metadata=metadata, units=units)
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, object], *, comm: MPI.Comm) -> Path:

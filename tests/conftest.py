@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ from thermal_block import build_problem  # noqa: E402
 import fem_ml  # noqa: E402
 
 SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under MPI, pause automatic garbage collection; :func:`_collect_garbage_together` collects after each test.
+
+    Garbage holding PETSc objects (a ``LinearProblem`` in a reference cycle) is destroyed collectively; the
+    automatic collector runs at moments that differ between ranks, and a collection on one rank alone hangs.
+    """
+    if MPI.COMM_WORLD.size > 1:
+        gc.disable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_together():
+    """Collect garbage on every rank at the same point: after each test."""
+    yield
+    gc.collect()
+    MPI.COMM_WORLD.barrier()
 
 
 @pytest.fixture
@@ -117,6 +136,11 @@ def paraview_arrays(comm: MPI.Comm, path: Path) -> dict:
 
     Returns ``{"times": [...], "arrays": {point array: [[lo, hi] per step]}, "cell_arrays": {...}}`` on every rank.
     """
+    return paraview_files(comm, [path])[str(path)]
+
+
+def paraview_files(comm: MPI.Comm, paths: list[Path]) -> dict[str, dict]:
+    """:func:`paraview_arrays` for several files in one ParaView session: ``{str(path): result}``."""
     import json
     import shutil
     import subprocess
@@ -125,8 +149,8 @@ def paraview_arrays(comm: MPI.Comm, path: Path) -> dict:
         assert shutil.which("pvpython") and shutil.which("xvfb-run"), "pvpython and xvfb-run are needed"
         script = Path(__file__).with_name("paraview_check.py")
         proc = subprocess.run(
-            ["xvfb-run", "-a", "pvpython", str(script), str(path)], capture_output=True, text=True, timeout=300,
-            env=clean_env(),
+            ["xvfb-run", "-a", "pvpython", str(script), *map(str, paths)], capture_output=True, text=True,
+            timeout=300, env=clean_env(),
         )  # fmt: skip
         lines = [line for line in proc.stdout.splitlines() if line.startswith("PARAVIEW_RESULT ")]
         assert proc.returncode == 0 and lines, proc.stdout + proc.stderr

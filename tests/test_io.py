@@ -115,3 +115,41 @@ def test_paraview_opens_xdmf(comm, tmp_dir, rom, test_snapshots):
         for (lo, hi), (pv_lo, pv_hi) in zip(ranges, result["arrays"][name], strict=True):
             scale = max(abs(lo), abs(hi))
             assert pv_lo == pytest.approx(lo, abs=1e-6 * scale) and pv_hi == pytest.approx(hi, abs=1e-6 * scale)
+
+
+def test_write_modes_holds_each_mode_and_its_energy(comm, tmp_dir, rom):
+    path = fem_ml.write_modes(tmp_dir / "modes.xdmf", rom.basis, n_modes=3)
+    meta = json.loads((tmp_dir / "modes.xdmf.json").read_text())
+    assert [step["mode"] for step in meta["steps"]] == [0, 1, 2]
+    assert meta["steps"][-1]["retained_energy"] <= rom.basis.retained_energy + 1e-14
+    with h5py.File(path.with_suffix(".h5"), "r") as f:
+        stored = np.concatenate([f["Function/mode/2"][()].reshape(-1)])
+    expected = np.concatenate(comm.allgather(rom.basis.modes[:, 2]))
+    np.testing.assert_allclose(np.sort(stored), np.sort(expected), atol=1e-14)  # same values, any order
+    raises_on_all_ranks(comm, ValueError, "n_modes must be in", fem_ml.write_modes, tmp_dir / "m.xdmf", rom.basis,
+                        n_modes=99)  # fmt: skip
+
+
+def test_write_sweep_steps_through_one_parameter(comm, tmp_dir, rom):
+    values = np.linspace(0.2, 0.9, 4)
+    fem_ml.write_sweep(tmp_dir / "sweep.xdmf", rom, "mu2", values, at={n: 0.5 for n in SPACE.names}, unit="K")
+    meta = json.loads((tmp_dir / "sweep.xdmf.json").read_text())
+    assert meta["units"] == {"prediction": "K"} and meta["swept_parameter"] == "mu2"
+    points = np.array([[step["parameters"][n] for n in SPACE.names] for step in meta["steps"]])
+    np.testing.assert_allclose(points[:, 2], values)
+    np.testing.assert_allclose(points[:, [0, 1, 3]], 0.5)
+    with h5py.File(tmp_dir / "sweep.h5", "r") as f:
+        steps = sorted(f["Function/prediction"], key=lambda key: float(key.replace("_", ".")))
+        assert len(steps) == 4
+        stored = f[f"Function/prediction/{steps[3]}"][()].reshape(-1)
+    expected = np.concatenate(comm.allgather(rom.predict_values(points[3])[:, 0]))
+    np.testing.assert_allclose(np.sort(stored), np.sort(expected), rtol=1e-12, atol=1e-14)
+    for bad, match in (
+        (dict(parameter="nope", values=values), "Unknown parameter"),
+        (dict(parameter="mu0", values=values[::-1]), "strictly increasing"),
+        (dict(parameter="mu0", values=[0.5, 2.0]), "bounds"),
+    ):
+        raises_on_all_ranks(comm, ValueError, match, fem_ml.write_sweep, tmp_dir / "bad.xdmf", rom, **bad)
+    assert not (tmp_dir / "bad.xdmf").exists()
+    raises_on_all_ranks(comm, ValueError, "Units given for", fem_ml.write_fields, tmp_dir / "bad.xdmf", rom.V,
+                        [{"u": rom.basis.modes[:, 0]}], units={"v": "m"})  # fmt: skip

@@ -1,0 +1,181 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Plots (matplotlib, PNG) of a surrogate: POD spectrum, training curves, test errors, a quantity of interest.
+
+Every function is collective on the surrogate's communicator (rank 0 draws and writes, atomically) and returns
+the path written. :func:`write_report_plots` writes the four standard plots next to a demo's ``summary.json``.
+
+Drawing on one rank allocates many Python objects there and nowhere else, so Python's cyclic garbage collector
+would run at different moments on different ranks. Garbage that holds PETSc objects (a ``LinearProblem`` in a
+reference cycle, say) is destroyed collectively, so such a collection on one rank alone can hang the job. Each plot
+therefore collects garbage on every rank at the same point before drawing, and rank 0 draws with the automatic
+collector paused.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mpi4py import MPI
+
+import numpy as np
+import numpy.typing as npt
+
+from fem_ml._mpi import check_collectively
+from fem_ml.networks import TrainingHistory
+from fem_ml.pod import PODBasis
+from fem_ml.surrogate import ErrorReport, Surrogate
+
+__all__ = [
+    "plot_error_histogram",
+    "plot_predicted_vs_true",
+    "plot_singular_values",
+    "plot_training",
+    "write_report_plots",
+]
+
+
+def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None]) -> Path:
+    """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank."""
+    target = Path(path)
+    error: str | None = None
+    gc.collect()  # on every rank at the same point: destroys collective garbage together
+    if comm.rank == 0:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+            draw(ax)
+            fig.tight_layout()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format="png")
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+                plt.close(fig)
+        except Exception as err:  # reported on every rank
+            error = f"Could not write the plot {target}: {type(err).__name__}: {err}"
+        finally:
+            if was_enabled:
+                gc.enable()
+    check_collectively(comm, error, OSError)
+    return target
+
+
+def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
+    """Singular values (relative to the first) and retained energy against the number of modes."""
+    sigma = np.asarray(basis.singular_values)
+    total = float(np.sum(sigma**2)) if basis.total_energy is None else basis.total_energy
+    energy = np.cumsum(sigma**2) / total if total > 0 else np.ones_like(sigma)
+
+    def draw(ax: Any) -> None:
+        k = np.arange(1, sigma.size + 1)
+        ax.semilogy(k, sigma / sigma[0], "o-", ms=3, label=r"$\sigma_k / \sigma_1$")
+        ax.semilogy(k, np.maximum(1.0 - energy, 1e-300), "s-", ms=3, label="discarded energy")
+        ax.axvline(basis.n_modes, color="gray", ls="--", label=f"{basis.n_modes} modes kept")
+        ax.set_xlabel("k")
+        ax.set_title(f"POD spectrum ({basis.inner_product.name} inner product)")
+        ax.legend()
+
+    return _save(basis.V.mesh.comm, path, draw)
+
+
+def plot_training(history: Sequence[TrainingHistory], path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
+    """Training and validation loss of each ensemble member (Adam epochs, then L-BFGS iterations)."""
+
+    def draw(ax: Any) -> None:
+        for m, h in enumerate(history):
+            ax.semilogy(h.train_loss, lw=1, label=f"member {m}: training")
+            if h.validation_loss:
+                ax.semilogy(h.validation_loss, lw=1, ls="--", label=f"member {m}: validation")
+            if h.n_lbfgs_iterations:
+                ax.axvline(h.n_adam_epochs, color="gray", lw=0.5)
+        ax.set_xlabel("Adam epoch, then L-BFGS step")
+        ax.set_ylabel("loss")
+        ax.set_title("Training")
+        ax.legend(fontsize="small")
+
+    return _save(comm, path, draw)
+
+
+def plot_error_histogram(report: ErrorReport, path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
+    """Histogram of the surrogate's and the projection's relative H1 test errors (log scale)."""
+
+    def draw(ax: Any) -> None:
+        errors = np.maximum(report.rel_error_h1, 1e-300)
+        proj = np.maximum(report.proj_error_h1, 1e-300)
+        bins = np.logspace(np.log10(min(errors.min(), proj.min())), np.log10(max(errors.max(), proj.max())), 25)
+        ax.hist(errors, bins=bins, alpha=0.7, label=f"surrogate (mean {errors.mean():.2e})")
+        ax.hist(proj, bins=bins, alpha=0.7, label=f"POD projection (mean {proj.mean():.2e})")
+        ax.set_xscale("log")
+        ax.set_xlabel("relative H1 error")
+        ax.set_ylabel("test samples")
+        ax.legend()
+
+    return _save(comm, path, draw)
+
+
+def plot_predicted_vs_true(
+    predicted: npt.ArrayLike, true: npt.ArrayLike, path: str | os.PathLike, *, label: str, comm: MPI.Comm
+) -> Path:
+    """Predicted against true values of a scalar quantity of interest, one point per test sample."""
+    p, t = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
+
+    def draw(ax: Any) -> None:
+        lo, hi = float(min(p.min(), t.min())), float(max(p.max(), t.max()))
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=1)
+        ax.plot(t, p, "o", ms=4)
+        ax.set_xlabel(f"true {label}")
+        ax.set_ylabel(f"predicted {label}")
+        ax.set_aspect("equal")
+
+    return _save(comm, path, draw)
+
+
+def write_report_plots(
+    out_dir: str | os.PathLike, rom: Surrogate, report: ErrorReport, truth_values: npt.NDArray[np.float64]
+) -> list[Path]:
+    """Write ``pod_spectrum.png``, ``training_loss.png``, ``test_errors.png`` and ``qoi.png`` (collective).
+
+    The quantity of interest is the largest absolute dof value of each test field (e.g. the largest temperature
+    or displacement component), true against predicted.
+
+    Args:
+        out_dir: Folder of the plots.
+        rom: The surrogate.
+        report: Its test-set errors.
+        truth_values: Owned dof values of the test truths ``(n_owned, n)``, in the order of ``report``.
+    """
+    comm = rom.V.mesh.comm
+    out = Path(out_dir)
+    predicted = rom.predict_values(report.parameters)
+
+    def largest(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        local = np.max(np.abs(values), axis=0) if values.shape[0] else np.zeros(values.shape[1])
+        result = np.empty_like(local)
+        comm.Allreduce(np.ascontiguousarray(local), result, op=MPI.MAX)
+        return result
+
+    paths = [plot_singular_values(rom.basis, out / "pod_spectrum.png")]
+    if rom.history:
+        paths.append(plot_training(rom.history, out / "training_loss.png", comm=comm))
+    paths.append(plot_error_histogram(report, out / "test_errors.png", comm=comm))
+    paths.append(
+        plot_predicted_vs_true(largest(predicted), largest(truth_values), out / "qoi.png", label="max |u|", comm=comm)
+    )
+    return paths
