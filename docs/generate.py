@@ -123,18 +123,28 @@ def call_text(function: str, arguments: dict[str, Any]) -> str:
     return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in arguments.items()) + ")"
 
 
-def missing_figures(out_dir: Path) -> list[str]:
-    """The pictures of :data:`FIGURES` that ``out_dir`` lacks."""
-    return [name for name in FIGURES if not (out_dir / name).is_file()]
+def figures(out_dir: Path) -> list[str]:
+    """MyST figures of the pictures of :data:`FIGURES` in ``out_dir``.
+
+    The paths start at the documentation's root (``/_generated/...``), so that they hold in a page and in a
+    fragment that a page includes alike.
+
+    Raises:
+        BuildError: if ``out_dir`` lacks any of them.
+    """
+    missing = [name for name in FIGURES if not (out_dir / name).is_file()]
+    if missing:
+        raise BuildError(f"{out_dir} lacks the picture(s) {', '.join(missing)}")
+    blocks = []
+    for name, caption in FIGURES.items():
+        path = "/" + (out_dir / name).relative_to(DOCS).as_posix()
+        blocks.append(f":::{{figure}} {path}\n:alt: {caption}\n:width: 80%\n\n{caption}\n:::")
+    return blocks
 
 
-def results_section(demo: str, arguments: dict[str, Any], out_dir: Path, page_dir: Path, seconds: float) -> str:
+def results_section(arguments: dict[str, Any], out_dir: Path, seconds: float) -> str:
     """The "Results" section of a demo page: figures and summary of the run in ``out_dir``."""
     summary = json.loads((out_dir / "summary.json").read_text())
-    figures = []
-    for name, caption in FIGURES.items():
-        path = Path(os.path.relpath(out_dir / name, page_dir)).as_posix()
-        figures.append(f":::{{figure}} {path}\n:alt: {caption}\n:width: 80%\n\n{caption}\n:::")
     return "\n\n".join(
         [
             "## Results",
@@ -143,7 +153,7 @@ def results_section(demo: str, arguments: dict[str, Any], out_dir: Path, page_di
             f"```python\n{call_text('main', arguments)}\n```",
             "Its numbers show that the pipeline works, not what the demo reaches at full size (the README "
             "gives those).",
-            *figures,
+            *figures(out_dir),
             "The summary (`summary.json`):",
             summary_table(summary, out_dir),
         ]
@@ -165,9 +175,6 @@ def run_demo(demo: str, arguments: dict[str, Any]) -> float:
 def demo_page(demo: str, arguments: dict[str, Any], seconds: float) -> None:
     """Write ``docs/_generated/demos/<demo>.md``."""
     out_dir = GENERATED / demo
-    missing = missing_figures(out_dir)
-    if missing:
-        raise BuildError(f"demo {demo} did not write {', '.join(missing)} into {out_dir}")
     pages = GENERATED / "demos"
     pages.mkdir(parents=True, exist_ok=True)
     script = ROOT / "demos" / f"{demo}.py"
@@ -177,7 +184,7 @@ def demo_page(demo: str, arguments: dict[str, Any], seconds: float) -> None:
         f"This page is generated from {{download}}`demos/{demo}.py <{script.name}>`, a jupytext script: run it "
         f"as it is (`mpirun -n 2 python demos/{demo}.py`) or open it as a notebook."
     )
-    results = results_section(demo, arguments, out_dir, pages, seconds)
+    results = results_section(arguments, out_dir, seconds)
     (pages / f"{demo}.md").write_text(f"{text}\n\n{source_note}\n\n{results}\n")
 
 
@@ -219,6 +226,7 @@ def wrap_your_own() -> None:
         f"The documentation build ran `{call_text('main', WRAP_ARGS)}` on one rank in {seconds:.0f} s; it "
         f"returned:\n\n{summary_table(summary, out_dir)}\n"
     )
+    (out_dir / "figures.md").write_text("\n\n".join(figures(out_dir)) + "\n")
 
     python = sys.executable
     info = ["python", "-m", "fem_ml", "info", "poisson.femml"]

@@ -116,6 +116,7 @@ def main(
     truth = fem_ml.collect_snapshots(solve, test, V, space=space, progress=progress)
     report = rom.errors(test, truth)
     errors = report.summary()
+    fem_ml.write_report_plots(out, rom, report, truth.values)  # POD spectrum, training, errors, a QoI (PNG)
     # [errors end]
 
     # [use]
