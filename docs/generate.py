@@ -10,6 +10,8 @@
 2. Runs ``docs/wrap_your_own.py`` and the command lines its page shows, and writes their results and output
    as Markdown fragments that the page includes.
 
+Before that it checks that every public module of fem_ml has its API page, ``docs/api/<module>.md``.
+
 Everything under ``docs/_generated/`` is deleted first, so a picture left over from an earlier build can never
 stand in for one that a demo no longer writes.
 """
@@ -239,6 +241,14 @@ def wrap_your_own() -> None:
     (out_dir / "cli.md").write_text("\n\n".join(blocks) + "\n")
 
 
+def check_api_pages() -> None:
+    """Every public module of fem_ml (a file not starting with ``_``) has its page ``docs/api/<module>.md``."""
+    modules = sorted(path.stem for path in (ROOT / "fem_ml").glob("*.py") if not path.name.startswith("_"))
+    missing = [name for name in modules if not (DOCS / "api" / f"{name}.md").is_file()]
+    if missing:
+        raise BuildError(f"no API page for fem_ml.{', fem_ml.'.join(missing)}: add docs/api/<module>.md and list it")
+
+
 def main() -> None:
     """Generate everything; raises :class:`BuildError` for anything missing."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,6 +256,7 @@ def main() -> None:
     if MPI.COMM_WORLD.size != 1:
         raise BuildError("run docs/generate.py serially: it runs every demo on one rank")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    check_api_pages()
     shutil.rmtree(GENERATED, ignore_errors=True)
     GENERATED.mkdir()
     sys.path[:0] = [str(ROOT / "demos"), str(DOCS)]
