@@ -36,7 +36,7 @@ from fem_ml.snapshots import (
     collect_trajectories,
 )
 from fem_ml.store import SnapshotStore
-from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
+from fem_ml.surrogate import ErrorReport, ExtrapolationWarning, Surrogate, train_surrogate
 
 try:
     __version__ = version("fem-ml")
@@ -48,6 +48,7 @@ __all__ = [
     "CoefficientNetwork",
     "Ensemble",
     "ErrorReport",
+    "ExtrapolationWarning",
     "FailedSolve",
     "FileFormatError",
     "InnerProduct",

@@ -64,6 +64,7 @@ _NAMED_PRODUCTS = ("euclidean", "l2", "h1", "h1_semi")
 _HISTORY_ARRAYS = ("train_loss", "validation_loss", "train_indices", "validation_indices")
 _HISTORY_SCALARS = ("n_adam_epochs", "n_lbfgs_iterations", "best_index", "time_s", "device")
 _REPORT_ARRAYS = ("parameters", "rel_error_l2", "rel_error_h1", "proj_error_l2", "proj_error_h1")
+_REPORT_OPTIONAL = ("network_error",)
 
 
 def _version(package: str) -> str:
@@ -156,8 +157,11 @@ def save(
                 for name in _HISTORY_SCALARS:
                     tree[f"training/member_{m}/{name}"] = getattr(history, name)
             if report is not None:
-                for name in _REPORT_ARRAYS:
-                    tree[f"errors/{name}"] = np.asarray(getattr(report, name), dtype=np.float64)
+                for name in _REPORT_ARRAYS + _REPORT_OPTIONAL:
+                    if getattr(report, name) is not None:
+                        tree[f"errors/{name}"] = np.asarray(getattr(report, name), dtype=np.float64)
+            if rom.training_parameters is not None:
+                tree["training/parameters"] = np.asarray(rom.training_parameters, dtype=np.float64)
             write_tree(target, tree, kind=FORMAT, version=VERSION)
         except Exception as err:  # reported on every rank: the others wait in check_collectively
             error = f"Could not write {target}: {type(err).__name__}: {err}"
@@ -253,10 +257,9 @@ def load(
     space = ParameterSpace({n: (float(a), float(b)) for n, a, b in zip(names, lower, upper, strict=True)})
     network = _network_from_tree(small)
     histories = _histories_from_tree(small)
-    report = None
-    if "errors/parameters" in small:
-        report = ErrorReport(**{name: np.asarray(small[f"errors/{name}"]) for name in _REPORT_ARRAYS})
-    rom = Surrogate(space, basis, network, history=histories or None, test_errors=report)
+    report = _report_from_tree(small)
+    training = np.asarray(small["training/parameters"]) if "training/parameters" in small else None
+    rom = Surrogate(space, basis, network, history=histories or None, test_errors=report, training_parameters=training)
     rom.metadata = json.loads(str(small.get("metadata", "{}")))
     rom.versions = {k.removeprefix("versions/"): str(v) for k, v in small.items() if k.startswith("versions/")}
     logger.info("Loaded surrogate from %s on %d rank(s)", source, comm.size)
@@ -312,7 +315,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         )
     info["training"] = training
     if "errors/parameters" in tree:
-        report = ErrorReport(**{name: np.asarray(tree[f"errors/{name}"]) for name in _REPORT_ARRAYS})
+        report = _report_from_tree(tree)
+        assert report is not None
         info["test_errors"] = {"n_test": int(report.parameters.shape[0]), **report.summary()}
     return info
 
@@ -331,6 +335,15 @@ def _retained(sigma: npt.NDArray[np.float64], r: int, total: Any) -> float:
     """Retained energy of ``r`` modes, as :attr:`~fem_ml.pod.PODBasis.retained_energy` computes it."""
     energy = float(np.sum(sigma**2)) if total is None else float(total)
     return float(np.sum(sigma[:r] ** 2) / energy) if energy > 0 else 1.0
+
+
+def _report_from_tree(tree: Tree) -> ErrorReport | None:
+    """The stored test-set errors, if any."""
+    if "errors/parameters" not in tree:
+        return None
+    arrays = {name: np.asarray(tree[f"errors/{name}"]) for name in _REPORT_ARRAYS}
+    optional = {name: np.asarray(tree[f"errors/{name}"]) for name in _REPORT_OPTIONAL if f"errors/{name}" in tree}
+    return ErrorReport(**arrays, **optional)
 
 
 def _check_entries(source: Path, tree: Tree) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "MLP",
     "AffineScaler",
     "CoefficientNetwork",
+    "PhysicsLoss",
     "TrainingHistory",
     "TrainingOptions",
     "resolve_device",
@@ -319,13 +320,22 @@ class CoefficientNetwork:
         """
         if parameters.shape[0] >= self.torch_batch_threshold:
             return self.torch_forward(parameters)
+        h = self._member_outputs(parameters)
+        return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
+
+    def members(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Coefficients of each ensemble member for parameters ``(n, p)``, shape ``(n_networks, n, r)``."""
+        return self.output_scaler.inverse(self._member_outputs(parameters))
+
+    def _member_outputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Scaled outputs of every member, ``(n_networks, n, r)``, in NumPy float64."""
         h = self.scale_inputs(parameters)[None, :, :]
         last = len(self._weights) - 1
         for k, (W, b) in enumerate(zip(self._weights, self._biases, strict=True)):
             h = h @ W + b
             if k < last:
                 h = self._activation(h)
-        return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
+        return h
 
     def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The same map evaluated with the torch models (the path of large batches in :meth:`__call__`)."""
@@ -359,6 +369,40 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np
 }
 
 
+@dataclass(frozen=True)
+class PhysicsLoss:
+    r"""A physics term of the training loss: reduced residuals at points that have no snapshot.
+
+    With reduced systems :math:`A_r(\mu_j) c = f_r(\mu_j)` at the points :math:`\mu_j`, the term is
+
+    .. math:: w \, \frac{1}{m} \sum_{j=1}^m \frac{\|f_r(\mu_j) - A_r(\mu_j)\, \hat c(\mu_j)\|_2^2}
+        {\|f_r(\mu_j)\|_2^2},
+
+    the mean squared relative reduced residual of the network's coefficients (see :mod:`fem_ml.reduced`).
+
+    Attributes:
+        parameters: The points ``(m, p)``.
+        matrices: :math:`A_r(\mu_j)`, ``(m, r, r)``.
+        rhs: :math:`f_r(\mu_j)`, ``(m, r)``.
+        weight: The weight :math:`w` against the data loss.
+    """
+
+    parameters: npt.NDArray[np.float64]
+    matrices: npt.NDArray[np.float64]
+    rhs: npt.NDArray[np.float64]
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        m, r = self.rhs.shape if self.rhs.ndim == 2 else (-1, -1)
+        if self.parameters.shape[0] != m or self.matrices.shape != (m, r, r):
+            raise ValueError(
+                f"Inconsistent physics loss: parameters {self.parameters.shape}, matrices {self.matrices.shape}, "
+                f"rhs {self.rhs.shape}."
+            )
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"The physics weight must be positive and finite, got {self.weight}.")
+
+
 def train_network(
     parameters: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
@@ -367,6 +411,7 @@ def train_network(
     *,
     options: TrainingOptions,
     comm: MPI.Comm,
+    physics: PhysicsLoss | None = None,
 ) -> tuple[CoefficientNetwork, list[TrainingHistory]]:
     """Train the network(s) from parameters to coefficients and share them with every rank (collective).
 
@@ -380,12 +425,21 @@ def train_network(
         upper: Upper parameter bounds, ``(p,)``.
         options: Training options.
         comm: Communicator.
+        physics: A physics term added to the training loss (physics-reinforced training); the validation loss
+            stays the data loss.
 
     Returns:
         The trained network (on every rank) and the training history of each member.
     """
     if parameters.shape[0] != coefficients.shape[0]:
         raise ValueError(f"{parameters.shape[0]} parameter points but {coefficients.shape[0]} coefficient vectors.")
+    if physics is not None and (
+        physics.parameters.shape[1] != parameters.shape[1] or physics.rhs.shape[1] != coefficients.shape[1]
+    ):
+        raise ValueError(
+            f"The physics loss has {physics.parameters.shape[1]} parameters and {physics.rhs.shape[1]} "
+            f"coefficients, the data {parameters.shape[1]} and {coefficients.shape[1]}."
+        )
     n_samples = parameters.shape[0]
     n_val = round(options.validation_fraction * n_samples)
     if options.validation_fraction > 0 and (n_val < 1 or n_samples - n_val < 1):
@@ -402,11 +456,16 @@ def train_network(
     output_scaler = AffineScaler.standardize(coefficients)
     x = _scale_inputs(parameters, options.input_transform, input_scaler)
     show = options.progress and comm.rank == 0
+    scaled_physics = None
+    if physics is not None:
+        x_physics = _scale_inputs(physics.parameters, options.input_transform, input_scaler)
+        scaled_physics = PhysicsLoss(x_physics, physics.matrices, physics.rhs, physics.weight)
 
     def member(m: int) -> Callable[[], tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]]:
         return lambda: _train(
-            x, coefficients, output_scaler, options=options, seed=options.seed + m, show_progress=show
-        )
+            x, coefficients, output_scaler, options=options, seed=options.seed + m, show_progress=show,
+            physics=scaled_physics,
+        )  # fmt: skip
 
     results = run_distributed(comm, [member(m) for m in range(options.n_networks)])
     models = []
@@ -440,8 +499,12 @@ def _train(
     options: TrainingOptions,
     seed: int,
     show_progress: bool,
+    physics: PhysicsLoss | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]:
-    """The training loop: Adam with early stopping, then an L-BFGS polish; returns the best weights."""
+    """The training loop: Adam with early stopping, then an L-BFGS polish; returns the best weights.
+
+    ``physics``, if given, holds scaled inputs; its term joins the training loss, not the validation loss.
+    """
     start = time.perf_counter()
     device = resolve_device(options.device)
     dtype = _DTYPES[options.dtype]
@@ -465,6 +528,21 @@ def _train(
         if options.loss == "relative":
             return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=1), min=1e-300))
         return torch.mean(sq_err) / mean_sq
+
+    physics_fn: Callable[[MLP], torch.Tensor] | None = None
+    if physics is not None:
+        x_phys, A_phys, f_phys = tensor(physics.parameters), tensor(physics.matrices), tensor(physics.rhs)
+        f_sq = torch.clamp(torch.sum(f_phys**2, dim=1), min=1e-300)
+        weight = physics.weight
+
+        def physics_fn(model: MLP) -> torch.Tensor:
+            c = model(x_phys) * scale + shift
+            residual = f_phys - torch.einsum("mij,mj->mi", A_phys, c)
+            return weight * torch.mean(torch.sum(residual**2, dim=1) / f_sq)
+
+    def train_loss_fn(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(model, xb, yb)
+        return loss if physics_fn is None else loss + physics_fn(model)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -504,7 +582,7 @@ def _train(
         for b in range(0, len(train_idx), batch):
             idx = order[b : b + batch] if order is not None else slice(None)
             optimizer.zero_grad()
-            loss = loss_fn(model, x_train[idx], y_train[idx])
+            loss = train_loss_fn(model, x_train[idx], y_train[idx])
             loss.backward()
             optimizer.step()
             epoch_loss += float(loss.detach()) * (len(x_train[idx]) / len(train_idx))
@@ -533,7 +611,7 @@ def _train(
 
         def closure() -> torch.Tensor:
             lbfgs.zero_grad()
-            value = loss_fn(model, x_train, y_train)
+            value = train_loss_fn(model, x_train, y_train)
             value.backward()
             return value
 
@@ -546,7 +624,7 @@ def _train(
             stalled = iterations == history.n_lbfgs_iterations
             done = history.n_lbfgs_iterations = min(iterations, options.lbfgs_iterations)
             with torch.no_grad():
-                train_loss = float(loss_fn(model, x_train, y_train))
+                train_loss = float(train_loss_fn(model, x_train, y_train))
             if not math.isfinite(train_loss):
                 break
             since_best = 0 if record(train_loss) else since_best + chunk

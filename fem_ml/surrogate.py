@@ -10,11 +10,13 @@ is a small network forward pass and one local product :math:`\Phi \hat c`, then 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mpi4py import MPI
 
@@ -22,20 +24,28 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-from fem_ml._fem import n_owned, space_mismatch
+from fem_ml._fem import function_from_owned, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
 from fem_ml.networks import (
     Activation,
     CoefficientNetwork,
+    PhysicsLoss,
     TrainingHistory,
     TrainingOptions,
     train_network,
 )
 from fem_ml.parameters import ParameterSpace
 from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product
+from fem_ml.reduced import ReducedSystems
 from fem_ml.snapshots import SnapshotSet
 
-__all__ = ["ErrorReport", "Surrogate", "train_surrogate"]
+__all__ = ["ErrorReport", "ExtrapolationWarning", "Surrogate", "train_surrogate"]
+
+logger = logging.getLogger(__name__)
+
+
+class ExtrapolationWarning(UserWarning):
+    """A surrogate was evaluated outside its parameter bounds or far from every training point."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,10 @@ class ErrorReport:
         rel_error_h1: :math:`\|u - \hat u\|_{H^1} / \|u\|_{H^1}` per sample.
         proj_error_l2: Relative :math:`L^2` error of the POD projection per sample.
         proj_error_h1: Relative :math:`H^1` error of the POD projection per sample.
+        network_error: The network's own error, in coefficient space:
+            :math:`\|\hat c - \Phi^T M u\|_2 / \|\Phi^T M u\|_2`, which is the relative error of the surrogate
+            against the projection in the basis' inner product. A large ``proj_error`` asks for more modes
+            (or snapshots), a large ``network_error`` for more training data or a better network.
     """
 
     parameters: npt.NDArray[np.float64]
@@ -59,12 +73,16 @@ class ErrorReport:
     rel_error_h1: npt.NDArray[np.float64]
     proj_error_l2: npt.NDArray[np.float64]
     proj_error_h1: npt.NDArray[np.float64]
+    network_error: npt.NDArray[np.float64] | None = None
 
     def summary(self) -> dict[str, float]:
         """Means and maxima of each error, as plain floats."""
         out: dict[str, float] = {}
-        for name in ("rel_error_l2", "rel_error_h1", "proj_error_l2", "proj_error_h1"):
+        names = ("rel_error_l2", "rel_error_h1", "proj_error_l2", "proj_error_h1", "network_error")
+        for name in names:
             values = getattr(self, name)
+            if values is None:
+                continue
             out[f"{name}_mean"] = float(np.mean(values))
             out[f"{name}_max"] = float(np.max(values))
         return out
@@ -81,10 +99,19 @@ class Surrogate:
         network: The trained map from parameters to coefficients.
         history: Training history of each ensemble member, if known.
         test_errors: Errors measured on a test set, if known (stored by :meth:`save`).
+        training_parameters: The parameter points the network was trained on, ``(n, p)``; with them, points far
+            from every training point are reported as extrapolation too.
 
     Attributes:
         metadata: User data saved with the surrogate (JSON-serialisable).
         versions: Package versions of the file the surrogate was loaded from (empty for a trained one).
+        extrapolation: What a point outside the parameter bounds, or far from every training point, does:
+            ``"warn"`` (default) issues one :class:`ExtrapolationWarning` per surrogate and kind, with the
+            distance; ``"raise"`` (strict mode) raises ``ValueError``. Distances are measured in the network's
+            scaled inputs, where the parameter box is :math:`[-1, 1]^p`; "far" means farther from the nearest
+            training point than ``far_factor`` times the largest nearest-neighbour distance among the training
+            points.
+        far_factor: See ``extrapolation``.
     """
 
     def __init__(
@@ -95,6 +122,7 @@ class Surrogate:
         *,
         history: list[TrainingHistory] | None = None,
         test_errors: ErrorReport | None = None,
+        training_parameters: npt.NDArray[np.float64] | None = None,
     ):
         if network.n_params != space.dim or network.n_coefficients != basis.n_modes:
             raise ValueError(
@@ -111,6 +139,71 @@ class Surrogate:
         self._norms: dict[str, InnerProduct] = {}
         self._modes32: npt.NDArray[np.float32] | None = None
         self._buffer32: npt.NDArray[np.float32] | None = None
+        self.extrapolation: Literal["warn", "raise"] = "warn"
+        self.far_factor = 2.0
+        self._warned: set[str] = set()
+        self.training_parameters: npt.NDArray[np.float64] | None = None
+        self._training_inputs: npt.NDArray[np.float64] | None = None
+        self._far: float = np.inf
+        if training_parameters is not None:
+            self.set_training_parameters(training_parameters)
+
+    def set_training_parameters(self, parameters: npt.ArrayLike) -> None:
+        """Record the training points, which define "far from every training point" (local)."""
+        points = self.space.validate(parameters)
+        inputs = self.network.scale_inputs(points)
+        self.training_parameters, self._training_inputs = points, inputs
+        if points.shape[0] > 1:
+            d2 = np.sum((inputs[:, None, :] - inputs[None, :, :]) ** 2, axis=2)
+            np.fill_diagonal(d2, np.inf)
+            self._far = float(np.sqrt(d2.min(axis=1).max()))
+        else:
+            self._far = np.inf
+
+    def check_points(self, parameters: npt.ArrayLike | Any, *, expected: int | None = None) -> npt.NDArray[np.float64]:
+        """Validate points (shape, names, NaN) and apply the :attr:`extrapolation` policy (local).
+
+        Returns:
+            The points ``(n, p)``.
+
+        Raises:
+            ValueError: for a wrong shape, count or name, NaN/inf, or, in strict mode, extrapolation.
+        """
+        points = self.space.validate(parameters, expected=expected, check_bounds=False)
+        inputs = self.network.scale_inputs(np.clip(points, self.space.lower, self.space.upper))
+        outside_by = (
+            np.linalg.norm(self.network.scale_inputs(points) - inputs, axis=1)
+            if np.any((points < self.space.lower) | (points > self.space.upper))
+            else None
+        )
+        if outside_by is not None:
+            i = int(np.argmax(outside_by))
+            self._extrapolating(
+                "bounds",
+                f"Point {i} {self.space.to_dict(points[i])} lies outside the parameter bounds {self.space.bounds}, "
+                f"by {outside_by[i]:.3g} in scaled inputs (the box is [-1, 1]^{self.space.dim}).",
+            )
+        if self._training_inputs is not None and np.isfinite(self._far):
+            d2 = np.sum((inputs[:, None, :] - self._training_inputs[None, :, :]) ** 2, axis=2).min(axis=1)
+            i = int(np.argmax(d2))
+            distance = float(np.sqrt(d2[i]))
+            if distance > self.far_factor * self._far:
+                self._extrapolating(
+                    "far",
+                    f"Point {i} {self.space.to_dict(points[i])} is {distance:.3g} from the nearest training point "
+                    f"(scaled inputs); the training points lie within {self._far:.3g} of each other, and the limit "
+                    f"is {self.far_factor} times that.",
+                )
+        return points
+
+    def _extrapolating(self, kind: str, message: str) -> None:
+        if self.extrapolation == "raise":
+            raise ValueError(message + " Strict mode (extrapolation='raise') refuses it.")
+        if self.extrapolation != "warn":
+            raise ValueError(f"extrapolation must be 'warn' or 'raise', got {self.extrapolation!r}.")
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message + " The prediction is an extrapolation.", ExtrapolationWarning, stacklevel=4)
 
     @property
     def V(self) -> fem.FunctionSpace:
@@ -126,9 +219,9 @@ class Surrogate:
         """Predicted reduced coefficients, shape ``(n, r)``, for one point or a batch (one forward pass; local).
 
         Raises:
-            ValueError: for a wrong shape or count, NaN/inf or a point outside the bounds.
+            ValueError: for a wrong shape or count, NaN/inf, or extrapolation in strict mode.
         """
-        return self.network(self.space.validate(parameters))
+        return self.network(self.check_points(parameters))
 
     def __call__(self, mu: npt.ArrayLike, *, out: fem.Function | None = None, name: str = "prediction") -> fem.Function:
         r"""Predict the field at one parameter point (collective: updates ghosts).
@@ -146,7 +239,7 @@ class Surrogate:
             mismatch = space_mismatch(self.V, out.function_space)
             if mismatch is not None:
                 raise ValueError(f"out is not on the surrogate's function space: {mismatch}.")
-        c = self.network(self.space.validate(mu, expected=1))[0]
+        c = self.network(self.check_points(mu, expected=1))[0]
         if self._modes32 is None or self._buffer32 is None:
             return self.basis.function(c, out=out, name=name)
         u = fem.Function(self.V) if out is None else out
@@ -184,7 +277,7 @@ class Surrogate:
         the ranks start each call together (barrier) and the slowest rank's median is returned.
         """
         comm = self.V.mesh.comm
-        points = self.space.validate(parameters)
+        points = self.check_points(parameters)
         out = fem.Function(self.V)
         for k in range(warmup):
             self(points[k % len(points)], out=out)
@@ -199,6 +292,36 @@ class Surrogate:
     def predict_values(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Owned dof values of the predictions, shape ``(n_owned, n)`` (local)."""
         return self.basis.reconstruct(self.coefficients(parameters).T)
+
+    def deviation(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        r"""Relative ensemble deviation of the prediction at each point, shape ``(n,)`` (local).
+
+        .. math:: s(\mu) = \Big(\frac{1}{K} \sum_{m=1}^K \|\hat c_m(\mu) - \bar c(\mu)\|_2^2\Big)^{1/2}
+            \Big/ \|\bar c(\mu)\|_2,
+
+        the members' spread in the basis' inner product (the modes are orthonormal in it) relative to the
+        mean prediction. It needs an ensemble (``n_networks >= 2``); it estimates the network's share of the error.
+        """
+        if self.network.n_networks < 2:
+            raise ValueError("The deviation needs an ensemble: train with n_networks >= 2.")
+        members = self.network.members(self.check_points(parameters))
+        mean = members.mean(axis=0)
+        spread = np.sqrt(np.mean(np.sum((members - mean) ** 2, axis=2), axis=0))
+        return spread / np.maximum(np.linalg.norm(mean, axis=1), 1e-300)
+
+    def uncertainty(self, mu: npt.ArrayLike, *, name: str = "prediction") -> tuple[fem.Function, fem.Function]:
+        r"""Mean prediction and the ensemble's pointwise standard deviation as Functions on ``V`` (collective).
+
+        The deviation field holds, per dof, :math:`\big(\frac1K \sum_m (\Phi (\hat c_m - \bar c))^2\big)^{1/2}`;
+        it is named ``<name>_std``.
+        """
+        if self.network.n_networks < 2:
+            raise ValueError("The uncertainty needs an ensemble: train with n_networks >= 2.")
+        members = self.network.members(self.check_points(mu, expected=1))[:, 0, :]
+        mean = members.mean(axis=0)
+        spread = self.basis.modes @ (members - mean).T
+        std = np.sqrt(np.mean(spread**2, axis=1))
+        return self.basis.function(mean, name=name), function_from_owned(self.V, std, name=f"{name}_std")
 
     def norm(self, kind: str) -> InnerProduct:
         """The inner product used for ``kind`` norms (``"l2"``, ``"h1"``), assembled once and cached."""
@@ -223,7 +346,7 @@ class Surrogate:
         error: str | None = None
         points = np.empty((0, self.space.dim))
         try:
-            points = self.space.validate(parameters)
+            points = self.check_points(parameters)
             if isinstance(truth, SnapshotSet):
                 mismatch = space_mismatch(self.V, truth.V)
                 if mismatch is not None:
@@ -236,8 +359,10 @@ class Surrogate:
         except ValueError as err:
             error = str(err)
         check_collectively(comm, error)
-        prediction = self.predict_values(points)
-        projection = self.basis.reconstruct(self.basis.project(values))
+        predicted = self.coefficients(points)
+        prediction = self.basis.reconstruct(predicted.T)
+        projected = self.basis.project(values)
+        projection = self.basis.reconstruct(projected)
         relative: dict[str, npt.NDArray[np.float64]] = {}
         n = points.shape[0]
         # One sparse-times-dense product per norm: truth, surrogate error and projection error side by side.
@@ -247,7 +372,9 @@ class Surrogate:
             reference = np.where(norms[:n] > 0, norms[:n], 1.0)
             relative[f"rel_error_{kind}"] = norms[n : 2 * n] / reference
             relative[f"proj_error_{kind}"] = norms[2 * n :] / reference
-        return ErrorReport(parameters=points, **relative)
+        reference = np.linalg.norm(projected, axis=0)
+        network = np.linalg.norm(predicted.T - projected, axis=0) / np.where(reference > 0, reference, 1.0)
+        return ErrorReport(parameters=points, network_error=network, **relative)
 
     def save(
         self,
@@ -300,6 +427,8 @@ def train_surrogate(
     dtype: str = "float64",
     device: str = "auto",
     progress: bool = True,
+    physics: ReducedSystems | None = None,
+    physics_weight: float = 1.0,
 ) -> Surrogate:
     r"""Train a network from the parameters to the POD coefficients of the snapshots (collective).
 
@@ -328,6 +457,9 @@ def train_surrogate(
         dtype: ``"float64"`` or ``"float32"``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         progress: Show progress on rank 0.
+        physics: Reduced systems at parameter points without snapshots (:mod:`fem_ml.reduced`): their relative
+            reduced residual joins the training loss (physics-reinforced training).
+        physics_weight: Weight of that term against the data loss.
 
     Returns:
         The surrogate.
@@ -356,5 +488,12 @@ def train_surrogate(
     check_collectively(comm, None if mismatch is None else f"Snapshots and basis differ: {mismatch}.")
     parameters = space.validate(snapshots.parameters)
     coefficients = basis.project(snapshots).T
-    network, history = train_network(parameters, coefficients, space.lower, space.upper, options=options, comm=comm)
-    return Surrogate(space, basis, network, history=history)
+    physics_loss = None
+    if physics is not None:
+        if physics.rhs.shape[1] != basis.n_modes:
+            raise ValueError(f"The reduced systems have {physics.rhs.shape[1]} modes, the basis {basis.n_modes}.")
+        physics_loss = PhysicsLoss(space.validate(physics.parameters), physics.matrices, physics.rhs, physics_weight)
+    network, history = train_network(
+        parameters, coefficients, space.lower, space.upper, options=options, comm=comm, physics=physics_loss
+    )
+    return Surrogate(space, basis, network, history=history, training_parameters=parameters)

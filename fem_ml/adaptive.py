@@ -1,0 +1,158 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""Adaptive sampling: add training solves where the surrogate's error estimate is largest.
+
+Each round builds a surrogate from the snapshots so far (the user's ``build``: POD, training, and an error
+estimator), evaluates the estimator on a pool of candidate points, solves the full model at the ``batch_size``
+candidates with the largest estimates, and repeats until the largest estimate is at most ``target`` or
+``max_solves`` solves are spent. Two estimators come with fem_ml:
+
+* :func:`residual_estimator`: the relative dual norm of the full residual of the prediction, exact and cheap for
+  problems affine in the parameters (:meth:`~fem_ml.reduced.AffineReducedOperators.dual_residual`); this is the
+  classic reduced-basis greedy, driven by the network's prediction;
+* :func:`ensemble_estimator`: the ensemble's relative deviation (:meth:`~fem_ml.surrogate.Surrogate.deviation`),
+  for any problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from dolfinx import fem
+
+from fem_ml._progress import Progress
+from fem_ml.parameters import ParameterSpace
+from fem_ml.reduced import AffineReducedOperators
+from fem_ml.snapshots import SnapshotSet, collect_snapshots
+from fem_ml.surrogate import Surrogate
+
+__all__ = ["AdaptiveResult", "AdaptiveRound", "Estimator", "adaptive_sampling", "ensemble_estimator",
+           "residual_estimator"]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+#: Error estimates of a surrogate at candidate points ``(m, p) -> (m,)``.
+Estimator = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
+
+
+def residual_estimator(rom: Surrogate, operators: AffineReducedOperators) -> Estimator:
+    """Estimator: relative dual residual of ``rom``'s prediction (operators built with ``dual_norm``)."""
+    return lambda points: operators.dual_residual(points, rom.coefficients(points))
+
+
+def ensemble_estimator(rom: Surrogate) -> Estimator:
+    """Estimator: the ensemble's relative deviation (``rom`` trained with ``n_networks >= 2``)."""
+    return rom.deviation
+
+
+@dataclass(frozen=True)
+class AdaptiveRound:
+    """One round of adaptive sampling.
+
+    Attributes:
+        n_solves: Full solves spent so far (the snapshots the round's surrogate was built from).
+        max_estimate: Largest estimate over the candidates.
+        mean_estimate: Mean estimate over the candidates.
+        added: The candidate points solved after this round, ``(k, p)`` (empty in the last round).
+    """
+
+    n_solves: int
+    max_estimate: float
+    mean_estimate: float
+    added: npt.NDArray[np.float64]
+
+
+@dataclass
+class AdaptiveResult:
+    """Outcome of :func:`adaptive_sampling`.
+
+    Attributes:
+        surrogate: The last surrogate.
+        snapshots: Every snapshot solved.
+        rounds: What each round saw and added.
+        converged: Whether the largest estimate reached the target.
+    """
+
+    surrogate: Surrogate
+    snapshots: SnapshotSet
+    rounds: list[AdaptiveRound] = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def n_solves(self) -> int:
+        """Full solves spent."""
+        return len(self.snapshots)
+
+
+def adaptive_sampling(
+    solve: Callable[[npt.NDArray[np.float64]], fem.Function],
+    V: fem.FunctionSpace,
+    space: ParameterSpace,
+    build: Callable[[SnapshotSet], tuple[Surrogate, Estimator]],
+    *,
+    initial: npt.ArrayLike,
+    candidates: npt.ArrayLike,
+    target: float,
+    batch_size: int = 5,
+    max_solves: int = 60,
+    callback: Callable[[AdaptiveRound, Surrogate], None] | None = None,
+    progress: bool = True,
+) -> AdaptiveResult:
+    """Greedy sampling driven by an error estimate (collective).
+
+    Args:
+        solve: The full model, ``solve(mu) -> Function`` on ``V``.
+        V: The solution space.
+        space: The parameter space.
+        build: Builds a surrogate and its estimator from snapshots (POD, training, operators).
+        initial: The first points to solve, ``(n0, p)``.
+        candidates: The pool the next points are chosen from, ``(m, p)``; a chosen point leaves the pool.
+        target: Stop once the largest estimate over the remaining candidates is at most this.
+        batch_size: Points added per round.
+        max_solves: Stop before exceeding this many full solves.
+        callback: Called after each round with the round and its surrogate (e.g. to measure a test error).
+        progress: Show progress on rank 0.
+
+    Returns:
+        The last surrogate, the snapshots, the rounds and whether the target was reached.
+    """
+    pool = space.validate(candidates)
+    first = space.validate(initial)
+    if not target > 0 or batch_size < 1 or max_solves < first.shape[0]:
+        raise ValueError(
+            f"Need target > 0 (got {target}), batch_size >= 1 (got {batch_size}) and max_solves >= the "
+            f"{first.shape[0]} initial points (got {max_solves})."
+        )
+    snapshots = collect_snapshots(solve, first, V, space=space, progress=False)
+    rounds: list[AdaptiveRound] = []
+    bar = Progress(max_solves, "adaptive sampling", enabled=progress and V.mesh.comm.rank == 0)
+    while True:
+        rom, estimate = build(snapshots)
+        values = np.asarray(estimate(pool), dtype=np.float64)
+        if values.shape != (pool.shape[0],) or not np.all(np.isfinite(values)):
+            raise ValueError(f"The estimator returned shape {values.shape} (or NaN) for {pool.shape[0]} candidates.")
+        done = float(values.max()) <= target
+        room = min(batch_size, max_solves - len(snapshots), pool.shape[0])
+        chosen = np.argsort(values)[::-1][:room] if not done and room > 0 else np.empty(0, dtype=np.int64)
+        record = AdaptiveRound(len(snapshots), float(values.max()), float(values.mean()), pool[chosen])
+        rounds.append(record)
+        bar.update(len(snapshots), f"max estimate {record.max_estimate:.2e}")
+        logger.info("Adaptive round %d: %d solves, max estimate %.3e", len(rounds), len(snapshots), values.max())
+        if callback is not None:
+            callback(record, rom)
+        if done or chosen.size == 0:
+            return AdaptiveResult(rom, snapshots, rounds, converged=done)
+        new = collect_snapshots(solve, pool[chosen], V, space=space, progress=False)
+        pool = np.delete(pool, chosen, axis=0)
+        snapshots = SnapshotSet(
+            V,
+            np.vstack([snapshots.parameters, new.parameters]),
+            np.hstack([snapshots.values, new.values]),
+            np.concatenate([snapshots.solve_times, new.solve_times]),
+            failures=snapshots.failures + new.failures,
+        )
