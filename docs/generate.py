@@ -210,7 +210,7 @@ def mpirun() -> str:
 def run_command(shown: str, command: list[str], cwd: Path) -> str:
     """Run ``command`` in ``cwd``; returns the Markdown block of ``shown`` and its output."""
     log.info("running %s", shown)
-    done = subprocess.run(command, cwd=cwd, env=child_environment(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=cwd, env=child_environment(), capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise BuildError(f"{shown} failed with status {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return f"```console\n$ {shown}\n{done.stdout.rstrip()}\n```"
