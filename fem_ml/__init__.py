@@ -19,6 +19,7 @@ from mpi4py import MPI  # noqa: F401  isort: skip
 from importlib.metadata import PackageNotFoundError, version
 
 from fem_ml._h5 import FileFormatError
+from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load
 from fem_ml.ensemble import Ensemble
 from fem_ml.io import write_comparison, write_fields, write_json, write_modes, write_sweep
@@ -26,7 +27,9 @@ from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
 from fem_ml.plots import write_report_plots
 from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
+from fem_ml.reduced import AffineReducedOperators, ReducedSystems, assemble_reduced_systems
 from fem_ml.report import SUMMARY_KEYS, write_summary
+from fem_ml.residual import ResidualCheck, ResidualReport
 from fem_ml.snapshots import (
     FailedSolve,
     SnapshotSet,
@@ -37,6 +40,7 @@ from fem_ml.snapshots import (
 )
 from fem_ml.store import SnapshotStore
 from fem_ml.surrogate import ErrorReport, ExtrapolationWarning, Surrogate, train_surrogate
+from fem_ml.validation import CrossValidation, cross_validate
 
 try:
     __version__ = version("fem-ml")
@@ -45,7 +49,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "SUMMARY_KEYS",
+    "AdaptiveResult",
+    "AffineReducedOperators",
     "CoefficientNetwork",
+    "CrossValidation",
     "Ensemble",
     "ErrorReport",
     "ExtrapolationWarning",
@@ -54,6 +61,9 @@ __all__ = [
     "InnerProduct",
     "PODBasis",
     "ParameterSpace",
+    "ReducedSystems",
+    "ResidualCheck",
+    "ResidualReport",
     "SnapshotSet",
     "SnapshotStore",
     "SolveFailed",
@@ -61,12 +71,17 @@ __all__ = [
     "TrainingHistory",
     "TrainingOptions",
     "__version__",
+    "adaptive_sampling",
     "assemble_inner_product",
+    "assemble_reduced_systems",
     "check_converged",
     "collect_snapshots",
     "collect_trajectories",
+    "cross_validate",
+    "ensemble_estimator",
     "load",
     "pod",
+    "residual_estimator",
     "train_surrogate",
     "write_comparison",
     "write_fields",

@@ -145,6 +145,17 @@ class ResidualCheck:
         self._set_parameters(point)
         return self._norm(values) / max(self._norm(np.zeros(n_owned(self.V))), 1e-300)
 
+    def riesz(self, mu: npt.ArrayLike, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        r"""Owned values of the residual's Riesz representative :math:`M^{-1} R(w; \mu)`, a field to look at.
+
+        Its norm in the inner product is the dual norm of the residual; where it is large, the field violates
+        the equations (collective; needs the ``"dual"`` norm).
+        """
+        if self._dual is None:
+            raise ValueError("riesz needs a ResidualCheck with norm='dual'.")
+        self._set_parameters(np.asarray(mu, dtype=np.float64).reshape(-1))
+        return self._dual.riesz(self._assemble(np.asarray(values, dtype=np.float64))[:, None])[:, 0]
+
     def residuals(self, parameters: npt.ArrayLike, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Relative residuals of fields ``(n_owned, n)`` at points ``(n, p)`` (collective)."""
         points = np.atleast_2d(np.asarray(parameters, dtype=np.float64))
@@ -181,7 +192,8 @@ class ResidualCheck:
             norm=self.norm,
         )
 
-    def _norm(self, values: npt.NDArray[np.float64]) -> float:
+    def _assemble(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        r"""Owned entries of :math:`R(w; \mu)` on the free dofs (zero on Dirichlet dofs), for owned values of w."""
         n = n_owned(self.V)
         self.u.x.array[:n] = values
         self.u.x.scatter_forward()
@@ -189,6 +201,10 @@ class ResidualCheck:
         vector.scatter_reverse(la.InsertMode.add)
         residual = vector.array[:n].copy()
         residual[self._fixed] = 0.0
+        return residual
+
+    def _norm(self, values: npt.NDArray[np.float64]) -> float:
+        residual = self._assemble(values)
         if self._dual is None:
             return float(np.sqrt(self.V.mesh.comm.allreduce(float(residual @ residual), op=MPI.SUM)))
         return self._dual.norm(residual)

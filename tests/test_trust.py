@@ -1,0 +1,281 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Trust: reduced operators and residuals, physics-reinforced training, uncertainty, extrapolation, error
+decomposition, cross-validation and adaptive sampling, on the affine thermal block of the trust demo."""
+
+import json
+import warnings
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from conftest import raises_on_all_ranks
+from dolfinx import fem
+from trust_thermal_block import SPACE, Recipe, build_problem
+
+import fem_ml
+
+SMALL = Recipe(hidden_layers=(16, 16), adam_epochs=300, lbfgs_iterations=20)
+GOOD = Recipe(hidden_layers=(16, 16), adam_epochs=600, lbfgs_iterations=50)
+
+
+@pytest.fixture(scope="module")
+def affine():
+    return build_problem(MPI.COMM_WORLD, 16)
+
+
+@pytest.fixture(scope="module")
+def data(affine):
+    train = fem_ml.collect_snapshots(affine.solve, SPACE.sample(24, method="lhs", seed=0), affine.V, progress=False)
+    test = fem_ml.collect_snapshots(affine.solve, SPACE.sample(8, method="uniform", seed=1), affine.V, progress=False)
+    basis = fem_ml.pod(train, inner_product="h1", tol=1e-10)
+    return train, test, basis
+
+
+@pytest.fixture(scope="module")
+def operators(affine, data):
+    _, _, basis = data
+    return fem_ml.AffineReducedOperators(basis, affine.bilinear, affine.linear, bcs=affine.bcs, dual_norm="h1")
+
+
+@pytest.fixture(scope="module")
+def ensemble(data):
+    train, _, basis = data
+    return GOOD.train(basis, train, n_networks=3)
+
+
+@pytest.fixture(scope="module")
+def check(affine):
+    check = fem_ml.ResidualCheck(affine.residual, affine.u, affine.constants, bcs=affine.bcs)
+    yield check
+    check.destroy()
+
+
+def test_affine_operators_equal_assembly_and_galerkin_is_accurate(affine, data, operators):
+    _, test, basis = data
+    points = test.parameters[:3]
+
+    def set_parameters(mu):
+        for constant, value in zip(affine.constants, mu, strict=True):
+            constant.value = value
+
+    a = sum(k * a_q for k, (_, a_q) in zip(affine.constants, affine.bilinear, strict=True))
+    assembled = fem_ml.assemble_reduced_systems(basis, a, affine.linear[0][1], set_parameters, points, bcs=affine.bcs)
+    systems = operators.systems(points)
+    np.testing.assert_allclose(systems.matrices, assembled.matrices, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(systems.rhs, assembled.rhs, rtol=1e-12, atol=1e-14)
+    # With a rich basis, the Galerkin solution is as good as the projection (Cea) and its residual vanishes.
+    galerkin = operators.galerkin(points)
+    projected = basis.project(test.values[:, :3]).T
+    assert np.max(np.abs(galerkin - projected)) <= 1e-3 * np.max(np.abs(projected))
+    assert np.max(systems.residual(galerkin)) <= 1e-12
+
+
+def test_dual_residual_equals_the_assembled_check(data, operators, check):
+    """The cheap quadratic form and the full assembly + Riesz solve give the same relative residual."""
+    _, test, basis = data
+    rng = np.random.default_rng(3)
+    c = basis.project(test.values[:, :4]).T * (1 + 0.05 * rng.standard_normal((4, basis.n_modes)))
+    cheap = operators.dual_residual(test.parameters[:4], c)
+    full = check.residuals(test.parameters[:4], basis.reconstruct(c.T))
+    np.testing.assert_allclose(cheap, full, rtol=1e-6)
+    assert np.all(full > 1e-4)
+
+
+def test_residual_of_truth_is_at_solver_tolerance_and_untrained_is_flagged(data, ensemble, check):
+    train, test, basis = data
+    report = check.report(ensemble, test.parameters, test)
+    assert np.max(report.truth) < 1e-10
+    assert np.mean(report.projection) < np.mean(report.surrogate)
+    np.testing.assert_array_equal(report.flagged, report.surrogate > check.threshold)
+    untrained = Recipe(hidden_layers=(8,), adam_epochs=1, lbfgs_iterations=0).train(basis, train)
+    bad = check.report(untrained, test.parameters, test)
+    assert bad.flagged.all() and bad.summary()["n_flagged"] == len(test)
+    assert np.all(bad.surrogate > 10 * report.projection)
+
+
+def test_residual_agrees_between_serial_and_parallel(affine, data, check):
+    """The same field and parameters on COMM_SELF and on COMM_WORLD give the same relative residuals."""
+    _, test, _ = data
+    serial = build_problem(MPI.COMM_SELF, 16)
+    serial_check = fem_ml.ResidualCheck(serial.residual, serial.u, serial.constants, bcs=serial.bcs)
+    # A field with a nontrivial residual: the solution at one point checked at another.
+    mu_a, mu_b = test.parameters[0], test.parameters[1]
+    parallel_value = check(mu_b, affine.solve(mu_a))
+    serial_value = serial_check(mu_b, serial.solve(mu_a))
+    l2 = fem_ml.ResidualCheck(affine.residual, affine.u, affine.constants, bcs=affine.bcs, norm="l2")
+    l2_serial = fem_ml.ResidualCheck(serial.residual, serial.u, serial.constants, bcs=serial.bcs, norm="l2")
+    assert parallel_value > 1e-3
+    assert parallel_value == pytest.approx(serial_value, rel=1e-10)
+    assert l2(mu_b, affine.solve(mu_a)) == pytest.approx(l2_serial(mu_b, serial.solve(mu_a)), rel=1e-10)
+    serial_check.destroy()
+
+
+def test_residual_check_rejects_bad_fields(comm, affine, check):
+    other = fem.functionspace(affine.V.mesh, ("Lagrange", 2))
+    raises_on_all_ranks(comm, ValueError, "another function space", check, [0.5] * 4, fem.Function(other))
+    values = np.full(affine.V.dofmap.index_map.size_local, np.nan)
+    raises_on_all_ranks(comm, ValueError, "NaN", check, [0.5] * 4, values)
+    raises_on_all_ranks(comm, ValueError, "shape", check, [0.5] * 4, np.zeros(3))
+    raises_on_all_ranks(comm, ValueError, "norm must be", fem_ml.ResidualCheck, affine.residual, affine.u,
+                        affine.constants, norm="energy")  # fmt: skip
+
+
+def test_physics_loss_lowers_the_reduced_residual_at_points_without_data(data, operators):
+    train, test, basis = data
+    few = train.subset(np.arange(8))
+    extra = SPACE.sample(200, method="lhs", seed=5)
+    data_only = SMALL.train(basis, few)
+    physics = SMALL.train(basis, few, physics=operators.systems(extra))
+    systems = operators.systems(test.parameters)
+    r_data = systems.residual(data_only.coefficients(test.parameters))
+    r_physics = systems.residual(physics.coefficients(test.parameters))
+    assert np.mean(r_physics) < 0.5 * np.mean(r_data)
+    with pytest.raises(ValueError, match="modes"):
+        fem_ml.train_surrogate(basis, few, SPACE, physics=fem_ml.ReducedSystems(
+            extra[:2], np.zeros((2, 1, 1)), np.ones((2, 1))), adam_epochs=1, progress=False)  # fmt: skip
+
+
+def test_error_decomposition_is_exact_in_the_basis_norm(data, ensemble):
+    """rel_error^2 = proj_error^2 + network part^2 in the H1 norm the basis is orthonormal in."""
+    _, test, basis = data
+    report = ensemble.errors(test.parameters, test)
+    norms = basis.inner_product.norms(test.values)
+    c = basis.project(test.values)
+    network_part = report.network_error * np.linalg.norm(c, axis=0) / norms
+    np.testing.assert_allclose(report.rel_error_h1**2, report.proj_error_h1**2 + network_part**2, rtol=1e-8)
+
+
+def test_ensemble_deviation_and_uncertainty_field(comm, data, ensemble):
+    _, test, basis = data
+    members = ensemble.network.members(test.parameters[:1])[:, 0, :]
+    mean, std = ensemble.uncertainty(test.parameters[0], name="T")
+    n = basis.modes.shape[0]
+    np.testing.assert_allclose(mean.x.array[:n], basis.modes @ members.mean(axis=0), rtol=1e-12, atol=1e-14)
+    fields = basis.modes @ members.T
+    np.testing.assert_allclose(std.x.array[:n], fields.std(axis=1), rtol=1e-10, atol=1e-14)
+    assert std.name == "T_std" and np.all(std.x.array >= 0)
+    deviation = ensemble.deviation(test.parameters)
+    spread = np.linalg.norm(members - members.mean(axis=0), axis=1)
+    assert deviation[0] == pytest.approx(np.sqrt(np.mean(spread**2)) / np.linalg.norm(members.mean(axis=0)))
+    single = SMALL.train(basis, data[0])
+    raises_on_all_ranks(comm, ValueError, "ensemble", single.deviation, test.parameters)
+
+
+def test_extrapolation_warns_once_and_strict_mode_raises(comm, ensemble):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ensemble._warned.clear()
+        ensemble([0.5, 0.5, 0.5, 1.5])
+        ensemble([0.5, 0.5, 0.5, 2.0])
+    messages = [str(w.message) for w in caught if issubclass(w.category, fem_ml.ExtrapolationWarning)]
+    assert len(messages) == 1 and "outside the parameter bounds" in messages[0] and "by 0.35" in messages[0]
+    ensemble.extrapolation = "raise"
+    try:
+        raises_on_all_ranks(comm, ValueError, "Strict mode", ensemble, [0.5, 0.5, 0.5, 1.5])
+        ensemble([0.5, 0.5, 0.5, 0.5])  # inside: fine
+    finally:
+        ensemble.extrapolation = "warn"
+
+
+def test_far_from_training_points_is_extrapolation(comm, data, ensemble):
+    """Training points in one corner of the box: the opposite corner is far from all of them."""
+    rom = fem_ml.Surrogate(ensemble.space, ensemble.basis, ensemble.network)
+    rom.set_training_parameters(np.random.default_rng(0).uniform(0.1, 0.3, (20, 4)))
+    rom.extrapolation = "raise"
+    rom([0.2, 0.2, 0.2, 0.2])  # among the training points: fine
+    raises_on_all_ranks(comm, ValueError, "from the nearest training point", rom, [1.0, 1.0, 1.0, 1.0])
+
+
+def test_cross_validation_splits_the_error_exactly(data):
+    train, _, basis = data
+    options = fem_ml.TrainingOptions(hidden_layers=(16,), adam_epochs=100, lbfgs_iterations=5, progress=False)
+    cv = fem_ml.cross_validate(basis, train, SPACE, k=3, seed=1, options=options)
+    assert sorted(np.bincount(cv.fold)) == [8, 8, 8]
+    np.testing.assert_allclose(cv.error**2, cv.projection_error**2 + (cv.error**2 - cv.projection_error**2))
+    c = basis.project(train).T
+    norms = basis.inner_product.norms(train.values)
+    network_part = cv.network_error * np.linalg.norm(c, axis=1) / norms
+    np.testing.assert_allclose(cv.error**2, cv.projection_error**2 + network_part**2, rtol=1e-8)
+    again = fem_ml.cross_validate(basis, train, SPACE, k=3, seed=1, options=options)
+    np.testing.assert_array_equal(cv.network_error, again.network_error)
+    assert {"cv_error_mean", "cv_network_error_mean", "cv_error_fold_std"} <= set(cv.summary())
+    with pytest.raises(ValueError, match="k must be"):
+        fem_ml.cross_validate(basis, train, SPACE, k=99)
+
+
+def test_adaptive_sampling_picks_the_worst_candidates(affine):
+    candidates = SPACE.sample(40, method="lhs", seed=9)
+    seen = []
+
+    def build(snapshots):
+        basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-10)
+        ops = fem_ml.AffineReducedOperators(basis, affine.bilinear, affine.linear, bcs=affine.bcs, dual_norm="h1")
+        rom = SMALL.train(basis, snapshots, physics=ops.systems(candidates))
+        estimate = fem_ml.residual_estimator(rom, ops)
+        seen.append((snapshots.parameters.copy(), estimate(candidates)))
+        return rom, estimate
+
+    result = fem_ml.adaptive_sampling(
+        affine.solve, affine.V, SPACE, build, initial=SPACE.sample(4, method="lhs", seed=8), candidates=candidates,
+        target=1e-12, batch_size=3, max_solves=10, progress=False,
+    )  # fmt: skip
+    assert result.n_solves == 10 and not result.converged
+    assert [r.n_solves for r in result.rounds] == [4, 7, 10]
+    # Round 0 added the three candidates with the largest estimates.
+    _, estimates = seen[0]
+    worst = candidates[np.argsort(estimates)[::-1][:3]]
+    np.testing.assert_array_equal(result.rounds[0].added, worst)
+    np.testing.assert_array_equal(result.snapshots.parameters[4:7], worst)
+    assert result.rounds[-1].added.shape == (0, 4)
+    with pytest.raises(ValueError, match="estimator returned"):
+        fem_ml.adaptive_sampling(
+            affine.solve, affine.V, SPACE, lambda s: (None, lambda p: np.zeros(3)), initial=[[0.5] * 4],
+            candidates=candidates, target=1e-3, progress=False,
+        )  # fmt: skip
+
+
+def test_trust_demo_small(comm, tmp_dir):
+    from trust_thermal_block import main
+
+    summary = main(
+        comm, n_cells=12, n_small=12, n_large=20, n_test=6, n_physics=100, n_ensemble=3, n_initial=6,
+        batch_size=4, max_solves=14, n_folds=2, recipe=Recipe((12,), 100, 10), out_dir=tmp_dir, progress=False,
+    )  # fmt: skip
+    written = json.loads((tmp_dir / "summary.json").read_text())
+    keys = {"error_data_only_20", "error_physics_20", "spearman_std_vs_error", "adaptive_solves_to_match_lhs100",
+            "residual_truth", "residual_surrogate_mean"}  # fmt: skip
+    assert keys <= set(written) and written == summary
+    assert written["residual_truth"] < 1e-10 and written["n_flagged_untrained"] == 6
+    assert written["extrapolation_warnings"] == 1 and written["extrapolation_strict_raises"] == 1
+    assert -1 <= written["spearman_std_vs_error"] <= 1
+    for name in ("uncertainty.xdmf", "residual.xdmf"):
+        assert (tmp_dir / name).exists()
+
+
+@pytest.mark.paraview
+def test_trust_fields_open_in_paraview(comm, tmp_dir):
+    """The uncertainty and residual fields open in ParaView: a non-negative deviation, residual representatives."""
+    from conftest import paraview_files
+    from trust_thermal_block import main
+
+    main(
+        comm, n_cells=12, n_small=12, n_large=20, n_test=4, n_physics=50, n_ensemble=3, n_initial=6,
+        batch_size=4, max_solves=10, n_folds=2, recipe=Recipe((12,), 100, 10), out_dir=tmp_dir, progress=False,
+    )  # fmt: skip
+    results = paraview_files(comm, [tmp_dir / "uncertainty.xdmf", tmp_dir / "residual.xdmf"])
+    uncertainty = results[str(tmp_dir / "uncertainty.xdmf")]
+    assert sorted(uncertainty["arrays"]) == ["temperature_error", "temperature_mean", "temperature_std"]
+    assert len(uncertainty["times"]) == 3
+    for (lo, hi), (_, m_hi) in zip(
+        uncertainty["arrays"]["temperature_std"], uncertainty["arrays"]["temperature_mean"], strict=True
+    ):
+        assert 0 <= lo < hi < m_hi  # a deviation: non-negative, not zero everywhere, smaller than the field
+    residual = results[str(tmp_dir / "residual.xdmf")]
+    assert sorted(residual["arrays"]) == ["residual_prediction", "residual_untrained"]
+    for (p_lo, p_hi), (u_lo, u_hi) in zip(
+        residual["arrays"]["residual_prediction"], residual["arrays"]["residual_untrained"], strict=True
+    ):
+        assert max(abs(p_lo), abs(p_hi)) > 0 and max(abs(u_lo), abs(u_hi)) > 0
