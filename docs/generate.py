@@ -3,14 +3,15 @@
 # SPDX-License-Identifier:    MIT
 """Generate the pages of the documentation that come from running code (``docs/build.sh`` calls this first).
 
-1. Runs each demo's ``main`` serially, with the small sizes of ``tests/test_demo.py``, into
+1. Runs each demo's ``main`` serially, with the small sizes of its test, into
    ``docs/_generated/<demo>/``, then turns the demo script into ``docs/_generated/demos/<demo>.md`` with
    jupytext and appends a "Results" section: the pictures the demo wrote and its ``summary.json`` as a table.
-   Every picture of :data:`FIGURES` must exist, or the build fails.
+   Every picture of :data:`FIGURES` must exist (for the demos that write them), or the build fails.
 2. Runs ``docs/wrap_your_own.py`` and the command lines its page shows, and writes their results and output
    as Markdown fragments that the page includes.
 
-Before that it checks that every public module of fem_ml has its API page, ``docs/api/<module>.md``.
+Before that it checks that every public module of fem_ml has its API page, ``docs/api/<module>.md``, and that
+every script of ``demos/`` is in :data:`DEMOS`.
 
 Everything under ``docs/_generated/`` is deleted first, so a picture left over from an earlier build can never
 stand in for one that a demo no longer writes.
@@ -29,7 +30,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mpi4py import MPI
@@ -40,7 +43,8 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 GENERATED = DOCS / "_generated"
 
-#: The pictures every demo writes into its ``out_dir``, with their captions: the one list the build checks.
+#: The standard pictures of a surrogate (:func:`fem_ml.plots.write_report_plots`) that a demo writes into its
+#: ``out_dir``, with their captions: the one list the build checks.
 FIGURES: dict[str, str] = {
     "pod_spectrum.png": "POD spectrum: singular-value decay and retained energy against the number of modes.",
     "training_loss.png": "Training and validation loss of the network.",
@@ -48,24 +52,57 @@ FIGURES: dict[str, str] = {
     "qoi.png": "Quantity of interest: surrogate prediction against the full model on the test set.",
 }
 
-#: Each demo's ``main`` arguments: the small, fast sets of ``tests/test_demo.py``.
-DEMOS: dict[str, dict[str, Any]] = {
-    "thermal_block": {
+
+class FromDemo:
+    """An argument built from the demo's own module: ``FromDemo("Recipe", (12,), 100)`` is ``Recipe((12,), 100)``."""
+
+    def __init__(self, name: str, *args: Any):
+        self.name = name
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(map(repr, self.args))})"
+
+    def build(self, module: ModuleType) -> Any:
+        """The object, from ``module``."""
+        return getattr(module, self.name)(*self.args)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A demo of ``demos/`` as the documentation runs it.
+
+    Attributes:
+        arguments: Arguments of its ``main``: the small, fast set of its test.
+        report_plots: Whether it writes the pictures of :data:`FIGURES` (then each one must exist).
+    """
+
+    arguments: dict[str, Any]
+    report_plots: bool = True
+
+
+#: Every script of ``demos/``, in the order of the documentation (the build checks that none is missing).
+DEMOS: dict[str, Demo] = {
+    "thermal_block": Demo({  # tests/test_demo.py
         "n_cells": 12, "n_train": 24, "n_test": 6, "n_networks": 2, "hidden_layers": (16, 16),
         "adam_epochs": 200, "lbfgs_iterations": 20,
-    },
-    "elasticity": {
+    }),
+    "elasticity": Demo({  # tests/test_demo.py
         "n_cells": (6, 2, 2), "n_train": 16, "n_test": 3, "n_networks": 1, "hidden_layers": (16, 16),
         "adam_epochs": 100, "lbfgs_iterations": 10, "n_output": 2,
-    },
-    "hyperelasticity": {
+    }),
+    "hyperelasticity": Demo({  # tests/test_demo.py
         "n_cells": (6, 2, 2), "n_train": 10, "n_test": 3, "n_networks": 1, "hidden_layers": (16,),
         "adam_epochs": 50, "lbfgs_iterations": 5, "n_output": 1,
-    },
-    "heat": {
+    }),
+    "heat": Demo({  # tests/test_demo.py
         "n_cells": 8, "n_train": 8, "n_test": 2, "train_every": 15, "n_networks": 1, "hidden_layers": (16,),
         "adam_epochs": 50, "lbfgs_iterations": 5,
-    },
+    }),
+    "trust_thermal_block": Demo({  # tests/test_trust.py
+        "n_cells": 12, "n_small": 12, "n_large": 20, "n_test": 6, "n_physics": 100, "n_ensemble": 3,
+        "n_initial": 6, "batch_size": 4, "max_solves": 14, "n_folds": 2, "recipe": FromDemo("Recipe", (12,), 100, 10),
+    }, report_plots=False),  # it writes fields and a summary, no PNG
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.
@@ -144,9 +181,10 @@ def figures(out_dir: Path) -> list[str]:
     return blocks
 
 
-def results_section(arguments: dict[str, Any], out_dir: Path, seconds: float) -> str:
+def results_section(demo: Demo, out_dir: Path, seconds: float) -> str:
     """The "Results" section of a demo page: figures and summary of the run in ``out_dir``."""
     summary = json.loads((out_dir / "summary.json").read_text())
+    arguments = demo.arguments
     return "\n\n".join(
         [
             "## Results",
@@ -155,26 +193,27 @@ def results_section(arguments: dict[str, Any], out_dir: Path, seconds: float) ->
             f"```python\n{call_text('main', arguments)}\n```",
             "Its numbers show that the pipeline works, not what the demo reaches at full size (the README "
             "gives those).",
-            *figures(out_dir),
+            *(figures(out_dir) if demo.report_plots else []),
             "The summary (`summary.json`):",
             summary_table(summary, out_dir),
         ]
     )
 
 
-def run_demo(demo: str, arguments: dict[str, Any]) -> float:
+def run_demo(name: str, demo: Demo) -> float:
     """Run a demo's ``main`` into ``docs/_generated/<demo>/``; returns its wall time in seconds."""
-    out_dir = GENERATED / demo
-    module = importlib.import_module(demo)
-    log.info("running demo %s", demo)
+    out_dir = GENERATED / name
+    module = importlib.import_module(name)
+    arguments = {k: v.build(module) if isinstance(v, FromDemo) else v for k, v in demo.arguments.items()}
+    log.info("running demo %s", name)
     start = time.perf_counter()
     module.main(MPI.COMM_WORLD, **arguments, out_dir=out_dir, progress=False)
     seconds = time.perf_counter() - start
-    log.info("demo %s: %.1f s", demo, seconds)
+    log.info("demo %s: %.1f s", name, seconds)
     return seconds
 
 
-def demo_page(demo: str, arguments: dict[str, Any], seconds: float) -> None:
+def demo_page(demo: str, settings: Demo, seconds: float) -> None:
     """Write ``docs/_generated/demos/<demo>.md``."""
     out_dir = GENERATED / demo
     pages = GENERATED / "demos"
@@ -186,7 +225,7 @@ def demo_page(demo: str, arguments: dict[str, Any], seconds: float) -> None:
         f"This page is generated from {{download}}`demos/{demo}.py <{script.name}>`, a jupytext script: run it "
         f"as it is (`mpirun -n 2 python demos/{demo}.py`) or open it as a notebook."
     )
-    results = results_section(arguments, out_dir, seconds)
+    results = results_section(settings, out_dir, seconds)
     (pages / f"{demo}.md").write_text(f"{text}\n\n{source_note}\n\n{results}\n")
 
 
@@ -241,6 +280,13 @@ def wrap_your_own() -> None:
     (out_dir / "cli.md").write_text("\n\n".join(blocks) + "\n")
 
 
+def check_demos() -> None:
+    """Every script of ``demos/`` is in :data:`DEMOS`."""
+    missing = sorted({path.stem for path in (ROOT / "demos").glob("*.py")} - set(DEMOS))
+    if missing:
+        raise BuildError(f"demos/{'.py, demos/'.join(missing)}.py not in DEMOS of docs/generate.py (and docs/index.md)")
+
+
 def check_api_pages() -> None:
     """Every public module of fem_ml (a file not starting with ``_``) has its page ``docs/api/<module>.md``."""
     modules = sorted(path.stem for path in (ROOT / "fem_ml").glob("*.py") if not path.name.startswith("_"))
@@ -257,11 +303,12 @@ def main() -> None:
         raise BuildError("run docs/generate.py serially: it runs every demo on one rank")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     check_api_pages()
+    check_demos()
     shutil.rmtree(GENERATED, ignore_errors=True)
     GENERATED.mkdir()
     sys.path[:0] = [str(ROOT / "demos"), str(DOCS)]
-    for demo, arguments in DEMOS.items():
-        demo_page(demo, arguments, run_demo(demo, arguments))
+    for name, demo in DEMOS.items():
+        demo_page(name, demo, run_demo(name, demo))
     wrap_your_own()
 
 
