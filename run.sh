@@ -7,6 +7,7 @@
 #   bash run.sh demo    set up, then run the thermal-block demo under `mpirun -n 2`
 #   bash run.sh test    set up, then run the test suite serially and under `mpirun -n 2`
 #   bash run.sh lint    set up, then run ruff, mypy and hadolint
+#   bash run.sh docs    set up, then build the documentation (docs/build.sh) into docs/_build/html
 #   bash run.sh setup   set up only
 #
 # Environment:
@@ -56,7 +57,7 @@ DOLFINx 0.11 wheels need Python >= 3.12: install one, or point FEM_ML_PYTHON at 
 }
 
 setup() {
-    local extras="test,lint"
+    local extras="test,lint,docs"
     [ "${FEM_ML_SYSTEM_DOLFINX:-0}" = 1 ] || extras="dolfinx,$extras"
     local stamp="$VENV/.fem_ml-installed"
     local want
@@ -106,8 +107,8 @@ run_tests() {
 
 run_lint() {
     cd "$ROOT"
-    "$VENV/bin/ruff" check fem_ml tests demos benchmarks
-    "$VENV/bin/ruff" format --check fem_ml tests demos benchmarks
+    "$VENV/bin/ruff" check fem_ml tests demos benchmarks docs/*.py
+    "$VENV/bin/ruff" format --check fem_ml tests demos benchmarks docs/*.py
     "$VENV/bin/mypy"
     "$VENV/bin/hadolint" docker/Dockerfile
 }
@@ -123,5 +124,6 @@ case "$command" in
         ;;
     test) setup; run_tests "$@" ;;
     lint) setup; run_lint ;;
-    *) die "usage: bash run.sh {demo|test|lint|setup} [args]" ;;
+    docs) setup; PYTHON="$VENV/bin/python" PATH="$VENV/bin:$PATH" bash "$ROOT/docs/build.sh" ;;
+    *) die "usage: bash run.sh {demo|test|lint|docs|setup} [args]" ;;
 esac

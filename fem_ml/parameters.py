@@ -24,6 +24,7 @@ from scipy.stats import qmc
 
 __all__ = ["ParameterSpace", "SamplingMethod"]
 
+#: Names of the samplers of :meth:`ParameterSpace.sample`.
 SamplingMethod = Literal["uniform", "lhs", "sobol", "grid"]
 
 _SAMPLERS: tuple[str, ...] = ("uniform", "lhs", "sobol", "grid")

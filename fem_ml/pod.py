@@ -43,6 +43,8 @@ __all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_produ
 
 logger = logging.getLogger(__name__)
 
+#: Names of the built-in inner products (Euclidean on the dof values, :math:`L^2`, :math:`H^1`, and the
+#: :math:`H^1` semi-norm), see :func:`assemble_inner_product`.
 InnerProductKind = Literal["euclidean", "l2", "h1", "h1_semi"]
 _KINDS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
 
@@ -440,8 +442,8 @@ def pod(
     and the total energy.
 
     Args:
-        snapshots: A :class:`SnapshotSet`, a :class:`~fem_ml.store.SnapshotStore` (streamed; its successful
-            samples), or an owned-dof block ``(n_owned, n)`` together with ``V``.
+        snapshots: A :class:`~fem_ml.snapshots.SnapshotSet`, a :class:`~fem_ml.store.SnapshotStore` (streamed;
+            its successful samples), or an owned-dof block ``(n_owned, n)`` together with ``V``.
         inner_product: The inner product (see :func:`assemble_inner_product`); an :class:`InnerProduct` is used
             as it is.
         V: Function space, needed when ``snapshots`` is an array.

@@ -325,8 +325,8 @@ def collect_trajectories(
 
     The time becomes the last parameter: the result holds the points :math:`(\mu_i, t_j)`, shape
     ``(n_points * n_times, p + 1)``, and one column per pair, trajectory by trajectory. Train a surrogate on a
-    :class:`ParameterSpace` with the time as its last parameter; it then answers at any time of the interval.
-    ``solve_time`` of each column is the wall time of its whole trajectory.
+    :class:`~fem_ml.parameters.ParameterSpace` with the time as its last parameter; it then answers at any time of
+    the interval. ``solve_time`` of each column is the wall time of its whole trajectory.
 
     Args:
         solve: ``solve(mu, times)`` integrates one trajectory and yields the solution as a Function on ``V`` at
