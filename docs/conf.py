@@ -57,14 +57,3 @@ nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..+)?"),
     (r"py:.*", r"fem_ml(\.\w+)*\._\w+"),  # private helpers (leading underscore) are not documented
 ]
-# Unresolved references in modules being edited elsewhere (surrogate, io, report, residual, validation): remove
-# each entry once its docstring names the target in full (:class:`~fem_ml.snapshots.SnapshotSet`) or documents
-# the attribute.
-nitpick_ignore = [
-    ("py:class", "SnapshotSet"),  # fem_ml.io.write_comparison, fem_ml.surrogate.Surrogate.errors
-    ("py:attr", "test_errors"),  # fem_ml.surrogate.Surrogate.save: Surrogate's "Attributes:" lacks test_errors
-    ("py:meth", "Surrogate.errors"),  # fem_ml.report.write_summary
-    ("py:meth", "Surrogate.time_query"),  # fem_ml.report.write_summary
-    ("py:attr", "ResidualCheck.threshold"),  # fem_ml.residual's docstring: ResidualCheck documents no attributes
-    ("py:class", "TrainingOptions"),  # fem_ml.validation.cross_validate
-]
