@@ -318,9 +318,13 @@ class CoefficientNetwork:
         to about 1e-7). torch uses its own thread pool; under ``mpirun`` set ``OMP_NUM_THREADS`` (or
         ``torch.set_num_threads``) so the ranks do not oversubscribe the cores.
         """
-        if parameters.shape[0] >= self.torch_batch_threshold:
-            return self.torch_forward(parameters)
-        h = self._member_outputs(parameters)
+        return self.from_inputs(self.scale_inputs(parameters))
+
+    def from_inputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`__call__` on inputs already scaled by :meth:`scale_inputs`, shape ``(n, p)``."""
+        if inputs.shape[0] >= self.torch_batch_threshold:
+            return self._torch_outputs(inputs)
+        h = self._scaled_outputs(inputs)
         return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
 
     def members(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -329,7 +333,10 @@ class CoefficientNetwork:
 
     def _member_outputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Scaled outputs of every member, ``(n_networks, n, r)``, in NumPy float64."""
-        h = self.scale_inputs(parameters)[None, :, :]
+        return self._scaled_outputs(self.scale_inputs(parameters))
+
+    def _scaled_outputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        h = inputs[None, :, :]
         last = len(self._weights) - 1
         for k, (W, b) in enumerate(zip(self._weights, self._biases, strict=True)):
             h = h @ W + b
@@ -339,7 +346,10 @@ class CoefficientNetwork:
 
     def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The same map evaluated with the torch models (the path of large batches in :meth:`__call__`)."""
-        x = torch.from_numpy(np.ascontiguousarray(self.scale_inputs(parameters)))
+        return self._torch_outputs(self.scale_inputs(parameters))
+
+    def _torch_outputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
         with torch.inference_mode():
             outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]
         return self.output_scaler.inverse(np.mean(outputs, axis=0))

@@ -145,11 +145,12 @@ class Surrogate:
         self._modes32: npt.NDArray[np.float32] | None = None
         self._buffer32: npt.NDArray[np.float32] | None = None
         self.extrapolation: Literal["warn", "raise"] = "warn"
-        self.far_factor = 2.0
         self._warned: set[str] = set()
         self.training_parameters: npt.NDArray[np.float64] | None = None
         self._training_inputs: npt.NDArray[np.float64] | None = None
         self._far: float = np.inf
+        self._far_factor = 2.0
+        self._training_sq = self._training_m2 = np.empty(0)
         if training_parameters is not None:
             self.set_training_parameters(training_parameters)
 
@@ -164,6 +165,23 @@ class Surrogate:
             self._far = float(np.sqrt(d2.min(axis=1).max()))
         else:
             self._far = np.inf
+        self._training_sq = np.einsum("ij,ij->i", inputs, inputs)
+        self._training_m2 = -2.0 * inputs
+
+    @property
+    def far_factor(self) -> float:
+        """See :attr:`extrapolation`."""
+        return self._far_factor
+
+    @far_factor.setter
+    def far_factor(self, factor: float) -> None:
+        if not factor > 0:
+            raise ValueError(f"far_factor must be positive, got {factor}.")
+        self._far_factor = float(factor)
+
+    @property
+    def _far_limit_sq(self) -> float:
+        return (self._far_factor * self._far) ** 2
 
     def check_points(self, parameters: npt.ArrayLike | Any, *, expected: int | None = None) -> npt.NDArray[np.float64]:
         """Validate points (shape, names, NaN) and apply the :attr:`extrapolation` policy (local).
@@ -174,32 +192,44 @@ class Surrogate:
         Raises:
             ValueError: for a wrong shape, count or name, NaN/inf, or, in strict mode, extrapolation.
         """
+        return self._prepare(parameters, expected)[0]
+
+    def _prepare(
+        self, parameters: npt.ArrayLike | Any, expected: int | None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Checked points and their scaled network inputs (the hot path of a query: a few microseconds)."""
         points = self.space.validate(parameters, expected=expected, check_bounds=False)
-        inputs = self.network.scale_inputs(np.clip(points, self.space.lower, self.space.upper))
-        outside_by = (
-            np.linalg.norm(self.network.scale_inputs(points) - inputs, axis=1)
-            if np.any((points < self.space.lower) | (points > self.space.upper))
-            else None
-        )
-        if outside_by is not None:
+        inputs = self.network.scale_inputs(points)
+        lower, upper = self.space.lower, self.space.upper
+        if ((points < lower) | (points > upper)).any():
+            inside = self.network.scale_inputs(np.clip(points, lower, upper))
+            outside_by = np.linalg.norm(inputs - inside, axis=1)
             i = int(np.argmax(outside_by))
             self._extrapolating(
                 "bounds",
                 f"Point {i} {self.space.to_dict(points[i])} lies outside the parameter bounds {self.space.bounds}, "
                 f"by {outside_by[i]:.3g} in scaled inputs (the box is [-1, 1]^{self.space.dim}).",
             )
-        if self._training_inputs is not None and np.isfinite(self._far):
-            d2 = np.sum((inputs[:, None, :] - self._training_inputs[None, :, :]) ** 2, axis=2).min(axis=1)
-            i = int(np.argmax(d2))
-            distance = float(np.sqrt(d2[i]))
-            if distance > self.far_factor * self._far:
+        if self._training_inputs is not None and self._far_limit_sq < np.inf:
+            # |x - t|^2 = |t|^2 - 2 t.x + |x|^2: one small product instead of an (n, n_train, p) array; one point
+            # (a query) takes the 1D route, a few microseconds.
+            if inputs.shape[0] == 1:
+                x = inputs[0]
+                far = (self._training_sq + self._training_m2 @ x).min() + x @ x > self._far_limit_sq
+            else:
+                d2 = (self._training_sq[:, None] + self._training_m2 @ inputs.T).min(axis=0)
+                d2 += (inputs * inputs).sum(axis=1)
+                far = (d2 > self._far_limit_sq).any()
+            if far:
+                d2 = ((inputs[:, None, :] - self._training_inputs[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+                i = int(np.argmax(d2))
                 self._extrapolating(
                     "far",
-                    f"Point {i} {self.space.to_dict(points[i])} is {distance:.3g} from the nearest training point "
-                    f"(scaled inputs); the training points lie within {self._far:.3g} of each other, and the limit "
-                    f"is {self.far_factor} times that.",
+                    f"Point {i} {self.space.to_dict(points[i])} is {np.sqrt(max(d2[i], 0.0)):.3g} from the nearest "
+                    f"training point (scaled inputs); the training points lie within {self._far:.3g} of each other, "
+                    f"and the limit is {self.far_factor} times that.",
                 )
-        return points
+        return points, inputs
 
     def _extrapolating(self, kind: str, message: str) -> None:
         if self.extrapolation == "raise":
@@ -226,7 +256,7 @@ class Surrogate:
         Raises:
             ValueError: for a wrong shape or count, NaN/inf, or extrapolation in strict mode.
         """
-        return self.network(self.check_points(parameters))
+        return self.network.from_inputs(self._prepare(parameters, None)[1])
 
     def __call__(self, mu: npt.ArrayLike, *, out: fem.Function | None = None, name: str = "prediction") -> fem.Function:
         r"""Predict the field at one parameter point (collective: updates ghosts).
@@ -244,7 +274,7 @@ class Surrogate:
             mismatch = space_mismatch(self.V, out.function_space)
             if mismatch is not None:
                 raise ValueError(f"out is not on the surrogate's function space: {mismatch}.")
-        c = self.network(self.check_points(mu, expected=1))[0]
+        c = self.network.from_inputs(self._prepare(mu, 1)[1])[0]
         if self._modes32 is None or self._buffer32 is None:
             return self.basis.function(c, out=out, name=name)
         u = fem.Function(self.V) if out is None else out
