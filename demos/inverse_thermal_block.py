@@ -191,7 +191,7 @@ def main(
     n_sensors: int = 20,
     noise_level: float = 0.01,
     n_starts: int = 8,
-    n_fe_trials: int = 1,
+    n_fe_trials: int = 10,
     mcmc_samples: int = 20000,
     seed: int = 0,
     n_networks: int = 2,
@@ -279,8 +279,10 @@ def main(
 
     # %% [markdown]
     # ### Full solves instead of the surrogate
-    # For the first trials, the same misfit minimized with full solves from the centre of the box, and the
-    # surrogate identification from that one start for a like-for-like time ratio.
+    # For the first `n_fe_trials` trials, the same misfit minimized with full solves from the centre of the box,
+    # and the surrogate identification from that one start for a like-for-like time ratio. The full-solve estimate
+    # is judged by the same rule, with the surrogate's reported standard deviations: it separates what the noise
+    # does to an estimate (any model would suffer it) from what the surrogate's own error adds.
 
     # %%
     centre = np.sqrt(SPACE.lower * SPACE.upper)  # the centre in log coordinates
@@ -289,16 +291,19 @@ def main(
         comm.barrier()
         tic = time.perf_counter()
         estimate, misfit, n_solves = identify_with_full_solves(solve, observations[k], centre)
-        t_fe = float(comm.allreduce(time.perf_counter() - tic, op=MPI.MAX))
+        seconds = float(comm.allreduce(time.perf_counter() - tic, op=MPI.MAX))
         single = fem_ml.identify(rom, observations[k], n_starts=0, initial=centre, bounds=bounds)
+        fe_error = np.abs(estimate - truths[k]) / truths[k]
+        fe_within = np.abs(estimate - truths[k]) <= 2 * results[k].std
         fe.append({
-            "trial": k, "estimate": estimate.tolist(), "misfit": misfit, "n_solves": n_solves, "time_s": t_fe,
+            "trial": k, "estimate": estimate.tolist(), "misfit": misfit, "n_solves": n_solves, "time_s": seconds,
             "surrogate_single_start_time_s": single.time_s,
             "rel_diff_to_surrogate_estimate": float(np.max(np.abs(estimate - results[k].estimate) / estimate)),
-            "rel_error": float(np.max(np.abs(estimate - truths[k]) / truths[k])),
+            "rel_error_max": float(fe_error.max()), "within_2std": fe_within.tolist(),
+            "success": bool(fe_error.max() <= 0.05 and fe_within.all()),
         })  # fmt: skip
         say(
-            f"full solves, trial {k}: estimate {np.round(estimate, 4)}, {n_solves} solves, {t_fe:.2f} s; "
+            f"full solves, trial {k}: estimate {np.round(estimate, 4)}, {n_solves} solves, {seconds:.2f} s; "
             f"surrogate from the same start {single.time_s * 1e3:.0f} ms, with {n_starts} starts "
             f"{results[k].time_s * 1e3:.0f} ms"
         )
@@ -344,16 +349,23 @@ def main(
     errors = np.array([t["rel_error_max"] for t in trials])
     times = np.array([t["time_s"] for t in trials])
     within = np.array([t["within_2std"] for t in trials])
-    t_fe = float(np.median([f["time_s"] for f in fe])) if fe else float("nan")
-    t_single = float(np.median([f["surrogate_single_start_time_s"] for f in fe])) if fe else float("nan")
+
+    # Time ratios per trial (each pair measured back to back, under the same load of the machine), then medians.
+    def median(values: list[float]) -> float:
+        return float(np.median(values)) if values else float("nan")
+
+    t_fe = median([f["time_s"] for f in fe])
+    t_single = median([f["surrogate_single_start_time_s"] for f in fe])
+    ratio = median([f["time_s"] / f["surrogate_single_start_time_s"] for f in fe])
+    ratio_multistart = median([f["time_s"] / trials[f["trial"]]["time_s"] for f in fe])
     summary: dict[str, Any] = {
         "n_trials": n_trials,
         "n_success": int(sum(t["success"] for t in trials)),
         "rel_param_error_median": float(np.median(errors)),
         "rel_param_error_max": float(errors.max()),
         "t_identify_median_s": float(np.median(times)),
-        "fe_over_surrogate_time_ratio": t_fe / t_single,
-        "fe_over_surrogate_multistart_time_ratio": t_fe / float(np.median(times)),
+        "fe_over_surrogate_time_ratio": ratio,
+        "fe_over_surrogate_multistart_time_ratio": ratio_multistart,
         "n_ranks": comm.size,
         "n_dofs": int(V.dofmap.index_map.size_global),
         "n_modes": rom.n_modes,
@@ -368,6 +380,8 @@ def main(
         "t_first_identify_s": t_warmup,
         "n_surrogate_calls_median": float(np.median([t["n_surrogate_calls"] for t in trials])),
         "t_fe_identify_s": t_fe,
+        "n_fe_trials": len(fe),
+        "n_success_fe": int(sum(f["success"] for f in fe)),
         "t_surrogate_single_start_s": t_single,
         "fe_identification": fe,
         "mcmc_acceptance_rate": chain.acceptance_rate,
@@ -397,12 +411,13 @@ if __name__ == "__main__":
     parser.add_argument("--n-cells", type=int, default=100)
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-trials", type=int, default=10)
+    parser.add_argument("--n-fe-trials", type=int, default=10, help="trials also identified with full solves")
     parser.add_argument("--model", default=None, help="a .femml surrogate of the thermal block (default: train one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="results/inverse_thermal_block")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     main(
-        n_cells=args.n_cells, n_train=args.n_train, n_trials=args.n_trials, model=args.model, seed=args.seed,
-        out_dir=args.out_dir,
+        n_cells=args.n_cells, n_train=args.n_train, n_trials=args.n_trials, n_fe_trials=args.n_fe_trials,
+        model=args.model, seed=args.seed, out_dir=args.out_dir,
     )  # fmt: skip

@@ -649,10 +649,16 @@ class _TorchPosterior:
         return mu.numpy().copy(), value, self.n_calls - calls_before, iterations
 
     def jacobian(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        r""":math:`\partial (B c) / \partial \mu` at one point, ``(k, p)``, by automatic differentiation."""
-        point = torch.tensor(mu, dtype=torch.float64)
-        jac = torch.autograd.functional.jacobian(lambda m: self.coefficients(m[None])[0] @ self.matrix.T, point)
-        return jac.numpy().copy()  # type: ignore[union-attr]
+        r""":math:`B\, \partial c / \partial \mu` at one point, ``(k, p)``, by automatic differentiation.
+
+        One backward pass: the point is repeated once per coefficient, row :math:`i` keeps only :math:`c_i`, and
+        the gradient of :math:`\sum_i c_i(\mu^{(i)})` with respect to the copies :math:`\mu^{(i)}` holds
+        :math:`\nabla c_i` in row :math:`i` (far faster than one backward pass per output for small networks).
+        """
+        copies = torch.tensor(mu, dtype=torch.float64).repeat(self.matrix.shape[1], 1).requires_grad_(True)
+        self.coefficients(copies).diagonal().sum().backward()  # type: ignore[no-untyped-call]
+        assert copies.grad is not None
+        return self.matrix.numpy() @ copies.grad.numpy()
 
 
 def _prior_arrays(
