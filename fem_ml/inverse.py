@@ -755,7 +755,9 @@ def identify(
     **Starts.** The points in ``initial``, then ``n_starts`` Latin-hypercube points (seeded by ``seed``) of the
     inner box :math:`[0.05, 0.95]^p` in the unit coordinates of the map. Starts run independently and are spread
     over the ranks; the start with the lowest objective (the first one among equals) gives the estimate, so the
-    result does not depend on the rank count.
+    result does not depend on the rank count. Each start costs a few tens of milliseconds (torch's per-operation
+    overhead dominates for such small networks); the first call in a process also pays torch's one-time set-up
+    of its optimizers (1 to 2 s).
 
     **Uncertainty.** The Laplace approximation of the posterior at :math:`\hat\mu` has the Gauss-Newton
     covariance :math:`(J_\mu^T \Sigma^{-1} J_\mu + \Sigma_0^{-1})^{-1}` with :math:`J_\mu = B\, \partial c /
@@ -786,7 +788,7 @@ def identify(
     error: str | None = None
     prior_mean = prior_std = None
     starts = np.zeros((0, 1))
-    box = rom.space if isinstance(rom, Surrogate) else ParameterSpace({"x": (0.0, 1.0)})
+    box = rom.space if isinstance(rom, Surrogate) else ParameterSpace({"x": (0.0, 1.0)})  # replaced or raised below
     try:
         _check_observations(rom, observations)
         box = _search_box(rom, bounds)
