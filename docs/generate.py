@@ -103,6 +103,10 @@ DEMOS: dict[str, Demo] = {
         "n_cells": 12, "n_small": 12, "n_large": 20, "n_test": 6, "n_physics": 100, "n_ensemble": 3,
         "n_initial": 6, "batch_size": 4, "max_solves": 14, "n_folds": 2, "recipe": FromDemo("Recipe", (12,), 100, 10),
     }, report_plots=False),  # it writes fields and a summary, no PNG
+    "inverse_thermal_block": Demo({  # tests/test_inverse.py
+        "n_cells": 12, "n_train": 24, "n_test": 4, "n_trials": 2, "n_sensors": 8, "n_starts": 2, "mcmc_samples": 500,
+        "n_networks": 1, "hidden_layers": (16, 16), "adam_epochs": 100, "lbfgs_iterations": 10, "n_output": 2,
+    }, report_plots=False),  # it writes fields and a summary, no PNG
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.
