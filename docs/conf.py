@@ -51,7 +51,7 @@ html_title = f"fem_ml {release}"
 nitpicky = True
 _EXTERNAL = (
     "numpy", "np", "npt", "scipy", "sparse", "dolfinx", "fem", "mesh", "basix", "ufl", "mpi4py", "MPI", "petsc4py",
-    "PETSc", "torch", "h5py", "collections", "os", "pathlib", "typing", "logging",
+    "PETSc", "torch", "h5py", "collections", "os", "pathlib", "typing", "logging", "abc",
 )  # fmt: skip
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..+)?"),

@@ -178,7 +178,7 @@ class Sensors:
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        """Shape of one set of sensor values: ``(m,)`` for a scalar field, ``(m, n_comp)`` otherwise."""
+        """The shape of one set of sensor values, ``(m,)`` for a scalar field and ``(m, n_comp)`` otherwise."""
         return (self.n_sensors,) if self.value_size == 1 else (self.n_sensors, self.value_size)
 
     def _eval_local(self, u: fem.Function) -> npt.NDArray[np.float64]:

@@ -114,9 +114,8 @@ class Surrogate:
             ``"warn"`` (default) issues one :class:`ExtrapolationWarning` per surrogate and kind, with the
             distance; ``"raise"`` (strict mode) raises ``ValueError``. Distances are measured in the network's
             scaled inputs, where the parameter box is :math:`[-1, 1]^p`; "far" means farther from the nearest
-            training point than ``far_factor`` times the largest nearest-neighbour distance among the training
+            training point than :attr:`far_factor` times the largest nearest-neighbour distance among the training
             points.
-        far_factor: See ``extrapolation``.
     """
 
     def __init__(
@@ -170,7 +169,7 @@ class Surrogate:
 
     @property
     def far_factor(self) -> float:
-        """See :attr:`extrapolation`."""
+        """The factor of "far from every training point" (see :attr:`extrapolation`); default 2."""
         return self._far_factor
 
     @far_factor.setter
