@@ -269,7 +269,7 @@ def main(
         results.append(result)
         if k < n_output:
             predicted = rom.predict_values(result.estimate)[:, 0]
-            fields.append({"truth": true_values, "prediction": predicted, "difference": predicted - true_values})
+            fields.append({"observed": true_values, "prediction": predicted, "difference": predicted - true_values})
         say(
             f"trial {k}: truth {np.round(truth, 4)}  estimate {np.round(result.estimate, 4)}  "
             f"std {np.round(result.std, 4)}  max rel error {error.max():.2%}  within 2 std {within.all()}  "

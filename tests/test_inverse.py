@@ -281,3 +281,21 @@ def test_inverse_demo_small(comm, tmp_dir):
     assert sum(written["sensors_per_rank"]) == 8 and written["estimate_one_rank_vs_n_ranks_max_rel_diff"] < 1e-8
     for name in ("fields.xdmf", "fields.h5", "fields.xdmf.json", "surrogate.femml"):
         assert (tmp_dir / name).exists()
+
+
+@pytest.mark.paraview
+def test_inverse_fields_open_in_paraview(comm, tmp_dir):
+    """The observed field, the prediction at the estimate and their difference open in ParaView."""
+    from conftest import paraview_arrays
+    from inverse_thermal_block import main
+
+    main(
+        comm, n_cells=12, n_train=24, n_test=4, n_trials=2, n_sensors=8, n_starts=2, mcmc_samples=200,
+        n_networks=1, hidden_layers=(16, 16), adam_epochs=100, lbfgs_iterations=10, out_dir=tmp_dir, n_output=2,
+        n_fe_trials=0, progress=False,
+    )  # fmt: skip
+    result = paraview_arrays(comm, tmp_dir / "fields.xdmf")
+    assert sorted(result["arrays"]) == ["difference", "observed", "prediction"] and len(result["times"]) == 2
+    for (o_lo, o_hi), (d_lo, d_hi) in zip(result["arrays"]["observed"], result["arrays"]["difference"], strict=True):
+        assert o_lo >= -1e-12 and o_hi > 0  # a temperature with f = 1 > 0 and u = 0 on the boundary
+        assert max(abs(d_lo), abs(d_hi)) < o_hi
