@@ -278,6 +278,8 @@ def test_inverse_demo_small(comm, tmp_dir):
     assert keys <= set(written) and written == json.loads(json.dumps(summary))
     assert written["n_trials"] == len(written["trials"]) == 2 and 0 <= written["n_success"] <= 2
     assert written["fe_over_surrogate_time_ratio"] > 0 and written["rel_param_error_max"] >= 0
+    (same,) = written["fe_same_starts_identification"]  # full solves from the surrogate's own 2 starts
+    assert same["n_starts"] == 2 and same["ratio"] == written["fe_over_surrogate_same_starts_time_ratio"] > 0
     assert sum(written["sensors_per_rank"]) == 8 and written["estimate_one_rank_vs_n_ranks_max_rel_diff"] < 1e-8
     for name in ("fields.xdmf", "fields.h5", "fields.xdmf.json", "surrogate.femml"):
         assert (tmp_dir / name).exists()
