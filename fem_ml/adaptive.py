@@ -8,9 +8,10 @@ estimator), evaluates the estimator on a pool of candidate points, solves the fu
 candidates with the largest estimates, and repeats until the largest estimate is at most ``target`` or
 ``max_solves`` solves are spent. Two estimators come with fem_ml:
 
-* :func:`residual_estimator`: the relative dual norm of the full residual of the prediction, exact and cheap for
-  problems affine in the parameters (:meth:`~fem_ml.reduced.AffineReducedOperators.dual_residual`); this is the
-  classic reduced-basis greedy, driven by the network's prediction;
+* :func:`residual_estimator`: the relative dual norm of the full residual of the prediction
+  (:meth:`~fem_ml.reduced.AffineReducedOperators.dual_residual`), cheap for problems affine in the parameters and
+  accurate while it is above about :math:`10^{-7}`; this is the classic reduced-basis greedy, driven by the
+  network's prediction;
 * :func:`ensemble_estimator`: the ensemble's relative deviation (:meth:`~fem_ml.surrogate.Surrogate.deviation`),
   for any problem.
 """
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
+from fem_ml._mpi import check_collectively
 from fem_ml._progress import Progress
 from fem_ml.parameters import ParameterSpace
 from fem_ml.reduced import AffineReducedOperators
@@ -116,6 +118,8 @@ def adaptive_sampling(
         batch_size: Points added per round.
         max_solves: Stop before exceeding this many full solves.
         callback: Called after each round with the round and its surrogate (e.g. to measure a test error).
+            The surrogate of a round is destroyed (:meth:`~fem_ml.surrogate.Surrogate.destroy`) once the next
+            one is built; only the returned one stays usable.
         progress: Show progress on rank 0.
 
     Returns:
@@ -129,13 +133,22 @@ def adaptive_sampling(
             f"{first.shape[0]} initial points (got {max_solves})."
         )
     snapshots = collect_snapshots(solve, first, V, space=space, progress=False)
+    comm = V.mesh.comm
     rounds: list[AdaptiveRound] = []
+    previous: Surrogate | None = None
     bar = Progress(max_solves, "adaptive sampling", enabled=progress and V.mesh.comm.rank == 0)
     while True:
         rom, estimate = build(snapshots)
+        if previous is not None and previous is not rom:
+            previous.destroy()  # the PETSc matrices of the last round's surrogate (its callback has seen it)
+        previous = rom
         values = np.asarray(estimate(pool), dtype=np.float64)
+        error = None
         if values.shape != (pool.shape[0],) or not np.all(np.isfinite(values)):
-            raise ValueError(f"The estimator returned shape {values.shape} (or NaN) for {pool.shape[0]} candidates.")
+            error = f"The estimator returned shape {values.shape} (or NaN) for {pool.shape[0]} candidates."
+        check_collectively(comm, error)
+        # Rank 0 decides, so that every rank solves the same points even if the estimates differ by rounding.
+        values = comm.bcast(values, root=0)
         done = float(values.max()) <= target
         room = min(batch_size, max_solves - len(snapshots), pool.shape[0])
         chosen = np.argsort(values)[::-1][:room] if not done and room > 0 else np.empty(0, dtype=np.int64)
@@ -149,10 +162,20 @@ def adaptive_sampling(
             return AdaptiveResult(rom, snapshots, rounds, converged=done)
         new = collect_snapshots(solve, pool[chosen], V, space=space, progress=False)
         pool = np.delete(pool, chosen, axis=0)
-        snapshots = SnapshotSet(
-            V,
-            np.vstack([snapshots.parameters, new.parameters]),
-            np.hstack([snapshots.values, new.values]),
-            np.concatenate([snapshots.solve_times, new.solve_times]),
-            failures=snapshots.failures + new.failures,
-        )
+        if pool.shape[0] == 0:  # every candidate solved: one last surrogate from all of them
+            snapshots = _merge(V, snapshots, new)
+            rom, _ = build(snapshots)
+            previous.destroy()
+            return AdaptiveResult(rom, snapshots, rounds, converged=False)
+        snapshots = _merge(V, snapshots, new)
+
+
+def _merge(V: fem.FunctionSpace, first: SnapshotSet, second: SnapshotSet) -> SnapshotSet:
+    """The snapshots of both sets, ``first``'s then ``second``'s."""
+    return SnapshotSet(
+        V,
+        np.vstack([first.parameters, second.parameters]),
+        np.hstack([first.values, second.values]),
+        np.concatenate([first.solve_times, second.solve_times]),
+        failures=first.failures + second.failures,
+    )

@@ -35,9 +35,9 @@ import numpy.typing as npt
 import ufl
 from dolfinx import fem, la
 
-from fem_ml._fem import n_owned, space_mismatch
+from fem_ml._fem import function_from_owned, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
-from fem_ml.snapshots import SnapshotSet
+from fem_ml.snapshots import SnapshotSet, check_converged
 
 __all__ = ["ResidualCheck", "ResidualReport"]
 
@@ -180,6 +180,12 @@ class ResidualCheck:
         if not isinstance(rom, Surrogate):
             raise TypeError(f"rom must be a Surrogate, got {type(rom).__name__}.")
         points = rom.check_points(parameters)
+        check_collectively(
+            self.V.mesh.comm,
+            None
+            if truth.parameters.shape == points.shape and np.allclose(truth.parameters, points, rtol=1e-12, atol=0)
+            else "truth does not hold the solutions at these parameters (its parameters differ).",
+        )
         projection = rom.basis.reconstruct(rom.basis.project(truth.values))
         surrogate = self.residuals(points, rom.predict_values(points))
         return ResidualReport(
@@ -194,12 +200,10 @@ class ResidualCheck:
 
     def _assemble(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         r"""Owned entries of :math:`R(w; \mu)` on the free dofs (zero on Dirichlet dofs), for owned values of w."""
-        n = n_owned(self.V)
-        self.u.x.array[:n] = values
-        self.u.x.scatter_forward()
+        function_from_owned(self.V, values, out=self.u)
         vector = fem.assemble_vector(self._form)
         vector.scatter_reverse(la.InsertMode.add)
-        residual = vector.array[:n].copy()
+        residual = vector.array[: n_owned(self.V)].copy()
         residual[self._fixed] = 0.0
         return residual
 
@@ -251,6 +255,7 @@ class _DualNorm:
         for j in range(values.shape[1]):
             self.rhs.array[:] = values[:, j]
             self.ksp.solve(self.rhs, self.sol)
+            check_converged(self.ksp, what="the Riesz map of the residual's dual norm")
             out[:, j] = self.sol.array
         return out
 

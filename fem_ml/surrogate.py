@@ -23,6 +23,7 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
+from scipy import spatial
 
 from fem_ml._fem import function_from_owned, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
@@ -110,12 +111,6 @@ class Surrogate:
         test_errors: Test-set errors, if known.
         metadata: User data saved with the surrogate (JSON-serialisable).
         versions: Package versions of the file the surrogate was loaded from (empty for a trained one).
-        extrapolation: What a point outside the parameter bounds, or far from every training point, does:
-            ``"warn"`` (default) issues one :class:`ExtrapolationWarning` per surrogate and kind, with the
-            distance; ``"raise"`` (strict mode) raises ``ValueError``. Distances are measured in the network's
-            scaled inputs, where the parameter box is :math:`[-1, 1]^p`; "far" means farther from the nearest
-            training point than :attr:`far_factor` times the largest nearest-neighbour distance among the training
-            points.
     """
 
     def __init__(
@@ -143,7 +138,7 @@ class Surrogate:
         self._norms: dict[str, InnerProduct] = {}
         self._modes32: npt.NDArray[np.float32] | None = None
         self._buffer32: npt.NDArray[np.float32] | None = None
-        self.extrapolation: Literal["warn", "raise"] = "warn"
+        self._extrapolation: Literal["warn", "raise"] = "warn"
         self._warned: set[str] = set()
         self.training_parameters: npt.NDArray[np.float64] | None = None
         self._training_inputs: npt.NDArray[np.float64] | None = None
@@ -159,13 +154,30 @@ class Surrogate:
         inputs = self.network.scale_inputs(points)
         self.training_parameters, self._training_inputs = points, inputs
         if points.shape[0] > 1:
-            d2 = np.sum((inputs[:, None, :] - inputs[None, :, :]) ** 2, axis=2)
-            np.fill_diagonal(d2, np.inf)
-            self._far = float(np.sqrt(d2.min(axis=1).max()))
+            # Nearest other training point of each (k=2: the first is the point itself); a tree, not n^2 memory.
+            self._far = float(spatial.cKDTree(inputs).query(inputs, k=2)[0][:, 1].max())
         else:
             self._far = np.inf
         self._training_sq = np.einsum("ij,ij->i", inputs, inputs)
         self._training_m2 = -2.0 * inputs
+
+    @property
+    def extrapolation(self) -> Literal["warn", "raise"]:
+        """The extrapolation policy, ``"warn"`` (default) or ``"raise"``.
+
+        What a point outside the parameter bounds, or far from every training point, does: ``"warn"`` (default)
+        issues one :class:`ExtrapolationWarning` per surrogate and kind, with the distance; ``"raise"`` (strict
+        mode) raises ``ValueError``. Distances are measured in the network's scaled inputs, where the parameter
+        box is :math:`[-1, 1]^p`; "far" means farther from the nearest training point than :attr:`far_factor`
+        times the largest nearest-neighbour distance among the training points.
+        """
+        return self._extrapolation
+
+    @extrapolation.setter
+    def extrapolation(self, policy: Literal["warn", "raise"]) -> None:
+        if policy not in ("warn", "raise"):
+            raise ValueError(f"extrapolation must be 'warn' or 'raise', got {policy!r}.")
+        self._extrapolation = policy
 
     @property
     def far_factor(self) -> float:
@@ -198,9 +210,17 @@ class Surrogate:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Checked points and their scaled network inputs (the hot path of a query: a few microseconds)."""
         points = self.space.validate(parameters, expected=expected, check_bounds=False)
-        inputs = self.network.scale_inputs(points)
         lower, upper = self.space.lower, self.space.upper
-        if ((points < lower) | (points > upper)).any():
+        if self.network.input_transform == "log" and (points <= 0).any():
+            # Not an extrapolation that a warning could cover: the logarithm of the network's inputs is undefined.
+            i, j = np.argwhere(points <= 0)[0]
+            raise ValueError(
+                f"Parameter {self.space.names[j]!r} of point {i} is {float(points[i, j])}: this surrogate takes the "
+                "logarithm of its inputs, so every parameter must be positive."
+            )
+        inputs = self.network.scale_inputs(points)
+        slack = 1e-12 * (upper - lower)  # the tolerance of ParameterSpace.validate
+        if ((points < lower - slack) | (points > upper + slack)).any():
             inside = self.network.scale_inputs(np.clip(points, lower, upper))
             outside_by = np.linalg.norm(inputs - inside, axis=1)
             i = int(np.argmax(outside_by))
@@ -231,10 +251,8 @@ class Surrogate:
         return points, inputs
 
     def _extrapolating(self, kind: str, message: str) -> None:
-        if self.extrapolation == "raise":
+        if self._extrapolation == "raise":
             raise ValueError(message + " Strict mode (extrapolation='raise') refuses it.")
-        if self.extrapolation != "warn":
-            raise ValueError(f"extrapolation must be 'warn' or 'raise', got {self.extrapolation!r}.")
         if kind not in self._warned:
             self._warned.add(kind)
             warnings.warn(message + " The prediction is an extrapolation.", ExtrapolationWarning, stacklevel=4)

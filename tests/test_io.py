@@ -121,7 +121,12 @@ def test_write_modes_holds_each_mode_and_its_energy(comm, tmp_dir, rom):
     path = fem_ml.write_modes(tmp_dir / "modes.xdmf", rom.basis, n_modes=3)
     meta = json.loads((tmp_dir / "modes.xdmf.json").read_text())
     assert [step["mode"] for step in meta["steps"]] == [0, 1, 2]
-    assert meta["steps"][-1]["retained_energy"] <= rom.basis.retained_energy + 1e-14
+    sigma = rom.basis.singular_values
+    total = np.sum(sigma**2) if rom.basis.total_energy is None else rom.basis.total_energy
+    energies = [step["retained_energy"] for step in meta["steps"]]
+    np.testing.assert_allclose(energies, np.cumsum(sigma[:3] ** 2) / total, rtol=1e-12)
+    assert 0 < energies[0] < energies[1] < energies[2] <= rom.basis.retained_energy + 1e-14
+    np.testing.assert_allclose([step["singular_value"] for step in meta["steps"]], sigma[:3], rtol=1e-14)
     with h5py.File(path.with_suffix(".h5"), "r") as f:
         stored = np.concatenate([f["Function/mode/2"][()].reshape(-1)])
     expected = np.concatenate(comm.allgather(rom.basis.modes[:, 2]))
