@@ -195,8 +195,7 @@ def write_modes(
         None if 1 <= n <= basis.n_modes else f"n_modes must be in [1, {basis.n_modes}], got {n}.",
     )
     sigma = np.asarray(basis.singular_values, dtype=np.float64)
-    total = float(np.sum(sigma**2)) if basis.total_energy is None else float(basis.total_energy)
-    energy = np.cumsum(sigma**2) / total if total > 0 else np.ones_like(sigma)
+    energy = basis.energy_curve
     metadata = {
         "inner_product": basis.inner_product.name,
         "steps": [

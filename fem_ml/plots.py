@@ -80,8 +80,7 @@ def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None]) 
 def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
     """Singular values (relative to the first) and retained energy against the number of modes."""
     sigma = np.asarray(basis.singular_values)
-    total = float(np.sum(sigma**2)) if basis.total_energy is None else basis.total_energy
-    energy = np.cumsum(sigma**2) / total if total > 0 else np.ones_like(sigma)
+    energy = basis.energy_curve
 
     def draw(ax: Any) -> None:
         k = np.arange(1, sigma.size + 1)

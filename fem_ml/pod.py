@@ -274,9 +274,17 @@ class PODBasis:
     @property
     def retained_energy(self) -> float:
         r"""Fraction of :math:`\sum_k \sigma_k^2` captured by the kept modes."""
+        return float(self.energy_curve[self.n_modes - 1]) if self.n_modes else 0.0
+
+    @property
+    def energy_curve(self) -> npt.NDArray[np.float64]:
+        r"""Energy retained by the first :math:`k` modes, for every known singular value (``k = 1, 2, ...``).
+
+        That is :math:`\sum_{j \le k} \sigma_j^2 / \sum_j \sigma_j^2`.
+        """
         energy = self.singular_values**2
         total = energy.sum() if self.total_energy is None else self.total_energy
-        return float(energy[: self.n_modes].sum() / total) if total > 0 else 1.0
+        return np.cumsum(energy) / total if total > 0 else np.ones_like(energy)
 
     def project(self, X: npt.NDArray[np.float64] | SnapshotSet) -> npt.NDArray[np.float64]:
         r"""Reduced coefficients :math:`\Phi^T M X`, shape ``(r, n)`` (collective)."""
