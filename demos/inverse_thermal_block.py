@@ -49,8 +49,10 @@
 # mpirun -n 2 python demos/inverse_thermal_block.py --model results/inverse_thermal_block/surrogate.femml
 # ```
 #
-# It writes `results/inverse_thermal_block/summary.json` and truth, prediction at the estimate and their
-# difference for the first trials (`fields.xdmf` for ParaView's *Xdmf3 Reader*, with `fields.xdmf.json`).
+# It writes `results/inverse_thermal_block/summary.json`; the observed field, the prediction at the estimate and
+# their difference for the first trials (`fields.xdmf` for ParaView's *Xdmf3 Reader*, with `fields.xdmf.json`);
+# and the plots `estimates.png` (each trial's error with its reported uncertainty) and `posterior.png` (MCMC
+# marginals against the Laplace approximation).
 
 # %%
 from __future__ import annotations
@@ -69,6 +71,7 @@ from scipy.stats import qmc
 from thermal_block import build_problem
 
 import fem_ml
+from fem_ml import plots
 
 SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
 #: The surrogate is trained on the box widened by this factor on each side in log scale: [0.08, 1.25]^4.
@@ -341,6 +344,11 @@ def main(
 
     # %%
     chain = fem_ml.sample_posterior(rom, observations[0], results[0], n_samples=mcmc_samples, seed=seed)
+    names = list(SPACE.names)
+    plots.plot_posterior(chain.samples, results[0].estimate, results[0].std, names, out / "posterior.png", comm=comm,
+                         truth=truths[0])  # fmt: skip
+    plots.plot_estimates(truths, np.array([r.estimate for r in results]), np.array([r.std for r in results]), names,
+                         out / "estimates.png", comm=comm)  # fmt: skip
     say(
         f"MCMC, trial 0: acceptance {chain.acceptance_rate:.2f}, ESS {np.round(chain.effective_sample_size)}, "
         f"posterior std / Laplace std {np.round(chain.std / results[0].std, 3)}"

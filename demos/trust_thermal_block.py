@@ -35,8 +35,8 @@
 # ```
 #
 # It writes `results/trust_thermal_block/summary.json`, `uncertainty.xdmf` (mean, standard deviation and true
-# error for a few test points) and `residual.xdmf` (the Riesz representative of the residual of the prediction
-# and of an untrained network).
+# error for a few test points), `residual.xdmf` (the Riesz representative of the residual of the prediction
+# and of an untrained network), and the plots `physics_vs_data.png`, `deviation_vs_error.png` and `adaptive.png`.
 
 # %%
 from __future__ import annotations
@@ -58,6 +58,7 @@ from dolfinx.fem.petsc import LinearProblem
 from scipy import stats
 
 import fem_ml
+from fem_ml import plots
 from fem_ml.reduced import AffineReducedOperators
 
 SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
@@ -226,6 +227,10 @@ def main(
         "network_error_physics_20": float(np.mean(report_physics.network_error)),
     }
     summary["physics_gain_20"] = summary["error_data_only_20"] / summary["error_physics_20"]
+    plots.plot_error_histograms(
+        {"data only": report_data.rel_error_h1, "physics-reinforced": report_physics.rel_error_h1,
+         "POD-Galerkin": galerkin_error}, out / "physics_vs_data.png", comm=comm,
+    )  # fmt: skip
 
     # %% [markdown]
     # ## 100 Latin-hypercube samples: error decomposition, cross-validation, ensemble
@@ -241,6 +246,7 @@ def main(
     report = ensemble.errors(test, truth)
     deviation = ensemble.deviation(test)
     spearman = float(stats.spearmanr(deviation, report.rel_error_h1).statistic)
+    plots.plot_deviation_vs_error(deviation, report.rel_error_h1, out / "deviation_vs_error.png", comm=comm)
     options = fem_ml.TrainingOptions(
         hidden_layers=recipe.hidden_layers, input_transform="log", adam_epochs=recipe.adam_epochs,
         lbfgs_iterations=recipe.lbfgs_iterations, seed=recipe.seed, progress=False,
@@ -337,6 +343,10 @@ def main(
         callback=lambda record, rom: history.append((record.n_solves, mean_h1_error(rom, truth))),
     )  # fmt: skip
     matched = [n for n, error in history if error <= error_lhs100]
+    plots.plot_convergence(
+        [n for n, _ in history], [error for _, error in history], out / "adaptive.png", comm=comm,
+        reference=(error_lhs100, f"{n_large} Latin-hypercube samples, same training"),
+    )  # fmt: skip
     summary |= {
         "error_lhs100_physics": error_lhs100,
         "adaptive_solves_to_match_lhs100": matched[0] if matched else -1,

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,11 +74,11 @@ class Demo:
 
     Attributes:
         arguments: Arguments of its ``main``: the small, fast set of its test.
-        report_plots: Whether it writes the pictures of :data:`FIGURES` (then each one must exist).
+        figures: The pictures it writes into its ``out_dir``, with their captions (each one must exist).
     """
 
     arguments: dict[str, Any]
-    report_plots: bool = True
+    figures: dict[str, str] = field(default_factory=lambda: dict(FIGURES))
 
 
 #: Every script of ``demos/``, in the order of the documentation (the build checks that none is missing).
@@ -102,11 +102,22 @@ DEMOS: dict[str, Demo] = {
     "trust_thermal_block": Demo({  # tests/test_trust.py
         "n_cells": 12, "n_small": 12, "n_large": 20, "n_test": 6, "n_physics": 100, "n_ensemble": 3,
         "n_initial": 6, "batch_size": 4, "max_solves": 14, "n_folds": 2, "recipe": FromDemo("Recipe", (12,), 100, 10),
-    }, report_plots=False),  # it writes fields and a summary, no PNG
+    }, figures={
+        "physics_vs_data.png": "20 snapshots: test errors of data-only and physics-reinforced training, and of the "
+                               "POD-Galerkin model of the same basis.",
+        "deviation_vs_error.png": "The ensemble's deviation against the true test error, with their Spearman "
+                                  "correlation.",
+        "adaptive.png": "Adaptive sampling: test error against the number of full solves, and the Latin-hypercube "
+                        "reference trained the same way.",
+    }),
     "inverse_thermal_block": Demo({  # tests/test_inverse.py
         "n_cells": 12, "n_train": 24, "n_test": 4, "n_trials": 2, "n_sensors": 8, "n_starts": 2, "mcmc_samples": 500,
         "n_networks": 1, "hidden_layers": (16, 16), "adam_epochs": 100, "lbfgs_iterations": 10, "n_output": 2,
-    }, report_plots=False),  # it writes fields and a summary, no PNG
+    }, figures={
+        "estimates.png": "Relative error of the estimated conductivities in each trial, with two reported standard "
+                         "deviations.",
+        "posterior.png": "Posterior of the first trial: MCMC marginals against the Laplace approximation.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.
@@ -166,8 +177,8 @@ def call_text(function: str, arguments: dict[str, Any]) -> str:
     return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in arguments.items()) + ")"
 
 
-def figures(out_dir: Path) -> list[str]:
-    """MyST figures of the pictures of :data:`FIGURES` in ``out_dir``.
+def figures(out_dir: Path, pictures: dict[str, str]) -> list[str]:
+    """MyST figures of ``pictures`` (name: caption) in ``out_dir``.
 
     The paths start at the documentation's root (``/_generated/...``), so that they hold in a page and in a
     fragment that a page includes alike.
@@ -175,11 +186,11 @@ def figures(out_dir: Path) -> list[str]:
     Raises:
         BuildError: if ``out_dir`` lacks any of them.
     """
-    missing = [name for name in FIGURES if not (out_dir / name).is_file()]
+    missing = [name for name in pictures if not (out_dir / name).is_file()]
     if missing:
         raise BuildError(f"{out_dir} lacks the picture(s) {', '.join(missing)}")
     blocks = []
-    for name, caption in FIGURES.items():
+    for name, caption in pictures.items():
         path = "/" + (out_dir / name).relative_to(DOCS).as_posix()
         blocks.append(f":::{{figure}} {path}\n:alt: {caption}\n:width: 80%\n\n{caption}\n:::")
     return blocks
@@ -197,7 +208,7 @@ def results_section(demo: Demo, out_dir: Path, seconds: float) -> str:
             f"```python\n{call_text('main', arguments)}\n```",
             "Its numbers show that the pipeline works, not what the demo reaches at full size (the README "
             "gives those).",
-            *(figures(out_dir) if demo.report_plots else []),
+            *figures(out_dir, demo.figures),
             "The summary (`summary.json`):",
             summary_table(summary, out_dir),
         ]
@@ -271,7 +282,7 @@ def wrap_your_own() -> None:
         f"The documentation build ran `{call_text('main', WRAP_ARGS)}` on one rank in {seconds:.0f} s; it "
         f"returned:\n\n{summary_table(summary, out_dir)}\n"
     )
-    (out_dir / "figures.md").write_text("\n\n".join(figures(out_dir)) + "\n")
+    (out_dir / "figures.md").write_text("\n\n".join(figures(out_dir, FIGURES)) + "\n")
 
     python = sys.executable
     info = ["python", "-m", "fem_ml", "info", "poisson.femml"]

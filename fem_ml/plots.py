@@ -9,8 +9,8 @@ the path written. :func:`write_report_plots` writes the four standard plots next
 Drawing on one rank allocates many Python objects there and nowhere else, so Python's cyclic garbage collector
 would run at different moments on different ranks. Garbage that holds PETSc objects (a ``LinearProblem`` in a
 reference cycle, say) is destroyed collectively, so such a collection on one rank alone can hang the job. Each plot
-therefore collects garbage on every rank at the same point before drawing, and rank 0 draws with the automatic
-collector paused.
+therefore collects garbage on every rank at the same point before and after drawing, and rank 0 draws with the
+automatic collector paused.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from fem_ml._mpi import check_collectively
 from fem_ml.networks import TrainingHistory
@@ -33,7 +34,12 @@ from fem_ml.pod import PODBasis
 from fem_ml.surrogate import ErrorReport, Surrogate
 
 __all__ = [
+    "plot_convergence",
+    "plot_deviation_vs_error",
     "plot_error_histogram",
+    "plot_error_histograms",
+    "plot_estimates",
+    "plot_posterior",
     "plot_predicted_vs_true",
     "plot_singular_values",
     "plot_training",
@@ -41,8 +47,11 @@ __all__ = [
 ]
 
 
-def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None]) -> Path:
-    """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank."""
+def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
+    """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank.
+
+    With ``ncols > 1``, ``draw`` gets the row of ``ncols`` axes.
+    """
     target = Path(path)
     error: str | None = None
     gc.collect()  # on every rank at the same point: destroys collective garbage together
@@ -55,7 +64,7 @@ def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None]) 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
 
-            fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+            fig, ax = plt.subplots(1, ncols, figsize=(6 if ncols == 1 else 3.2 * ncols, 4), dpi=120, squeeze=True)
             draw(ax)
             fig.tight_layout()
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +82,11 @@ def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None]) 
         finally:
             if was_enabled:
                 gc.enable()
+    # Drawing can leave reference cycles on rank 0 alone (matplotlib's first import catches exceptions whose
+    # tracebacks reach, through the frames' f_back, the caller's frame and its PETSc objects). Collected here, on
+    # every rank at the same point, they cannot keep a caller's solver alive on rank 0 after the other ranks have
+    # destroyed theirs collectively.
+    gc.collect()
     check_collectively(comm, error, OSError)
     return target
 
@@ -118,19 +132,143 @@ def plot_training(history: Sequence[TrainingHistory], path: str | os.PathLike, *
 
 def plot_error_histogram(report: ErrorReport, path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
     """Histogram of the surrogate's and the projection's relative H1 test errors (log scale)."""
+    return plot_error_histograms(
+        {"surrogate": report.rel_error_h1, "POD projection": report.proj_error_h1}, path, comm=comm
+    )
+
+
+def plot_error_histograms(
+    errors: Mapping[str, npt.ArrayLike],
+    path: str | os.PathLike,
+    *,
+    comm: MPI.Comm,
+    xlabel: str = "relative H1 error",
+) -> Path:
+    """Histograms of several sets of errors on common logarithmic bins, each labelled with its mean."""
+    sets = {label: np.maximum(np.asarray(values, dtype=np.float64), 1e-300) for label, values in errors.items()}
 
     def draw(ax: Any) -> None:
-        errors = np.maximum(report.rel_error_h1, 1e-300)
-        proj = np.maximum(report.proj_error_h1, 1e-300)
-        bins = np.logspace(np.log10(min(errors.min(), proj.min())), np.log10(max(errors.max(), proj.max())), 25)
-        ax.hist(errors, bins=bins, alpha=0.7, label=f"surrogate (mean {errors.mean():.2e})")
-        ax.hist(proj, bins=bins, alpha=0.7, label=f"POD projection (mean {proj.mean():.2e})")
+        lo = min(float(v.min()) for v in sets.values())
+        hi = max(float(v.max()) for v in sets.values())
+        bins = np.logspace(np.log10(lo), np.log10(max(hi, lo * 1.01)), 25)
+        for label, values in sets.items():
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{label} (mean {values.mean():.2e})")
         ax.set_xscale("log")
-        ax.set_xlabel("relative H1 error")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test samples")
-        ax.legend()
+        ax.legend(fontsize="small")
 
     return _save(comm, path, draw)
+
+
+def plot_deviation_vs_error(
+    deviation: npt.ArrayLike, error: npt.ArrayLike, path: str | os.PathLike, *, comm: MPI.Comm
+) -> Path:
+    """The ensemble's predicted deviation against the true error, one point per test sample (log-log).
+
+    The title gives the Spearman rank correlation: how well the deviation orders the samples by their error.
+    """
+    d, e = np.asarray(deviation, dtype=np.float64), np.asarray(error, dtype=np.float64)
+    rho = float(stats.spearmanr(d, e).statistic)
+
+    def draw(ax: Any) -> None:
+        ax.loglog(d, e, "o", ms=4)
+        ax.set_xlabel("ensemble deviation (relative)")
+        ax.set_ylabel("true relative H1 error")
+        ax.set_title(f"Spearman correlation {rho:.2f}")
+
+    return _save(comm, path, draw)
+
+
+def plot_convergence(
+    n_solves: npt.ArrayLike,
+    errors: npt.ArrayLike,
+    path: str | os.PathLike,
+    *,
+    comm: MPI.Comm,
+    reference: tuple[float, str] | None = None,
+    label: str = "adaptive sampling",
+) -> Path:
+    """Test error against the number of full solves (e.g. adaptive sampling), with an optional reference level."""
+    n, e = np.asarray(n_solves), np.asarray(errors, dtype=np.float64)
+
+    def draw(ax: Any) -> None:
+        ax.semilogy(n, e, "o-", ms=4, label=label)
+        if reference is not None:
+            ax.axhline(reference[0], color="gray", ls="--", label=reference[1])
+        ax.set_xlabel("full solves")
+        ax.set_ylabel("mean relative H1 test error")
+        ax.legend(fontsize="small")
+
+    return _save(comm, path, draw)
+
+
+def plot_estimates(
+    truth: npt.ArrayLike,
+    estimate: npt.ArrayLike,
+    std: npt.ArrayLike,
+    names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    comm: MPI.Comm,
+    tolerance: float = 0.05,
+) -> Path:
+    r"""Relative error of estimated parameters in each trial, with :math:`\pm 2` reported standard deviations.
+
+    Args:
+        truth: True parameters ``(n, p)``.
+        estimate: Estimates ``(n, p)``.
+        std: Reported standard deviations ``(n, p)``.
+        names: Parameter names.
+        path: PNG path.
+        comm: Communicator.
+        tolerance: Relative error band drawn as a reference.
+    """
+    t, m, s = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (truth, estimate, std))
+
+    def draw(ax: Any) -> None:
+        n, p = t.shape
+        trials = np.arange(n)
+        for j in range(p):
+            ax.errorbar(trials + (j - (p - 1) / 2) * 0.12, (m[:, j] - t[:, j]) / t[:, j], yerr=2 * s[:, j] / t[:, j],
+                        fmt="o", ms=4, capsize=2, label=names[j])  # fmt: skip
+        ax.axhspan(-tolerance, tolerance, color="gray", alpha=0.15, label=f"±{tolerance:.0%}")
+        ax.axhline(0.0, color="gray", lw=0.8)
+        ax.set_xticks(trials)
+        ax.set_xlabel("trial")
+        ax.set_ylabel("(estimate - truth) / truth, ±2 std")
+        ax.legend(fontsize="small", ncols=min(p + 1, 5))
+
+    return _save(comm, path, draw)
+
+
+def plot_posterior(
+    samples: npt.ArrayLike,
+    mean: npt.ArrayLike,
+    std: npt.ArrayLike,
+    names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    comm: MPI.Comm,
+    truth: npt.ArrayLike | None = None,
+) -> Path:
+    """Marginal histograms of posterior samples, with the Gaussian (Laplace) approximation and the truth."""
+    x = np.asarray(samples, dtype=np.float64)
+    mu, sigma = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    p = x.shape[1]
+
+    def draw(axes: Any) -> None:
+        for j, ax in enumerate(np.atleast_1d(axes)):
+            ax.hist(x[:, j], bins=40, density=True, alpha=0.6, label="MCMC")
+            grid = np.linspace(mu[j] - 4 * sigma[j], mu[j] + 4 * sigma[j], 200)
+            ax.plot(grid, stats.norm.pdf(grid, mu[j], sigma[j]), label="Laplace")
+            if truth is not None:
+                ax.axvline(float(np.asarray(truth)[j]), color="k", ls="--", label="truth")
+            ax.set_xlabel(names[j])
+            ax.set_yticks([])
+        np.atleast_1d(axes)[0].legend(fontsize="small")
+
+    return _save(comm, path, draw, ncols=p)
 
 
 def plot_predicted_vs_true(

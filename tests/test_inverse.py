@@ -283,6 +283,8 @@ def test_inverse_demo_small(comm, tmp_dir):
     assert sum(written["sensors_per_rank"]) == 8 and written["estimate_one_rank_vs_n_ranks_max_rel_diff"] < 1e-8
     for name in ("fields.xdmf", "fields.h5", "fields.xdmf.json", "surrogate.femml"):
         assert (tmp_dir / name).exists()
+    for name in ("estimates.png", "posterior.png"):
+        assert (tmp_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 @pytest.mark.paraview

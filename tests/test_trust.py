@@ -267,6 +267,8 @@ def test_trust_demo_small(comm, tmp_dir):
     assert -1 <= written["spearman_std_vs_error"] <= 1
     for name in ("uncertainty.xdmf", "residual.xdmf"):
         assert (tmp_dir / name).exists()
+    for name in ("physics_vs_data.png", "deviation_vs_error.png", "adaptive.png"):
+        assert (tmp_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 @pytest.mark.paraview
