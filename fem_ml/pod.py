@@ -39,7 +39,7 @@ from fem_ml.snapshots import SnapshotSet
 if TYPE_CHECKING:
     from fem_ml.store import SnapshotStore
 
-__all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "pod"]
+__all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "named_form", "pod"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,11 +227,22 @@ def assemble_inner_product(
         raise ValueError(f"Unknown inner product {kind!r}; use one of {_KINDS}, a UFL form or a PETSc Mat.")
     if kind == "euclidean":
         return InnerProduct(V, None, name="euclidean")
+    return InnerProduct(V, _assemble(named_form(V, kind)), name=kind, owns_matrix=True)
+
+
+def named_form(V: fem.FunctionSpace, kind: str) -> ufl.Form:
+    r"""The bilinear form of a named inner product on ``V``: ``"l2"``, ``"h1"`` or ``"h1_semi"``.
+
+    Raises:
+        ValueError: for another name.
+    """
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     l2 = ufl.inner(u, v) * ufl.dx
     semi = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
-    form = {"l2": l2, "h1": l2 + semi, "h1_semi": semi}[kind]
-    return InnerProduct(V, _assemble(form), name=kind, owns_matrix=True)
+    forms = {"l2": l2, "h1": l2 + semi, "h1_semi": semi}
+    if kind not in forms:
+        raise ValueError(f"Unknown inner product {kind!r}; use one of {sorted(forms)} or a UFL form.")
+    return forms[kind]
 
 
 def _assemble(form: ufl.Form) -> PETSc.Mat:

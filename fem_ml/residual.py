@@ -37,6 +37,7 @@ from dolfinx import fem, la
 
 from fem_ml._fem import function_from_owned, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
+from fem_ml.pod import named_form
 from fem_ml.snapshots import SnapshotSet, check_converged
 
 __all__ = ["ResidualCheck", "ResidualReport"]
@@ -85,7 +86,8 @@ class ResidualCheck:
             the form's coefficients for a parameter point.
         bcs: The Dirichlet conditions; their dofs are not free and are left out.
         norm: ``"dual"`` or ``"l2"`` (see the module docstring).
-        inner_product: For the dual norm: ``"h1"``, ``"l2"`` or a bilinear UFL form on ``u``'s space.
+        inner_product: For the dual norm: ``"h1"``, ``"l2"``, ``"h1_semi"`` (see :func:`~fem_ml.pod.named_form`) or
+            a bilinear UFL form on ``u``'s space.
         threshold: Relative residual above which a prediction is flagged.
     """
 
@@ -229,16 +231,13 @@ class _DualNorm:
 
     def __init__(self, V: fem.FunctionSpace, inner_product: str | ufl.Form, bcs: Sequence[fem.DirichletBC]):
         comm = V.mesh.comm
-        w, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-        if isinstance(inner_product, str):
-            forms = {
-                "l2": ufl.inner(w, v) * ufl.dx,
-                "h1": ufl.inner(w, v) * ufl.dx + ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx,
-            }
-            check_collectively(comm, None if inner_product in forms else f"Unknown inner product {inner_product!r}.")
-            form = forms[inner_product]
-        else:
-            form = inner_product
+        error, form = None, None
+        try:
+            form = named_form(V, inner_product) if isinstance(inner_product, str) else inner_product
+        except ValueError as err:
+            error = str(err)
+        check_collectively(comm, error)
+        assert form is not None
         self.comm = comm
         self.M = fem_petsc.assemble_matrix(fem.form(form), bcs=list(bcs))
         self.M.assemble()
