@@ -1,7 +1,7 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""MPI helpers: fail on every rank together (:func:`collectively`), spread independent work over ranks without busy-waiting."""
+"""MPI helpers: fail on every rank together (:func:`collectively`); spread work over ranks without busy-waiting."""
 
 from __future__ import annotations
 
