@@ -16,7 +16,6 @@ Training runs on one rank (and one device); the weights are broadcast to all ran
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import math
@@ -40,6 +39,7 @@ __all__ = [
     "AffineScaler",
     "CoefficientNetwork",
     "PhysicsLoss",
+    "StackedMLP",
     "TrainingHistory",
     "TrainingOptions",
     "resolve_device",
@@ -129,6 +129,81 @@ class MLP(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluate the network on a batch ``x`` of shape ``(n, n_in)``."""
         return self.layers(x)
+
+
+@dataclass(frozen=True)
+class StackedMLP[Array: (npt.NDArray[np.float64], torch.Tensor)]:
+    r"""The members of an ensemble of :class:`MLP`\ s stacked layer by layer: the one forward pass of the ensemble.
+
+    Layer :math:`k` of every member is held as one weight array ``(members, in, out)`` and one bias array
+    ``(members, 1, out)``, so a single batched product per layer evaluates the whole ensemble. The same pass runs
+    on NumPy arrays (:meth:`numpy_arrays`, float64: cheap for a few points) and on torch tensors
+    (:meth:`torch_tensors`: differentiable, and faster for large batches). :class:`CoefficientNetwork` and
+    :mod:`fem_ml.inverse` evaluate their networks through it.
+
+    Attributes:
+        weights: Per layer, the members' weights ``(members, in, out)`` (transposed from torch's layout).
+        biases: Per layer, the members' biases ``(members, 1, out)``.
+        activation: The activation between layers, for the array type of the weights.
+    """
+
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...]
+    activation: Callable[[Array], Array]
+
+    @staticmethod
+    def numpy_arrays(models: list[MLP]) -> StackedMLP[npt.NDArray[np.float64]]:
+        """The members' weights as float64 NumPy arrays, with the NumPy version of their activation."""
+        linears = _linear_layers(models)
+        return StackedMLP(
+            tuple(np.stack([layer.weight.detach().numpy().T for layer in k]).astype(np.float64) for k in linears),
+            tuple(np.stack([layer.bias.detach().numpy()[None, :] for layer in k]).astype(np.float64) for k in linears),
+            _NUMPY_ACTIVATIONS[models[0].activation],
+        )
+
+    @staticmethod
+    def torch_tensors(models: list[MLP], dtype: torch.dtype | None = None) -> StackedMLP[torch.Tensor]:
+        """The members' weights as detached torch tensors (in the models' dtype unless ``dtype`` is given)."""
+        linears = _linear_layers(models)
+        dtype = dtype or next(models[0].parameters()).dtype
+        return StackedMLP(
+            tuple(torch.stack([layer.weight.detach().to(dtype).T for layer in k]) for k in linears),
+            tuple(torch.stack([layer.bias.detach().to(dtype)[None, :] for layer in k]) for k in linears),
+            _ACTIVATIONS[models[0].activation](),
+        )
+
+    @property
+    def n_members(self) -> int:
+        """Number of stacked members."""
+        return int(self.weights[0].shape[0])
+
+    def hidden(self, inputs: Array) -> Array:
+        """The activations of the last hidden layer, ``(members, n, width)``, for inputs ``(n, in)``.
+
+        ``inputs`` may also be ``(members, n, in)``, one batch per member.
+        """
+        h = inputs if inputs.ndim == 3 else inputs[None]
+        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            h = self.activation(_affine(h, W, b))
+        return h
+
+    def __call__(self, inputs: Array) -> Array:
+        """The outputs of every member, ``(members, n, out)``, for inputs ``(n, in)`` (or ``(members, n, in)``)."""
+        return _affine(self.hidden(inputs), self.weights[-1], self.biases[-1])
+
+
+def _linear_layers(models: list[MLP]) -> list[list[torch.nn.Linear]]:
+    """Per layer, the :class:`torch.nn.Linear` of every member."""
+    members = [[layer for layer in m.layers if isinstance(layer, torch.nn.Linear)] for m in models]
+    return [list(layers) for layers in zip(*members, strict=True)]
+
+
+def _affine[Array: (npt.NDArray[np.float64], torch.Tensor)](h: Array, W: Array, b: Array) -> Array:
+    """``h @ W + b`` for every member: one ``baddbmm`` in torch (fewest operations), broadcasting in NumPy."""
+    if isinstance(W, torch.Tensor):
+        assert isinstance(h, torch.Tensor) and isinstance(b, torch.Tensor)
+        return torch.baddbmm(b, h.expand(W.shape[0], -1, -1), W)
+    return h @ W + b
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,17 +353,8 @@ class CoefficientNetwork:
         self.input_scaler = input_scaler
         self.output_scaler = output_scaler
         self.input_transform = input_transform
-        self._activation = _NUMPY_ACTIVATIONS[models[0].activation]
-        linears = [[layer for layer in m.layers if isinstance(layer, torch.nn.Linear)] for m in self.models]
-        # Per layer: weights (members, in, out) and biases (members, 1, out), float64.
-        self._weights = [
-            np.stack([member[k].weight.detach().numpy().T for member in linears]).astype(np.float64)
-            for k in range(len(linears[0]))
-        ]
-        self._biases = [
-            np.stack([member[k].bias.detach().numpy()[None, :] for member in linears]).astype(np.float64)
-            for k in range(len(linears[0]))
-        ]
+        self._stacked = StackedMLP.numpy_arrays(self.models)
+        self._stacked_torch = StackedMLP.torch_tensors(self.models)
 
     @property
     def n_params(self) -> int:
@@ -336,22 +402,16 @@ class CoefficientNetwork:
         return self._scaled_outputs(self.scale_inputs(parameters))
 
     def _scaled_outputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        h = inputs[None, :, :]
-        last = len(self._weights) - 1
-        for k, (W, b) in enumerate(zip(self._weights, self._biases, strict=True)):
-            h = h @ W + b
-            if k < last:
-                h = self._activation(h)
-        return h
+        return self._stacked(inputs)
 
     def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The same map evaluated with the torch models (the path of large batches in :meth:`__call__`)."""
         return self._torch_outputs(self.scale_inputs(parameters))
 
     def _torch_outputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(self._stacked_torch.weights[0].dtype)
         with torch.inference_mode():
-            outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]
+            outputs = self._stacked_torch(x).double().numpy()
         return self.output_scaler.inverse(np.mean(outputs, axis=0))
 
 
@@ -492,13 +552,77 @@ def _new_model(n_in: int, n_out: int, options: TrainingOptions) -> MLP:
     return model.to(_DTYPES[options.dtype])
 
 
-@dataclass
-class _Best:
-    """The best weights seen so far and their monitored loss."""
+class _EarlyStopping:
+    """Records the losses and keeps the best weights seen so far, with their monitored loss.
 
-    loss: float
-    index: int
-    state: dict[str, torch.Tensor]
+    The monitored loss is the validation loss, or the training loss without a validation split (then every step
+    counts as an improvement and the last weights are kept). The best weights live in one preallocated flat
+    buffer, overwritten only when the monitored loss improves; :meth:`restore` copies them back into the model.
+
+    Args:
+        model: The model being trained.
+        history: Receives the losses.
+        validation: The validation loss of the current weights, or None without a validation split.
+        patience: Steps without improvement after which :attr:`exhausted` becomes true (with validation only).
+    """
+
+    def __init__(self, model: MLP, history: TrainingHistory, validation: Callable[[], float] | None, *, patience: int):
+        self.parameters = list(model.parameters())
+        self.history = history
+        self.validation = validation
+        self.patience = patience
+        self.loss = math.inf
+        self.index = -1
+        self.since_best = 0
+        with torch.no_grad():
+            self.best = torch.cat([p.detach().reshape(-1) for p in self.parameters])
+        self._views = list(torch.split(self.best, [p.numel() for p in self.parameters]))
+
+    def record(self, train_loss: float, *, steps: int = 1) -> bool:
+        """Record one point of the loss curves that stands for ``steps`` optimizer steps; True on improvement."""
+        self.history.train_loss.append(train_loss)
+        monitored = train_loss
+        if self.validation is not None:
+            monitored = self.validation()
+            self.history.validation_loss.append(monitored)
+        if self.validation is not None and not monitored < self.loss:
+            self.since_best += steps
+            return False
+        self.loss, self.index, self.since_best = monitored, len(self.history.train_loss) - 1, 0
+        with torch.no_grad():
+            for view, p in zip(self._views, self.parameters, strict=True):
+                view.copy_(p.detach().reshape(-1))
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        """True when the validation loss has not improved for more than ``patience`` steps."""
+        return self.validation is not None and self.since_best > self.patience
+
+    def restore(self) -> None:
+        """Copy the best weights back into the model."""
+        with torch.no_grad():
+            for view, p in zip(self._views, self.parameters, strict=True):
+                p.copy_(view.view_as(p))
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The tensors of one training run and its loss functions (the physics term joins the training loss only)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    data_loss: Callable[[MLP, torch.Tensor, torch.Tensor], torch.Tensor]
+    physics_loss: Callable[[MLP], torch.Tensor] | None
+
+    def train_loss(self, model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch."""
+        loss = self.data_loss(model, xb, yb)
+        return loss if self.physics_loss is None else loss + self.physics_loss(model)
+
+    def full_train_loss(self, model: MLP) -> torch.Tensor:
+        """The training loss of the whole training set."""
+        return self.train_loss(model, self.x_train, self.y_train)
 
 
 def _train(
@@ -511,7 +635,7 @@ def _train(
     show_progress: bool,
     physics: PhysicsLoss | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]:
-    """The training loop: Adam with early stopping, then an L-BFGS polish; returns the best weights.
+    """The training run of one member: Adam with early stopping, then an L-BFGS polish; returns the best weights.
 
     ``physics``, if given, holds scaled inputs; its term joins the training loss, not the validation loss.
     """
@@ -527,124 +651,32 @@ def _train(
     def tensor(a: npt.NDArray[np.float64]) -> torch.Tensor:
         return torch.as_tensor(a, dtype=dtype, device=device)
 
-    x_train, y_train = tensor(x[train_idx]), tensor(y[train_idx])
     x_val, y_val = tensor(x[val_idx]), tensor(y[val_idx])
-    shift, scale = tensor(output_scaler.shift), tensor(output_scaler.scale)
-    mean_sq = float(np.mean(np.sum(y**2, axis=1)))
-
-    def loss_fn(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        pred = model(xb) * scale + shift
-        sq_err = torch.sum((pred - yb) ** 2, dim=1)
-        if options.loss == "relative":
-            return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=1), min=1e-300))
-        return torch.mean(sq_err) / mean_sq
-
-    physics_fn: Callable[[MLP], torch.Tensor] | None = None
-    if physics is not None:
-        x_phys, A_phys, f_phys = tensor(physics.parameters), tensor(physics.matrices), tensor(physics.rhs)
-        f_sq = torch.clamp(torch.sum(f_phys**2, dim=1), min=1e-300)
-        weight = physics.weight
-
-        def physics_fn(model: MLP) -> torch.Tensor:
-            c = model(x_phys) * scale + shift
-            residual = f_phys - torch.einsum("mij,mj->mi", A_phys, c)
-            return weight * torch.mean(torch.sum(residual**2, dim=1) / f_sq)
-
-    def train_loss_fn(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        loss = loss_fn(model, xb, yb)
-        return loss if physics_fn is None else loss + physics_fn(model)
+    data_loss = _data_loss(tensor(output_scaler.shift), tensor(output_scaler.scale), options.loss, y)
+    physics_loss = None if physics is None else _physics_loss(physics, output_scaler, tensor)
+    data = _TrainingData(tensor(x[train_idx]), tensor(y[train_idx]), data_loss, physics_loss)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = _new_model(x.shape[1], y.shape[1], options).to(device=device)
 
     history = TrainingHistory(train_indices=train_idx, validation_indices=val_idx, device=str(device))
-    use_val = n_val > 0
-    best = _Best(math.inf, -1, copy.deepcopy(model.state_dict()))
 
-    def record(train_loss: float) -> bool:
-        """Store losses; keep the weights if they are the best so far. Returns True on improvement."""
-        history.train_loss.append(train_loss)
+    def validation() -> float:
         with torch.no_grad():
-            monitored = float(loss_fn(model, x_val, y_val)) if use_val else train_loss
-        if use_val:
-            history.validation_loss.append(monitored)
-        if monitored < best.loss or not use_val:
-            best.loss, best.index = monitored, len(history.train_loss) - 1
-            best.state = copy.deepcopy(model.state_dict())
-            return True
-        return False
+            return float(data_loss(model, x_val, y_val))
 
+    stopping = _EarlyStopping(model, history, validation if n_val > 0 else None, patience=options.patience)
     total = options.adam_epochs + options.lbfgs_iterations
     bar = Progress(total, f"training (seed {seed})", enabled=show_progress)
-    report_every = max(total // 100, 1)
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    gamma = options.final_lr_ratio ** (1.0 / max(options.adam_epochs, 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    batch = options.batch_size or len(train_idx)
-    generator = torch.Generator().manual_seed(seed)
-    since_best = 0
-    for epoch in range(options.adam_epochs):
-        model.train()
-        order = torch.randperm(len(train_idx), generator=generator).to(device) if batch < len(train_idx) else None
-        epoch_loss = 0.0
-        for b in range(0, len(train_idx), batch):
-            idx = order[b : b + batch] if order is not None else slice(None)
-            optimizer.zero_grad()
-            loss = train_loss_fn(model, x_train[idx], y_train[idx])
-            loss.backward()
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * (len(x_train[idx]) / len(train_idx))
-        scheduler.step()
-        history.n_adam_epochs = epoch + 1
-        since_best = 0 if record(epoch_loss) else since_best + 1
-        if (epoch + 1) % report_every == 0:
-            bar.update(epoch + 1, f"adam loss {epoch_loss:.3e}")
-        if use_val and since_best > options.patience:
-            logger.info("Adam stopped early after %d epochs", epoch + 1)
-            break
-    model.load_state_dict(best.state)
-
+    _adam(model, data, stopping, options, torch.Generator().manual_seed(seed), bar)
+    stopping.restore()
     if options.lbfgs_iterations > 0:
-        chunk = 10
-        lbfgs = torch.optim.LBFGS(
-            model.parameters(),
-            lr=1.0,
-            max_iter=chunk,
-            max_eval=chunk * 5,
-            history_size=100,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-14,
-            tolerance_change=1e-16,
-        )
+        _lbfgs(model, data, stopping, options.lbfgs_iterations, bar)
+        stopping.restore()
+    bar.update(total, f"best {'validation' if n_val > 0 else 'training'} loss {stopping.loss:.3e}")
 
-        def closure() -> torch.Tensor:
-            lbfgs.zero_grad()
-            value = train_loss_fn(model, x_train, y_train)
-            value.backward()
-            return value
-
-        since_best = 0
-        done = 0
-        while done < options.lbfgs_iterations:
-            model.train()
-            lbfgs.step(closure)
-            iterations = int(lbfgs.state[lbfgs._params[0]].get("n_iter", done + chunk))
-            stalled = iterations == history.n_lbfgs_iterations
-            done = history.n_lbfgs_iterations = min(iterations, options.lbfgs_iterations)
-            with torch.no_grad():
-                train_loss = float(train_loss_fn(model, x_train, y_train))
-            if not math.isfinite(train_loss):
-                break
-            since_best = 0 if record(train_loss) else since_best + chunk
-            bar.update(history.n_adam_epochs + done, f"l-bfgs loss {train_loss:.3e}")
-            if stalled or (use_val and since_best > options.patience):
-                break
-        model.load_state_dict(best.state)
-    bar.update(total, f"best {'validation' if use_val else 'training'} loss {best.loss:.3e}")
-
-    history.best_index = best.index
+    history.best_index = stopping.index
     history.time_s = time.perf_counter() - start
     logger.info(
         "Training: %d Adam epochs, %d L-BFGS iterations, best validation loss %.3e, %.1f s",
@@ -655,3 +687,117 @@ def _train(
     )
     weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     return weights, history
+
+
+def _data_loss(
+    shift: torch.Tensor, scale: torch.Tensor, kind: Literal["relative", "mse"], y: npt.NDArray[np.float64]
+) -> Callable[[MLP, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The data loss on unscaled coefficients: mean squared relative error, or squared error over the data's."""
+    mean_sq = float(np.mean(np.sum(y**2, axis=1)))
+
+    def loss(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        pred = model(xb) * scale + shift
+        sq_err = torch.sum((pred - yb) ** 2, dim=1)
+        if kind == "relative":
+            return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=1), min=1e-300))
+        return torch.mean(sq_err) / mean_sq
+
+    return loss
+
+
+def _physics_loss(
+    physics: PhysicsLoss, output_scaler: AffineScaler, tensor: Callable[[npt.NDArray[np.float64]], torch.Tensor]
+) -> Callable[[MLP], torch.Tensor]:
+    """The physics term of :class:`PhysicsLoss` (with scaled inputs) as a function of the model."""
+    x_phys, A_phys, f_phys = tensor(physics.parameters), tensor(physics.matrices), tensor(physics.rhs)
+    shift, scale = tensor(output_scaler.shift), tensor(output_scaler.scale)
+    f_sq = torch.clamp(torch.sum(f_phys**2, dim=1), min=1e-300)
+    weight = physics.weight
+
+    def loss(model: MLP) -> torch.Tensor:
+        c = model(x_phys) * scale + shift
+        residual = f_phys - torch.einsum("mij,mj->mi", A_phys, c)
+        return weight * torch.mean(torch.sum(residual**2, dim=1) / f_sq)
+
+    return loss
+
+
+def _adam(
+    model: MLP,
+    data: _TrainingData,
+    stopping: _EarlyStopping,
+    options: TrainingOptions,
+    generator: torch.Generator,
+    bar: Progress,
+) -> None:
+    """Adam with a geometrically decaying learning rate, by mini-batches, until early stopping."""
+    n_train = data.x_train.shape[0]
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    gamma = options.final_lr_ratio ** (1.0 / max(options.adam_epochs, 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    batch = options.batch_size or n_train
+    report_every = max((options.adam_epochs + options.lbfgs_iterations) // 100, 1)
+    device = data.x_train.device
+    for epoch in range(options.adam_epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(device) if batch < n_train else None
+        epoch_loss = 0.0
+        for b in range(0, n_train, batch):
+            idx = order[b : b + batch] if order is not None else slice(None)
+            optimizer.zero_grad()
+            loss = data.train_loss(model, data.x_train[idx], data.y_train[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * (len(data.x_train[idx]) / n_train)
+        scheduler.step()
+        stopping.history.n_adam_epochs = epoch + 1
+        stopping.record(epoch_loss)
+        if (epoch + 1) % report_every == 0:
+            bar.update(epoch + 1, f"adam loss {epoch_loss:.3e}")
+        if stopping.exhausted:
+            logger.info("Adam stopped early after %d epochs", epoch + 1)
+            break
+
+
+def _lbfgs(model: MLP, data: _TrainingData, stopping: _EarlyStopping, iterations: int, bar: Progress) -> None:
+    """L-BFGS (strong Wolfe) on the full training set, in chunks of 10 iterations, until early stopping.
+
+    The iteration count comes from the optimizer's public state (``state[parameter]["n_iter"]``); the run stops
+    when a chunk makes no iteration, when the loss is not finite, or when the validation loss stops improving.
+    """
+    chunk = 10
+    lbfgs = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1.0,
+        max_iter=chunk,
+        max_eval=chunk * 5,
+        history_size=100,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+    )
+    first = lbfgs.param_groups[0]["params"][0]  # the optimizer keeps its counters in this parameter's state
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad()
+        value = data.full_train_loss(model)
+        value.backward()  # type: ignore[no-untyped-call]
+        return value
+
+    history = stopping.history
+    stopping.since_best = 0
+    done = 0
+    while done < iterations:
+        model.train()
+        lbfgs.step(closure)  # type: ignore[no-untyped-call]
+        count = int(lbfgs.state[first].get("n_iter", done + chunk))
+        stalled = count == history.n_lbfgs_iterations
+        done = history.n_lbfgs_iterations = min(count, iterations)
+        with torch.no_grad():
+            train_loss = float(data.full_train_loss(model))
+        if not math.isfinite(train_loss):
+            break
+        stopping.record(train_loss, steps=chunk)
+        bar.update(history.n_adam_epochs + done, f"l-bfgs loss {train_loss:.3e}")
+        if stalled or stopping.exhausted:
+            break

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from fem_ml.networks import MLP, AffineScaler, CoefficientNetwork, TrainingOptions, resolve_device, train_network
+from fem_ml.networks import (
+    MLP,
+    AffineScaler,
+    CoefficientNetwork,
+    StackedMLP,
+    TrainingHistory,
+    TrainingOptions,
+    _EarlyStopping,
+    resolve_device,
+    train_network,
+)
 
 
 def _data(n=60, seed=0):
@@ -72,6 +82,44 @@ def test_numpy_forward_matches_torch(activation):
     x = np.random.default_rng(1).uniform(0, 30, size=(7, 2))
     np.testing.assert_allclose(net(x), net.torch_forward(x), rtol=1e-13, atol=1e-13)
     assert net.n_networks == 3 and net.n_params == 2 and net.n_coefficients == 3
+    # Both stacked passes against the torch modules themselves, member by member.
+    inputs = net.scale_inputs(x)
+    with torch.no_grad():
+        members = np.stack([m(torch.from_numpy(inputs)).numpy() for m in models])
+    np.testing.assert_allclose(StackedMLP.numpy_arrays(models)(inputs), members, rtol=1e-13, atol=1e-13)
+    stacked = StackedMLP.torch_tensors(models)
+    with torch.no_grad():
+        np.testing.assert_allclose(stacked(torch.from_numpy(inputs)).numpy(), members, rtol=1e-13, atol=1e-13)
+    assert stacked.n_members == 3 and stacked.hidden(torch.from_numpy(inputs)).shape == (3, 7, 8)
+    np.testing.assert_allclose(net.output_scaler.inverse(members.mean(axis=0)), net(x), rtol=1e-13, atol=1e-13)
+    big = np.random.default_rng(2).uniform(0, 30, size=(net.torch_batch_threshold, 2))  # the torch path
+    np.testing.assert_allclose(net(big), net.members(big).mean(axis=0), rtol=1e-13, atol=1e-13)
+
+
+def test_early_stopping_keeps_and_restores_the_best_weights():
+    """The best weights are kept in one flat copy, replaced only on improvement, and restored exactly."""
+    torch.manual_seed(0)
+    model = MLP(2, 1, hidden_layers=(4,), activation="tanh").double()
+    history = TrainingHistory()
+    losses = iter([3.0, 1.0, 2.0, 5.0])
+    stopping = _EarlyStopping(model, history, lambda: next(losses), patience=1)
+    snapshots = []
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        snapshots.append([p.detach().clone() for p in model.parameters()])
+        improved = stopping.record(10.0 - step)
+        assert improved == (step in (0, 1))
+    assert stopping.index == 1 and stopping.loss == 1.0 and stopping.since_best == 2 and stopping.exhausted
+    assert history.train_loss == [10.0, 9.0, 8.0, 7.0] and history.validation_loss == [3.0, 1.0, 2.0, 5.0]
+    stopping.restore()
+    for p, best in zip(model.parameters(), snapshots[1], strict=True):
+        assert torch.equal(p, best)
+    # Without validation, every step is an improvement and patience never runs out.
+    no_validation = _EarlyStopping(model, TrainingHistory(), None, patience=0)
+    assert all(no_validation.record(v) for v in (1.0, 2.0, 3.0)) and not no_validation.exhausted
+    assert no_validation.index == 2
 
 
 def test_training_fits_learns_and_restores_best():
