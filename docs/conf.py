@@ -56,4 +56,5 @@ _EXTERNAL = (
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..+)?"),
     (r"py:.*", r"fem_ml(\.\w+)*\._\w+"),  # private helpers (leading underscore) are not documented
+    (r"py:class", r"Array"),  # the type parameter of fem_ml.networks.StackedMLP (NumPy arrays or torch tensors)
 ]

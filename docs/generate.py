@@ -303,8 +303,11 @@ def check_demos() -> None:
 
 
 def check_api_pages() -> None:
-    """Every public module of fem_ml (a file not starting with ``_``) has its page ``docs/api/<module>.md``."""
-    modules = sorted(path.stem for path in (ROOT / "fem_ml").glob("*.py") if not path.name.startswith("_"))
+    """Every public module or package of fem_ml (not starting with ``_``) has its page ``docs/api/<module>.md``."""
+    package = ROOT / "fem_ml"
+    files = [path.stem for path in package.glob("*.py")]
+    packages = [path.parent.name for path in package.glob("*/__init__.py")]
+    modules = sorted(name for name in files + packages if not name.startswith("_"))
     missing = [name for name in modules if not (DOCS / "api" / f"{name}.md").is_file()]
     if missing:
         raise BuildError(f"no API page for fem_ml.{', fem_ml.'.join(missing)}: add docs/api/<module>.md and list it")

@@ -217,6 +217,31 @@ def test_bad_input_raises_on_all_ranks(rom, sensors, problem, comm):
     raises_on_all_ranks(comm, ValueError, "another surrogate", fem_ml.identify, other, good)
 
 
+def test_inputs_that_differ_between_ranks_raise_on_all_ranks(rom, sensors, comm):
+    """Each collective entry point refuses per-rank-divergent input on every rank (serially: the calls succeed)."""
+    data = sensors.matrix @ rom.coefficients(TRUTH)[0]
+    good = sensors.observe(data, noise_std=0.01)
+    result = fem_ml.identify(rom, good, n_starts=1)
+    shift = 0.01 * comm.rank  # zero on rank 0
+    calls = [
+        (fem_ml.Sensors, (rom, POINTS + shift), {}),
+        (sensors.observe, (data,), {"noise_std": 0.01 + shift}),
+        (fem_ml.observe_field, (rom, rom(TRUTH)), {"noise_std": 0.01 + shift}),
+        (fem_ml.identify, (rom, good), {"n_starts": 1, "seed": comm.rank}),
+        (fem_ml.identify, (rom, good), {"n_starts": 0, "initial": TRUTH + shift}),
+        (fem_ml.identify, (rom, dataclasses.replace(good, data=data + shift)), {"n_starts": 1}),
+        (fem_ml.identify, (rom, good), {"n_starts": 1, "prior": fem_ml.Gaussian(mean=TRUTH, std=0.1 + shift)}),
+        (fem_ml.sample_posterior, (rom, good, result), {"n_samples": 10, "burn_in": 0, "seed": comm.rank}),
+        (fem_ml.sample_posterior, (rom, good, dataclasses.replace(result, estimate=result.estimate * (1 - shift))),
+         {"n_samples": 10, "burn_in": 0}),
+    ]  # fmt: skip
+    for func, args, kwargs in calls:
+        if comm.size > 1:
+            raises_on_all_ranks(comm, ValueError, "differ between ranks", func, *args, **kwargs)
+        else:
+            func(*args, **kwargs)
+
+
 def test_same_estimate_on_one_rank_and_on_all(rom, sensors, comm, tmp_dir):
     """The surrogate saved here and loaded on COMM_SELF: sensors on either rank give the same estimate there."""
     path = rom.save(tmp_dir / "inverse.femml")
