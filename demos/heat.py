@@ -174,9 +174,21 @@ def main(
 # %%
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-cells", type=int, default=32)
     parser.add_argument("--n-train", type=int, default=60)
     parser.add_argument("--n-test", type=int, default=10)
+    parser.add_argument("--train-every", type=int, default=5, help="keep every k-th time step for training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
+    parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
+    parser.add_argument("--adam-epochs", type=int, default=3000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=1000)
     parser.add_argument("--out-dir", default="results/heat")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
-    main(n_train=args.n_train, n_test=args.n_test, out_dir=args.out_dir)
+    main(
+        n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, train_every=args.train_every, seed=args.seed,
+        n_networks=args.n_networks, hidden_layers=tuple(args.hidden_layers), adam_epochs=args.adam_epochs,
+        lbfgs_iterations=args.lbfgs_iterations, out_dir=args.out_dir, progress=args.progress,
+    )  # fmt: skip

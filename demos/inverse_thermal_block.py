@@ -446,14 +446,27 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Identify thermal-block conductivities from sensor data.")
     parser.add_argument("--n-cells", type=int, default=100)
     parser.add_argument("--n-train", type=int, default=200)
+    parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--n-trials", type=int, default=10)
+    parser.add_argument("--n-sensors", type=int, default=20)
+    parser.add_argument("--n-starts", type=int, default=8, help="Latin-hypercube starts of each identification")
     parser.add_argument("--n-fe-trials", type=int, default=10, help="trials also identified with full solves")
+    parser.add_argument("--mcmc-samples", type=int, default=20000)
     parser.add_argument("--model", default=None, help="a .femml surrogate of the thermal block (default: train one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
+    parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
+    parser.add_argument("--adam-epochs", type=int, default=3000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=1000)
+    parser.add_argument("--n-output", type=int, default=3, help="trials written for ParaView")
     parser.add_argument("--out-dir", default="results/inverse_thermal_block")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     main(
-        n_cells=args.n_cells, n_train=args.n_train, n_trials=args.n_trials, n_fe_trials=args.n_fe_trials,
-        model=args.model, seed=args.seed, out_dir=args.out_dir,
+        n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, n_trials=args.n_trials,
+        n_sensors=args.n_sensors, n_starts=args.n_starts, n_fe_trials=args.n_fe_trials,
+        mcmc_samples=args.mcmc_samples, model=args.model, seed=args.seed, n_networks=args.n_networks,
+        hidden_layers=tuple(args.hidden_layers), adam_epochs=args.adam_epochs, lbfgs_iterations=args.lbfgs_iterations,
+        out_dir=args.out_dir, n_output=args.n_output, progress=args.progress,
     )  # fmt: skip

@@ -237,7 +237,17 @@ if __name__ == "__main__":
     parser.add_argument("--n-train", type=int, default=100)
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
+    parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
+    parser.add_argument("--adam-epochs", type=int, default=3000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=1000)
+    parser.add_argument("--n-output", type=int, default=3, help="test points written for ParaView")
     parser.add_argument("--out-dir", default="results/thermal_block")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
-    main(n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, seed=args.seed, out_dir=args.out_dir)
+    main(
+        n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, seed=args.seed, n_networks=args.n_networks,
+        hidden_layers=tuple(args.hidden_layers), adam_epochs=args.adam_epochs, lbfgs_iterations=args.lbfgs_iterations,
+        out_dir=args.out_dir, n_output=args.n_output, progress=args.progress,
+    )  # fmt: skip

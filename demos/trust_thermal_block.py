@@ -368,7 +368,26 @@ def main(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-cells", type=int, default=100)
+    parser.add_argument("--n-small", type=int, default=20, help="snapshots of the physics-reinforced comparison")
+    parser.add_argument("--n-large", type=int, default=100, help="Latin-hypercube snapshots of the reference")
+    parser.add_argument("--n-test", type=int, default=50)
+    parser.add_argument("--n-physics", type=int, default=1000, help="points of the physics loss")
+    parser.add_argument("--n-ensemble", type=int, default=5)
+    parser.add_argument("--n-initial", type=int, default=10, help="initial solves of the adaptive sampling")
+    parser.add_argument("--batch-size", type=int, default=5, help="solves per adaptive round")
+    parser.add_argument("--max-solves", type=int, default=60)
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--hidden-layers", type=int, nargs="+", default=[64, 64, 64], metavar="WIDTH")
+    parser.add_argument("--adam-epochs", type=int, default=3000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="results/trust_thermal_block")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
-    main(n_cells=args.n_cells, out_dir=args.out_dir)
+    main(
+        n_cells=args.n_cells, n_small=args.n_small, n_large=args.n_large, n_test=args.n_test,
+        n_physics=args.n_physics, n_ensemble=args.n_ensemble, n_initial=args.n_initial, batch_size=args.batch_size,
+        max_solves=args.max_solves, n_folds=args.n_folds, seed=args.seed, out_dir=args.out_dir,
+        recipe=Recipe(tuple(args.hidden_layers), args.adam_epochs, args.lbfgs_iterations), progress=args.progress,
+    )  # fmt: skip

@@ -1,28 +1,24 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""Shared fixtures: an MPI-safe temporary folder and a small thermal-block problem."""
+"""Shared fixtures: an MPI-safe temporary folder and a small thermal-block problem (from :mod:`problems`)."""
 
 from __future__ import annotations
 
 import gc
 import os
-import sys
 from pathlib import Path
 
 from mpi4py import MPI
 
 import numpy as np
 import pytest
+from problems import SPACE, build_problem
+
+import fem_ml
+from fem_ml._mpi import wait_for_all
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "demos"))
-
-from thermal_block import build_problem  # noqa: E402
-
-import fem_ml  # noqa: E402
-
-SPACE = fem_ml.ParameterSpace({f"mu{i}": (0.1, 1.0) for i in range(4)})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,10 +102,13 @@ def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: st
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without the MPI launcher's variables, so a child process starts an MPI job of its own."""
+    """The environment for a child process: without the MPI launcher's variables (so it starts an MPI job of its
+    own), one OpenMP thread, and this checkout's fem_ml first on the path (a script run from ``demos/`` or
+    ``tests/`` would otherwise import the installed one)."""
     prefixes = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_", "OMPI_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -117,7 +116,8 @@ def on_root(comm: MPI.Comm, func, /, *args, **kwargs):
     """Run ``func`` on rank 0 only and share its result; a failure there fails the test on every rank.
 
     Code run on one rank must not leave the other ranks waiting in a barrier when it fails: the exception is
-    caught, its message broadcast, and every rank raises.
+    caught, its message broadcast, and every rank raises. The other ranks wait without spinning (a sleeping
+    barrier), so ``func`` may start an MPI job of its own on the same cores.
     """
     result, error = None, None
     if comm.rank == 0:
@@ -125,6 +125,7 @@ def on_root(comm: MPI.Comm, func, /, *args, **kwargs):
             result = func(*args, **kwargs)
         except BaseException as err:  # reported on every rank below
             error = f"{type(err).__name__} on rank 0: {err}"
+    wait_for_all(comm, poll_interval=0.05)
     result, error = comm.bcast((result, error), root=0)
     if error is not None:
         pytest.fail(error)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from mpi4py import MPI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
-
-from thermal_block import build_problem
+from problems import build_problem
 
 import fem_ml
 

@@ -13,7 +13,7 @@ import pytest
 import ufl
 from conftest import SPACE, by_coordinates, clean_env, on_root, raises_on_all_ranks
 from dolfinx import fem
-from thermal_block import build_problem
+from problems import build_problem
 
 import fem_ml
 from fem_ml._h5 import write_tree

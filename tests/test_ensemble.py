@@ -6,7 +6,7 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 from conftest import SPACE, by_coordinates, raises_on_all_ranks
-from thermal_block import build_problem
+from problems import build_problem
 
 import fem_ml
 

@@ -2,7 +2,6 @@
 #
 # SPDX-License-Identifier:    MIT
 import dataclasses
-import json
 
 from mpi4py import MPI
 
@@ -287,44 +286,3 @@ def test_effective_sample_size():
         ar[i] = phi * ar[i - 1] + rng.standard_normal()
     assert fem_ml.effective_sample_size(ar)[0] == pytest.approx(n / 19, rel=0.3)
     np.testing.assert_array_equal(fem_ml.effective_sample_size(np.ones((10, 2))), [1.0, 1.0])
-
-
-def test_inverse_demo_small(comm, tmp_dir):
-    from inverse_thermal_block import main
-
-    summary = main(
-        comm, n_cells=12, n_train=24, n_test=4, n_trials=2, n_sensors=8, n_starts=2, mcmc_samples=500,
-        n_networks=1, hidden_layers=(16, 16), adam_epochs=100, lbfgs_iterations=10, out_dir=tmp_dir, n_output=2,
-        progress=False,
-    )  # fmt: skip
-    written = json.loads((tmp_dir / "summary.json").read_text())
-    keys = {"n_trials", "n_success", "rel_param_error_median", "rel_param_error_max", "t_identify_median_s",
-            "fe_over_surrogate_time_ratio"}  # fmt: skip
-    assert keys <= set(written) and written == json.loads(json.dumps(summary))
-    assert written["n_trials"] == len(written["trials"]) == 2 and 0 <= written["n_success"] <= 2
-    assert written["fe_over_surrogate_time_ratio"] > 0 and written["rel_param_error_max"] >= 0
-    (same,) = written["fe_same_starts_identification"]  # full solves from the surrogate's own 2 starts
-    assert same["n_starts"] == 2 and same["ratio"] == written["fe_over_surrogate_same_starts_time_ratio"] > 0
-    assert sum(written["sensors_per_rank"]) == 8 and written["estimate_one_rank_vs_n_ranks_max_rel_diff"] < 1e-8
-    for name in ("fields.xdmf", "fields.h5", "fields.xdmf.json", "surrogate.femml"):
-        assert (tmp_dir / name).exists()
-    for name in ("estimates.png", "posterior.png"):
-        assert (tmp_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-
-
-@pytest.mark.paraview
-def test_inverse_fields_open_in_paraview(comm, tmp_dir):
-    """The observed field, the prediction at the estimate and their difference open in ParaView."""
-    from conftest import paraview_arrays
-    from inverse_thermal_block import main
-
-    main(
-        comm, n_cells=12, n_train=24, n_test=4, n_trials=2, n_sensors=8, n_starts=2, mcmc_samples=200,
-        n_networks=1, hidden_layers=(16, 16), adam_epochs=100, lbfgs_iterations=10, out_dir=tmp_dir, n_output=2,
-        n_fe_trials=0, progress=False,
-    )  # fmt: skip
-    result = paraview_arrays(comm, tmp_dir / "fields.xdmf")
-    assert sorted(result["arrays"]) == ["difference", "observed", "prediction"] and len(result["times"]) == 2
-    for (o_lo, o_hi), (d_lo, d_hi) in zip(result["arrays"]["observed"], result["arrays"]["difference"], strict=True):
-        assert o_lo >= -1e-12 and o_hi > 0  # a temperature with f = 1 > 0 and u = 0 on the boundary
-        assert max(abs(d_lo), abs(d_hi)) < o_hi

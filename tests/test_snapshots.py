@@ -72,12 +72,8 @@ def test_snapshot_set_checks_shapes(problem):
 
 
 def test_trajectories_add_time_as_last_parameter(comm):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demos"))
-    from heat import SPACE as HEAT
-    from heat import build_problem as heat_problem
+    from problems import HEAT_SPACE as HEAT
+    from problems import heat_problem
 
     V, solve = heat_problem(comm, 8)
     points = HEAT.sample(2, method="lhs", seed=0)

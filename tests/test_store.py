@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import SPACE, by_coordinates, clean_env, raises_on_all_ranks
 from dolfinx import fem
-from thermal_block import build_problem
+from problems import build_problem
 
 import fem_ml
 from fem_ml.store import SnapshotStore

@@ -2,9 +2,8 @@
 #
 # SPDX-License-Identifier:    MIT
 """Trust: reduced operators and residuals, physics-reinforced training, uncertainty, extrapolation, error
-decomposition, cross-validation and adaptive sampling, on the affine thermal block of the trust demo."""
+decomposition, cross-validation and adaptive sampling, on the affine thermal block (the problem of the trust demo)."""
 
-import json
 import warnings
 
 from mpi4py import MPI
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import raises_on_all_ranks
 from dolfinx import fem
-from trust_thermal_block import SPACE, Recipe, build_problem
+from problems import SPACE, Recipe, affine_thermal_block
 
 import fem_ml
 
@@ -23,7 +22,7 @@ GOOD = Recipe(hidden_layers=(16, 16), adam_epochs=600, lbfgs_iterations=50)
 
 @pytest.fixture(scope="module")
 def affine():
-    return build_problem(MPI.COMM_WORLD, 16)
+    return affine_thermal_block(MPI.COMM_WORLD, 16)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +98,7 @@ def test_residual_of_truth_is_at_solver_tolerance_and_untrained_is_flagged(data,
 def test_residual_agrees_between_serial_and_parallel(affine, data, check):
     """The same field and parameters on COMM_SELF and on COMM_WORLD give the same relative residuals."""
     _, test, _ = data
-    serial = build_problem(MPI.COMM_SELF, 16)
+    serial = affine_thermal_block(MPI.COMM_SELF, 16)
     serial_check = fem_ml.ResidualCheck(serial.residual, serial.u, serial.constants, bcs=serial.bcs)
     # A field with a nontrivial residual: the solution at one point checked at another.
     mu_a, mu_b = test.parameters[0], test.parameters[1]
@@ -249,52 +248,6 @@ def test_adaptive_sampling_picks_the_worst_candidates(affine):
             affine.solve, affine.V, SPACE, lambda s: (None, lambda p: np.zeros(3)), initial=[[0.5] * 4],
             candidates=candidates, target=1e-3, progress=False,
         )  # fmt: skip
-
-
-def test_trust_demo_small(comm, tmp_dir):
-    from trust_thermal_block import main
-
-    summary = main(
-        comm, n_cells=12, n_small=12, n_large=20, n_test=6, n_physics=100, n_ensemble=3, n_initial=6,
-        batch_size=4, max_solves=14, n_folds=2, recipe=Recipe((12,), 100, 10), out_dir=tmp_dir, progress=False,
-    )  # fmt: skip
-    written = json.loads((tmp_dir / "summary.json").read_text())
-    keys = {"error_data_only_20", "error_physics_20", "spearman_std_vs_error", "adaptive_solves_to_match_lhs100",
-            "residual_truth", "residual_surrogate_mean"}  # fmt: skip
-    assert keys <= set(written) and written == summary
-    assert written["residual_truth"] < 1e-10 and written["n_flagged_untrained"] == 6
-    assert written["extrapolation_warnings"] == 1 and written["extrapolation_strict_raises"] == 1
-    assert -1 <= written["spearman_std_vs_error"] <= 1
-    for name in ("uncertainty.xdmf", "residual.xdmf"):
-        assert (tmp_dir / name).exists()
-    for name in ("physics_vs_data.png", "deviation_vs_error.png", "adaptive.png"):
-        assert (tmp_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-
-
-@pytest.mark.paraview
-def test_trust_fields_open_in_paraview(comm, tmp_dir):
-    """The uncertainty and residual fields open in ParaView: a non-negative deviation, residual representatives."""
-    from conftest import paraview_files
-    from trust_thermal_block import main
-
-    main(
-        comm, n_cells=12, n_small=12, n_large=20, n_test=4, n_physics=50, n_ensemble=3, n_initial=6,
-        batch_size=4, max_solves=10, n_folds=2, recipe=Recipe((12,), 100, 10), out_dir=tmp_dir, progress=False,
-    )  # fmt: skip
-    results = paraview_files(comm, [tmp_dir / "uncertainty.xdmf", tmp_dir / "residual.xdmf"])
-    uncertainty = results[str(tmp_dir / "uncertainty.xdmf")]
-    assert sorted(uncertainty["arrays"]) == ["temperature_error", "temperature_mean", "temperature_std"]
-    assert len(uncertainty["times"]) == 3
-    for (lo, hi), (_, m_hi) in zip(
-        uncertainty["arrays"]["temperature_std"], uncertainty["arrays"]["temperature_mean"], strict=True
-    ):
-        assert 0 <= lo < hi < m_hi  # a deviation: non-negative, not zero everywhere, smaller than the field
-    residual = results[str(tmp_dir / "residual.xdmf")]
-    assert sorted(residual["arrays"]) == ["residual_prediction", "residual_untrained"]
-    for (p_lo, p_hi), (u_lo, u_hi) in zip(
-        residual["arrays"]["residual_prediction"], residual["arrays"]["residual_untrained"], strict=True
-    ):
-        assert max(abs(p_lo), abs(p_hi)) > 0 and max(abs(u_lo), abs(u_hi)) > 0
 
 
 def test_adaptive_sampling_stops_when_the_candidates_run_out(affine):
