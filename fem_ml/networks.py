@@ -326,8 +326,8 @@ class CoefficientNetwork:
 
     The parameters are transformed (identity or logarithm), scaled to :math:`[-1, 1]`, passed through each
     member network, averaged over the ensemble and unscaled. Evaluation runs in NumPy (float64) on weights
-    stacked over the ensemble: for one parameter point it costs a few microseconds, far below a torch call, and
-    agrees with the torch models to rounding (:meth:`torch_forward` evaluates those).
+    stacked over the ensemble (:class:`StackedMLP`): for one parameter point it costs a few microseconds, far below
+    a torch call, and agrees with the torch models to rounding (:meth:`torch_forward` evaluates in torch).
 
     Args:
         models: The member networks, all with the same architecture.
@@ -405,7 +405,7 @@ class CoefficientNetwork:
         return self._stacked(inputs)
 
     def torch_forward(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The same map evaluated with the torch models (the path of large batches in :meth:`__call__`)."""
+        """The same map evaluated in torch, by the stacked pass of large batches in :meth:`__call__`."""
         return self._torch_outputs(self.scale_inputs(parameters))
 
     def _torch_outputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
