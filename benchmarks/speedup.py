@@ -176,6 +176,7 @@ def run_size(comm: MPI.Comm, n_cells: int, n_train: int, args: argparse.Namespac
         "n_failed_solves": len(snapshots.failures) + len(truth.failures),
     }
     rom.destroy()
+    basis.destroy()  # the inner product pod assembled
     return record
 
 

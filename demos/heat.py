@@ -168,6 +168,7 @@ def main(
         extra={"n_train_times": len(train_times), "n_test_times": len(all_steps)},
     )
     rom.destroy()
+    basis.destroy()  # the inner product pod assembled
     return summary
 
 

@@ -159,6 +159,7 @@ def main(
         extra={"max_tip_deflection": max_tip},
     )
     rom.destroy()
+    basis.destroy()  # the inner product pod assembled
     return summary
 
 

@@ -227,6 +227,7 @@ def main(
         n_test=n_test,
     )
     rom.destroy()
+    basis.destroy()  # the inner product pod assembled
     return summary
 
 

@@ -361,6 +361,8 @@ def main(
     check.destroy()
     for rom in (rom_data, rom_physics, ensemble, untrained, reference, result.surrogate):
         rom.destroy()
+    for basis in (basis_small, basis_large, result.surrogate.basis):
+        basis.destroy()  # the inner products pod assembled
     return summary
 
 

@@ -174,6 +174,7 @@ def main(
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     for surrogate in (rom, loaded, standalone):
         surrogate.destroy()
+    basis.destroy()  # the inner product pod assembled
     return summary
 
 

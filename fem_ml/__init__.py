@@ -21,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load
+from fem_ml.collection import collect_snapshots, collect_trajectories
+from fem_ml.domain import ExtrapolationWarning, TrainingDomain
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
     FieldObservations,
@@ -44,16 +46,9 @@ from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
 from fem_ml.reduced import AffineReducedOperators, ReducedSystems, assemble_reduced_systems
 from fem_ml.report import SUMMARY_KEYS, write_summary
 from fem_ml.residual import ResidualCheck, ResidualReport
-from fem_ml.snapshots import (
-    FailedSolve,
-    SnapshotSet,
-    SolveFailed,
-    check_converged,
-    collect_snapshots,
-    collect_trajectories,
-)
+from fem_ml.snapshots import FailedSolve, SnapshotSet, SnapshotSource, SolveFailed, check_converged
 from fem_ml.store import SnapshotStore
-from fem_ml.surrogate import ErrorReport, ExtrapolationWarning, Surrogate, train_surrogate
+from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
 from fem_ml.validation import CrossValidation, cross_validate
 
 try:
@@ -86,9 +81,11 @@ __all__ = [
     "SensorObservations",
     "Sensors",
     "SnapshotSet",
+    "SnapshotSource",
     "SnapshotStore",
     "SolveFailed",
     "Surrogate",
+    "TrainingDomain",
     "TrainingHistory",
     "TrainingOptions",
     "Verification",

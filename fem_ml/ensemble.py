@@ -20,11 +20,15 @@ from collections.abc import Sequence
 
 from mpi4py import MPI
 
+from fem_ml._agree import agreed
+
 __all__ = ["Ensemble"]
 
 
 class Ensemble:
     r"""A split of a communicator into groups of ranks (collective on ``world`` to create).
+
+    Every rank must pass the same ``group_size`` (checked); a bad one is a ``ValueError`` on every rank.
 
     Sample :math:`i` is solved by group :math:`i \bmod n_{\text{groups}}`: groups of equal size balance best.
     The object owns the group communicator; :meth:`destroy` frees it.
@@ -43,14 +47,7 @@ class Ensemble:
     """
 
     def __init__(self, world: MPI.Comm, group_size: int | Sequence[int] = 1):
-        if isinstance(group_size, int):
-            if group_size < 1 or world.size % group_size != 0:
-                raise ValueError(f"group_size={group_size} does not divide the {world.size} ranks into equal groups.")
-            sizes = (group_size,) * (world.size // group_size)
-        else:
-            sizes = tuple(int(s) for s in group_size)
-            if any(s < 1 for s in sizes) or sum(sizes) != world.size:
-                raise ValueError(f"Group sizes {sizes} must be positive and sum to the {world.size} ranks.")
+        sizes = agreed(world, lambda: _group_sizes(world.size, group_size), "The group sizes of Ensemble")
         bounds = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
         index = next(g for g in range(len(sizes)) if bounds[g] <= world.rank < bounds[g + 1])
         self.world = world
@@ -70,3 +67,15 @@ class Ensemble:
         """Free the group communicator."""
         if self.comm != MPI.COMM_NULL:
             self.comm.Free()
+
+
+def _group_sizes(n_ranks: int, group_size: int | Sequence[int]) -> tuple[int, ...]:
+    """The size of every group, checked (local)."""
+    if isinstance(group_size, int):
+        if group_size < 1 or n_ranks % group_size != 0:
+            raise ValueError(f"group_size={group_size} does not divide the {n_ranks} ranks into equal groups.")
+        return (group_size,) * (n_ranks // group_size)
+    sizes = tuple(int(s) for s in group_size)
+    if any(s < 1 for s in sizes) or sum(sizes) != n_ranks:
+        raise ValueError(f"Group sizes {sizes} must be positive and sum to the {n_ranks} ranks.")
+    return sizes

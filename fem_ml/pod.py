@@ -10,34 +10,48 @@ symmetric positive (semi-)definite inner-product matrix :math:`M`, the POD modes
 .. math::
     \sum_{i=1}^n \| u_i - \Phi \Phi^T M u_i \|_M^2 = \sum_{k > r} \sigma_k^2 .
 
-The method of snapshots computes the Gram matrix :math:`G = U^T M U` from local products and one
-``Allreduce``, then refines the dominant eigenvectors by a Rayleigh-Ritz step with a singular value
-decomposition, so singular vectors are accurate relative to gaps of :math:`\sigma`, not of :math:`\sigma^2`.
-The same :class:`InnerProduct` object defines the POD and every projection onto its modes.
+The same :class:`InnerProduct` object defines the POD and every projection onto its modes. :func:`pod` reads
+the snapshots through :class:`~fem_ml.snapshots.SnapshotSource` (in memory or streamed from a store) and
+dispatches to one of two range finders, followed by the same Rayleigh-Ritz step (the SVD of
+:math:`(MQ)^T U`), so singular vectors are accurate relative to gaps of :math:`\sigma`, not of
+:math:`\sigma^2`:
+
+``method="snapshots"`` (exact, the method of snapshots)
+    The Gram matrix :math:`G = U^T M U` is accumulated without forming :math:`MU` whole: in memory by blocks of
+    rows (as much memory as ``chunk_size`` columns, each block one full-width GEMM), from a
+    :class:`~fem_ml.store.SnapshotStore` by chunks of ``chunk_size`` columns streamed from disk (the upper block
+    triangle only; memory near ``3 * chunk_size`` columns plus :math:`n^2` and the modes, never the whole snapshot
+    matrix), then summed over the ranks with one ``Allreduce``. Its eigenvectors give the dominant subspace
+    :math:`Q`.
+``method="randomized"`` (for thousands of snapshots)
+    A randomized range finder (Halko, Martinsson and Tropp, SIAM Rev. 2011) in the :math:`M` inner product with
+    ``oversampling`` extra columns and ``power_iterations`` power iterations. It costs :math:`O(N n (r + p))`
+    instead of :math:`O(N n^2)`. Its singular values carry an error of order
+    :math:`(\sigma_{r+p+1}/\sigma_k)^{2q+1} \sigma_k` relative to the exact ones; on fast-decaying spectra (the
+    tests) the kept singular values match the exact POD to 1e-8 relative. It needs ``n_modes``; it returns the
+    leading :math:`r + p` singular values and the total energy.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from mpi4py import MPI
 from petsc4py import PETSc
 
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import numpy.typing as npt
 import ufl
 from dolfinx import fem
-from scipy import linalg, sparse
+from scipy import linalg
 
+from fem_ml._agree import agreed
 from fem_ml._fem import function_from_owned, n_global, n_owned
-from fem_ml._mpi import check_collectively
-from fem_ml.snapshots import SnapshotSet
-
-if TYPE_CHECKING:
-    from fem_ml.store import SnapshotStore
+from fem_ml._linalg import INNER_PRODUCT_NAMES, LocalOperator, assemble_matrix, named_form
+from fem_ml._mpi import collectively
+from fem_ml.snapshots import SnapshotSet, SnapshotSource
 
 __all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "named_form", "pod"]
 
@@ -46,74 +60,14 @@ logger = logging.getLogger(__name__)
 #: Names of the built-in inner products (Euclidean on the dof values, :math:`L^2`, :math:`H^1`, and the
 #: :math:`H^1` semi-norm), see :func:`assemble_inner_product`.
 InnerProductKind = Literal["euclidean", "l2", "h1", "h1_semi"]
-_KINDS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
-
-
-class _LocalOperator:
-    """The local rows of a distributed matrix as SciPy CSR over owned + halo columns, with a halo-row exchange."""
-
-    def __init__(self, comm: MPI.Comm, csr: sparse.csr_matrix, send: list[npt.NDArray], recv: list[npt.NDArray]):
-        self.comm, self.send, self.recv = comm, send, recv
-        self.n_ghost = csr.shape[1] - csr.shape[0]
-        self.exchange = comm.size > 1 and comm.allreduce(self.n_ghost, op=MPI.MAX) > 0
-        # Owned columns and halo columns apart: blocks of M X need no copy of X with the halo rows appended.
-        self.own = csr[:, : csr.shape[0]].tocsr()
-        self.ext = csr[:, csr.shape[0] :].tocsr()
-
-    @classmethod
-    def build(cls, matrix: PETSc.Mat, comm: MPI.Comm) -> _LocalOperator:
-        """Extract the local rows and the exchange plan for the off-process columns they use (collective)."""
-        indptr, columns, values = matrix.getValuesCSR()
-        start, stop = matrix.getOwnershipRange()
-        ranges = np.asarray(matrix.getOwnershipRanges(), dtype=np.int64)
-        columns = np.asarray(columns, dtype=np.int64)
-        outside = (columns < start) | (columns >= stop)
-        halo = np.unique(columns[outside])
-        local = columns - start
-        local[outside] = (stop - start) + np.searchsorted(halo, columns[outside])
-        n_rows = stop - start
-        csr = sparse.csr_matrix((np.asarray(values), local, np.asarray(indptr)), shape=(n_rows, n_rows + len(halo)))
-        # Exchange plan: this rank needs the rows ``halo`` from their owners, and sends what the others need.
-        owners = np.searchsorted(ranges, halo, side="right") - 1
-        wanted = [halo[owners == r] for r in range(comm.size)]
-        recv = [np.flatnonzero(owners == r) for r in range(comm.size)]
-        asked = comm.alltoall(wanted) if comm.size > 1 else wanted
-        send = [np.asarray(g, dtype=np.int64) - start for g in asked]
-        return cls(comm, csr, send, recv)
-
-    def halo_rows(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The rows of ``X`` that the local rows of :math:`M` reference on other ranks (collective)."""
-        k = X.shape[1]
-        recvbuf = np.empty((self.n_ghost, k))
-        if not self.exchange:
-            return recvbuf
-        sendbuf = np.concatenate([X[idx] for idx in self.send]) if self.send else np.empty((0, k))
-        send_counts = [len(idx) * k for idx in self.send]
-        recv_counts = [len(idx) * k for idx in self.recv]
-        self.comm.Alltoallv([np.ascontiguousarray(sendbuf), send_counts], [recvbuf, recv_counts])
-        # The halo is sorted and owners own contiguous ranges, so rank-ordered receipt is halo order.
-        return recvbuf
-
-    def rows(
-        self, start: int, stop: int, X: npt.NDArray[np.float64], halo: npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64]:
-        """Rows ``start:stop`` of :math:`M X`, given the halo rows of ``X`` (local)."""
-        out = self.own[start:stop] @ X
-        if self.n_ghost:
-            out += self.ext[start:stop] @ halo
-        return np.asarray(out)
-
-    def apply(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """:math:`M X` for an owned block ``(n_owned, k)`` (collective when there are ghosts)."""
-        X = np.ascontiguousarray(X)
-        return self.rows(0, X.shape[0], X, self.halo_rows(X))
 
 
 class InnerProduct:
     """The inner product :math:`(x, y)_M = x^T M y` on owned dof vectors of a function space.
 
     The matrix is assembled once; products with many vectors are one sparse-times-dense block product. The object
-    owns its PETSc matrix (unless it was given one) and destroys it in :meth:`destroy`.
+    owns its PETSc matrix (unless it was given one) and destroys it in :meth:`destroy`; after that, using the
+    object raises ``RuntimeError`` (it never turns into the Euclidean product).
 
     Args:
         V: Function space whose dof vectors are multiplied.
@@ -127,7 +81,9 @@ class InnerProduct:
         self.name = name
         self._matrix = matrix
         self._owns = owns_matrix
-        self._local: _LocalOperator | None = None
+        self._local: LocalOperator | None = None
+        self._destroyed = False
+        self._held_by_basis = False  # set by pod() when it assembled this product for its basis
         if matrix is not None:
             n_local = n_owned(V)
             n_all = n_global(V)
@@ -146,7 +102,19 @@ class InnerProduct:
     @property
     def matrix(self) -> PETSc.Mat | None:
         """The PETSc matrix :math:`M` (None for the Euclidean product)."""
+        self._check_alive()
         return self._matrix
+
+    @property
+    def destroyed(self) -> bool:
+        """True once :meth:`destroy` was called: the object can no longer be used."""
+        return self._destroyed
+
+    def _check_alive(self) -> None:
+        if self._destroyed:
+            raise RuntimeError(
+                f"This InnerProduct ({self.name!r}) was destroyed; build a new one with assemble_inner_product."
+            )
 
     def apply(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Return :math:`M X` for owned-dof blocks ``X`` of shape ``(n_owned,)`` or ``(n_owned, k)`` (collective).
@@ -155,6 +123,7 @@ class InnerProduct:
         exchange of the rows of ``X`` that those rows reference on other ranks: :math:`M` is read once for all
         columns, about 3x faster than PETSc's ``MatMatMult`` with a dense matrix.
         """
+        self._check_alive()
         X = np.asarray(X, dtype=np.float64)
         if self._matrix is None:
             return X.copy()
@@ -166,12 +135,13 @@ class InnerProduct:
         result = self.local_operator().apply(block)
         return result[:, 0] if vector else result
 
-    def local_operator(self) -> _LocalOperator:
+    def local_operator(self) -> LocalOperator:
         """The local rows of :math:`M` with their halo-exchange plan, built on first use (collective then)."""
+        self._check_alive()
         if self._matrix is None:
             raise ValueError("The Euclidean inner product has no matrix.")
         if self._local is None:
-            self._local = _LocalOperator.build(self._matrix, self.comm)
+            self._local = LocalOperator.build(self._matrix, self.comm)
         return self._local
 
     def gram(self, X: npt.NDArray[np.float64], Y: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
@@ -188,11 +158,12 @@ class InnerProduct:
         return np.sqrt(np.maximum(self.comm.allreduce(local, op=MPI.SUM), 0.0))
 
     def destroy(self) -> None:
-        """Destroy the PETSc matrix if this object owns it."""
+        """Destroy the PETSc matrix if this object owns it (collective); the object is unusable afterwards."""
         if self._owns and self._matrix is not None:
             self._matrix.destroy()
-            self._matrix = None
+        self._matrix = None
         self._local = None
+        self._destroyed = True
 
     def __repr__(self) -> str:
         return f"InnerProduct({self.name!r})"
@@ -214,6 +185,7 @@ def assemble_inner_product(
         The inner product.
     """
     if isinstance(kind, InnerProduct):
+        kind._check_alive()
         if kind.V is not V and kind.V.mesh is not V.mesh:
             raise ValueError("The InnerProduct was built on another function space.")
         return kind
@@ -222,33 +194,14 @@ def assemble_inner_product(
     if isinstance(kind, ufl.Form):
         if kind.arguments() and len(kind.arguments()) != 2:
             raise ValueError("A UFL inner product must be a bilinear form a(u, v).")
-        return InnerProduct(V, _assemble(kind), name="form", owns_matrix=True)
-    if not isinstance(kind, str) or kind not in _KINDS:
-        raise ValueError(f"Unknown inner product {kind!r}; use one of {_KINDS}, a UFL form or a PETSc Mat.")
+        return InnerProduct(V, assemble_matrix(kind), name="form", owns_matrix=True)
+    if not isinstance(kind, str) or kind not in INNER_PRODUCT_NAMES:
+        raise ValueError(
+            f"Unknown inner product {kind!r}; use one of {INNER_PRODUCT_NAMES}, a UFL form or a PETSc Mat."
+        )
     if kind == "euclidean":
         return InnerProduct(V, None, name="euclidean")
-    return InnerProduct(V, _assemble(named_form(V, kind)), name=kind, owns_matrix=True)
-
-
-def named_form(V: fem.FunctionSpace, kind: str) -> ufl.Form:
-    r"""The bilinear form of a named inner product on ``V``: ``"l2"``, ``"h1"`` or ``"h1_semi"``.
-
-    Raises:
-        ValueError: for another name.
-    """
-    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-    l2 = ufl.inner(u, v) * ufl.dx
-    semi = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
-    forms = {"l2": l2, "h1": l2 + semi, "h1_semi": semi}
-    if kind not in forms:
-        raise ValueError(f"Unknown inner product {kind!r}; use one of {sorted(forms)} or a UFL form.")
-    return forms[kind]
-
-
-def _assemble(form: ufl.Form) -> PETSc.Mat:
-    matrix = fem_petsc.assemble_matrix(fem.form(form))
-    matrix.assemble()
-    return matrix
+    return InnerProduct(V, assemble_matrix(named_form(V, kind)), name=kind, owns_matrix=True)
 
 
 @dataclass(frozen=True)
@@ -281,6 +234,21 @@ class PODBasis:
     def n_modes(self) -> int:
         """Number of modes :math:`r`."""
         return self.modes.shape[1]
+
+    def destroy(self) -> None:
+        """Destroy the inner product if :func:`pod` assembled it for this basis (collective).
+
+        An :class:`InnerProduct` given to :func:`pod` belongs to the caller and is left alone. The basis cannot
+        project afterwards; its modes stay readable.
+        """
+        if self.inner_product._held_by_basis:
+            self.inner_product.destroy()
+
+    def __enter__(self) -> PODBasis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
 
     @property
     def retained_energy(self) -> float:
@@ -337,42 +305,38 @@ class PODBasis:
         return function_from_owned(self.V, self.modes[:, k], name=f"mode_{k}")
 
 
-class _Columns:
-    """Snapshot columns read in chunks: from an owned-dof block in memory, or streamed from a store."""
+class _Array:
+    """An owned-dof block ``(n_owned, n)`` on a function space, read as a :class:`~fem_ml.snapshots.SnapshotSource`."""
 
-    def __init__(self, source: npt.NDArray[np.float64] | SnapshotStore, indices: npt.NDArray[np.int64] | None = None):
-        self._source = source
-        self._indices = indices
-        self.n = source.shape[1] if isinstance(source, np.ndarray) else len(indices)  # type: ignore[arg-type]
+    def __init__(self, V: fem.FunctionSpace, values: npt.NDArray[np.float64]):
+        self.V, self.values = V, values
 
     @property
     def in_memory(self) -> bool:
-        """True if the columns are an array (slices are views, no copy)."""
-        return isinstance(self._source, np.ndarray)
+        return True
 
-    def read(self, start: int, stop: int) -> npt.NDArray[np.float64]:
-        """Columns ``start:stop`` as an ``(n_owned, stop - start)`` block (collective for a store)."""
-        if isinstance(self._source, np.ndarray):
-            return self._source[:, start:stop]
-        assert self._indices is not None
-        return self._source.read_values(self._indices[start:stop])
+    def column_count(self) -> int:
+        return self.values.shape[1]
 
-    def chunks(self, chunk: int) -> list[tuple[int, int]]:
-        """``(start, stop)`` of consecutive chunks of at most ``chunk`` columns."""
-        return [(i, min(i + chunk, self.n)) for i in range(0, self.n, chunk)]
+    def read_columns(self, start: int, stop: int) -> npt.NDArray[np.float64]:
+        return self.values[:, start:stop]
 
 
-def _gram_blocked(ip: InnerProduct, columns: _Columns, chunk: int) -> npt.NDArray[np.float64]:
+def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of at most ``chunk`` of ``n`` columns."""
+    return [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
+def _gram(ip: InnerProduct, source: SnapshotSource, n: int, chunk: int) -> npt.NDArray[np.float64]:
     r""":math:`G = U^T M U` without forming :math:`M U` whole.
 
     In memory, by blocks of rows: :math:`G = \sum_b U_b^T (M U)_b`, with :math:`(M U)_b` from the local rows of
     :math:`M` (and the few halo rows of :math:`U` from other ranks); each GEMM has the full width :math:`n`.
-    Memory beyond :math:`U`: one block of ``chunk / n`` of its rows. Streaming from a store, by column chunks:
+    Memory beyond :math:`U`: one block of ``chunk / n`` of its rows. Streaming (a store), by column chunks:
     only the upper block triangle is multiplied, reading a chunk :math:`U_I` per product.
     """
-    n = columns.n
-    if columns.in_memory:
-        U = columns.read(0, n)
+    if source.in_memory:
+        U = source.read_columns(0, n)
         n_rows = U.shape[0]
         block = max(1, -(-n_rows * chunk // n))  # rows per block: the same memory as `chunk` columns
         G = np.zeros((n, n))
@@ -386,14 +350,14 @@ def _gram_blocked(ip: InnerProduct, columns: _Columns, chunk: int) -> npt.NDArra
                 G += U[b0 : b0 + block].T @ operator.rows(b0, b0 + block, U, halo)
         return ip.comm.allreduce(G, op=MPI.SUM) if ip.comm.size > 1 else G
     G = np.zeros((n, n))
-    blocks = columns.chunks(chunk)
+    blocks = _chunks(n, chunk)
     for j0, j1 in blocks:
-        U_J = columns.read(j0, j1)
+        U_J = source.read_columns(j0, j1)
         MU_J = ip.apply(U_J)
         for i0, i1 in blocks:
             if i0 >= j1:
                 break
-            U_I = U_J if i0 == j0 else columns.read(i0, i1)
+            U_I = U_J if i0 == j0 else source.read_columns(i0, i1)
             G[i0:i1, j0:j1] = U_I.T @ MU_J
         del U_J, MU_J
     G = ip.comm.allreduce(G, op=MPI.SUM) if ip.comm.size > 1 else G
@@ -401,29 +365,52 @@ def _gram_blocked(ip: InnerProduct, columns: _Columns, chunk: int) -> npt.NDArra
     return upper + np.triu(upper, 1).T
 
 
-def _combine(columns: _Columns, coefficients: npt.NDArray[np.float64], chunk: int) -> npt.NDArray[np.float64]:
+def _combine(
+    source: SnapshotSource, n: int, coefficients: npt.NDArray[np.float64], chunk: int
+) -> npt.NDArray[np.float64]:
     """:math:`U C` for ``C`` of shape ``(n, k)``, by column chunks of ``U``."""
-    if columns.in_memory:
-        return columns.read(0, columns.n) @ coefficients
+    if source.in_memory:
+        return source.read_columns(0, n) @ coefficients
     out: npt.NDArray[np.float64] | None = None
-    for i0, i1 in columns.chunks(chunk):
-        part = columns.read(i0, i1) @ coefficients[i0:i1]
+    for i0, i1 in _chunks(n, chunk):
+        part = source.read_columns(i0, i1) @ coefficients[i0:i1]
         out = part if out is None else out + part
     assert out is not None
     return out
 
 
-def _cross(columns: _Columns, MQ: npt.NDArray[np.float64], comm: MPI.Comm, chunk: int) -> npt.NDArray[np.float64]:
+def _cross(source: SnapshotSource, n: int, MQ: npt.NDArray[np.float64], chunk: int) -> npt.NDArray[np.float64]:
     r""":math:`(M Q)^T U`, shape ``(k, n)``, replicated (one Allreduce)."""
-    if columns.in_memory:
-        local = MQ.T @ columns.read(0, columns.n)
+    comm = source.V.mesh.comm
+    if source.in_memory:
+        local = MQ.T @ source.read_columns(0, n)
     else:
-        local = np.hstack([MQ.T @ columns.read(i0, i1) for i0, i1 in columns.chunks(chunk)])
+        local = np.hstack([MQ.T @ source.read_columns(i0, i1) for i0, i1 in _chunks(n, chunk)])
     return comm.allreduce(local, op=MPI.SUM) if comm.size > 1 else local
 
 
+def _source(snapshots: SnapshotSource | npt.NDArray[np.float64], V: fem.FunctionSpace | None) -> SnapshotSource:
+    """The snapshots as a :class:`~fem_ml.snapshots.SnapshotSource`; ``V`` only with an array (collective)."""
+    if isinstance(snapshots, SnapshotSource):
+        with collectively(snapshots.V.mesh.comm):
+            if V is not None:
+                raise ValueError(
+                    "pod takes V only with snapshots given as an array; a SnapshotSet or a store carries its own "
+                    "function space (V would be ignored)."
+                )
+        return snapshots
+    if V is None:
+        raise ValueError("pod needs V when snapshots are given as an array.")
+    U = np.empty((n_owned(V), 0))
+    with collectively(V.mesh.comm):
+        U = np.asarray(snapshots, dtype=np.float64)
+        if U.ndim != 2 or U.shape[0] != n_owned(V) or U.shape[1] == 0:
+            raise ValueError(f"Snapshots must have shape (n_owned={n_owned(V)}, n>0), got {U.shape}.")
+    return _Array(V, U)
+
+
 def pod(
-    snapshots: SnapshotSet | SnapshotStore | npt.NDArray[np.float64],
+    snapshots: SnapshotSource | npt.NDArray[np.float64],
     inner_product: InnerProductKind | ufl.Form | PETSc.Mat | InnerProduct = "h1",
     *,
     V: fem.FunctionSpace | None = None,
@@ -444,28 +431,18 @@ def pod(
 
     or exactly ``n_modes`` modes; with both, the smaller :math:`r`. Modes whose singular value is at the level of
     rounding noise (:math:`\sigma_k / \sigma_1 < 10^{-7}`, the precision of the Gram matrix) are never kept.
+    The two methods are described in the module docstring.
 
-    ``method="snapshots"`` (exact): the Gram matrix :math:`G = U^T M U` is accumulated without forming
-    :math:`MU` whole: in memory by blocks of rows (as much memory as ``chunk_size`` columns, each block one
-    full-width GEMM), from a :class:`~fem_ml.store.SnapshotStore` by chunks of ``chunk_size`` columns streamed
-    from disk (the upper block triangle only; memory near ``3 * chunk_size`` columns plus :math:`n^2` and the
-    modes, never the whole snapshot matrix). Its eigenvectors give the dominant subspace :math:`Q`, which a
-    Rayleigh-Ritz step (SVD of :math:`(MQ)^T U`) refines.
-
-    ``method="randomized"`` (for thousands of snapshots): a randomized range finder (Halko, Martinsson and Tropp,
-    SIAM Rev. 2011) in the :math:`M` inner product with ``oversampling`` extra columns and ``power_iterations``
-    power iterations, then the same Rayleigh-Ritz step. It costs :math:`O(N n (r + p))` instead of
-    :math:`O(N n^2)`. Its singular values carry an error of order :math:`(\sigma_{r+p+1}/\sigma_k)^{2q+1}
-    \sigma_k` relative to the exact ones; on fast-decaying spectra (the tests) the kept singular values match
-    the exact POD to 1e-8 relative. It needs ``n_modes``; it returns the leading :math:`r + p` singular values
-    and the total energy.
+    Degenerate input: one snapshot, or identical ones, give one mode; no snapshot, all-zero snapshots and NaN/inf
+    are a ``ValueError`` on every rank, as are options that differ between ranks.
 
     Args:
         snapshots: A :class:`~fem_ml.snapshots.SnapshotSet`, a :class:`~fem_ml.store.SnapshotStore` (streamed;
-            its successful samples), or an owned-dof block ``(n_owned, n)`` together with ``V``.
+            its successful samples), any other :class:`~fem_ml.snapshots.SnapshotSource`, or an owned-dof block
+            ``(n_owned, n)`` together with ``V``.
         inner_product: The inner product (see :func:`assemble_inner_product`); an :class:`InnerProduct` is used
-            as it is.
-        V: Function space, needed when ``snapshots`` is an array.
+            as it is (and stays the caller's: :meth:`PODBasis.destroy` leaves it alone).
+        V: Function space; only (and then necessarily) with an array of snapshots.
         tol: Relative energy tolerance; default ``1e-6`` when ``n_modes`` is not given.
         n_modes: Number of modes to keep.
         method: ``"snapshots"`` or ``"randomized"``.
@@ -478,113 +455,155 @@ def pod(
     Returns:
         The basis, with the singular values.
     """
-    from fem_ml.store import SnapshotStore
-
-    error: str | None = None
-    columns: _Columns
-    if isinstance(snapshots, SnapshotStore):
-        space = snapshots.V
-        ok = [i for i, record in sorted(snapshots.records().items()) if record.ok]
-        columns = _Columns(snapshots, np.array(ok, dtype=np.int64))
-        if not ok:
-            error = f"The store {snapshots.path} holds no successful snapshot."
-    else:
-        if isinstance(snapshots, SnapshotSet):
-            space, U = snapshots.V, snapshots.values
-        elif V is None:
-            raise ValueError("pod needs V when snapshots are given as an array.")
-        else:
-            space, U = V, np.asarray(snapshots, dtype=np.float64)
-        if U.ndim != 2 or U.shape[0] != n_owned(space) or U.shape[1] == 0:
-            error = f"Snapshots must have shape (n_owned={n_owned(space)}, n>0), got {U.shape}."
-        columns = _Columns(U if error is None else np.zeros((n_owned(space), 1)))
+    source = _source(snapshots, V)
+    comm = source.V.mesh.comm
+    n = source.column_count()
     if tol is None and n_modes is None:
         tol = 1e-6
-    if error is None:
-        if tol is not None and not (0.0 <= tol < 1.0):
-            error = f"tol must be in [0, 1), got {tol}."
-        elif n_modes is not None and n_modes < 1:
-            error = f"n_modes must be >= 1, got {n_modes}."
-        elif method not in ("snapshots", "randomized"):
-            error = f"method must be 'snapshots' or 'randomized', got {method!r}."
-        elif method == "randomized" and n_modes is None:
-            error = "method='randomized' needs n_modes (the target rank)."
-        elif chunk_size < 1:
-            error = f"chunk_size must be >= 1, got {chunk_size}."
-    check_collectively(space.mesh.comm, error)
-    ip = assemble_inner_product(space, inner_product)
-    comm = ip.comm
-
+    options = (tol, n_modes, method, chunk_size, oversampling, power_iterations, seed, orthonormality_tol)
+    agreed(comm, lambda: _check_options(n, *options), "The options of pod (or its number of snapshot columns)")
+    ip = assemble_inner_product(source.V, inner_product)
+    created = ip is not inner_product
     if method == "snapshots":
-        gram = _gram_blocked(ip, columns, chunk_size)
-        if not np.isfinite(gram).all():
-            # NaN or inf in any snapshot reaches G on every rank (through the Allreduce): find and name it.
-            local = columns.in_memory and not np.isfinite(columns.read(0, columns.n)).all()
-            check_collectively(comm, "Snapshots contain NaN or inf." if local else None)
-            raise ValueError("Snapshots contain NaN or inf (or values too large for their Gram matrix).")
-        total_energy = float(np.trace(gram))
-        eigvals, eigvecs = np.linalg.eigh(gram)
-        eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
-        if eigvals[0] <= 0.0:
-            raise ValueError("All snapshots are zero in the chosen inner product.")
-        # Eigenvalues below ~1e-14 relative are rounding noise of G: sigma_k / sigma_1 < 1e-7.
-        n_signal = int(np.sum(eigvals > 1e-14 * eigvals[0]))
-        estimate = np.sqrt(np.maximum(eigvals, 0.0))
-        r = _truncation(estimate, n_signal, tol=tol, n_modes=n_modes)
-        Q = _combine(columns, eigvecs[:, :r] / estimate[:r], chunk_size)
-        tail = estimate[r:]
+        Q, total_energy, tail, r = _method_of_snapshots(ip, source, n, tol=tol, n_modes=n_modes, chunk=chunk_size)
     else:
         assert n_modes is not None
-        k = min(n_modes + oversampling, columns.n)
-        rng = np.random.default_rng(seed)
-        omega = rng.standard_normal((columns.n, k))
-        Q = _combine(columns, omega, chunk_size)
-        energies = np.zeros(columns.n)
-        for i0, i1 in columns.chunks(chunk_size):
-            block = columns.read(i0, i1)
-            energies[i0:i1] = np.einsum("ij,ij->j", block, ip.apply(block))
-        total_energy = float(comm.allreduce(energies.sum(), op=MPI.SUM))
-        if not np.isfinite(total_energy):
-            raise ValueError("Snapshots contain NaN or inf (or values too large for their energy).")
-        if total_energy <= 0.0:
-            raise ValueError("All snapshots are zero in the chosen inner product.")
-        for _ in range(power_iterations):
-            Q = _range_basis(ip, Q)
-            Q = _combine(columns, _cross(columns, ip.apply(Q), comm, chunk_size).T, chunk_size)
-        Q = _range_basis(ip, Q)
-        r = min(n_modes, Q.shape[1])
-        tail = np.empty(0)
-
-    # Rayleigh-Ritz: orthonormalize Q in M, then the SVD of R = Q^T M U = (M Q)^T U gives modes and sigma.
-    Q, _, MQ = _orthonormalize(ip, Q, orthonormality_tol)
-    R = _cross(columns, MQ, comm, chunk_size)
-    W, sigma, Zt = np.linalg.svd(R, full_matrices=False)
-    # Deterministic signs, independent of the dof layout: largest entry of each right singular vector > 0.
-    signs = np.sign(Zt[np.arange(Zt.shape[0]), np.argmax(np.abs(Zt), axis=1)])
-    signs[signs == 0] = 1.0
-    W = W * signs
+        Q, total_energy, tail, r = _randomized(
+            ip, source, n, n_modes=n_modes, oversampling=oversampling, power_iterations=power_iterations, seed=seed,
+            chunk=chunk_size,
+        )  # fmt: skip
+    Q, MQ, W, sigma = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
     if method == "randomized":
-        r = _truncation(sigma, int(np.sum(sigma > 1e-7 * sigma[0])), tol=None, n_modes=r)
-        if tol is not None:
-            discarded = 1.0 - np.cumsum(sigma**2) / total_energy
-            within = np.flatnonzero(discarded <= tol)
-            if within.size:
-                r = min(r, int(within[0]) + 1)
-    all_sigma = np.concatenate([sigma, tail])
+        r = _randomized_rank(sigma, r, tol, total_energy)
     modes, M_modes = Q @ W[:, :r], MQ @ W[:, :r]
     del Q, MQ
     modes, ortho_error, _ = _orthonormalize(ip, modes, orthonormality_tol, MX=M_modes)
-    basis = PODBasis(space, modes, all_sigma, ip, ortho_error, total_energy=total_energy)
-    logger.info(
-        "POD (%s, %s): %d of %d modes kept, retained energy %.10f, orthonormality error %.2e",
-        ip.name,
-        method,
-        r,
-        columns.n,
-        basis.retained_energy,
-        ortho_error,
-    )
+    ip._held_by_basis = ip._held_by_basis or created
+    basis = PODBasis(source.V, modes, np.concatenate([sigma, tail]), ip, ortho_error, total_energy=total_energy)
+    message = "POD (%s, %s): %d of %d modes kept, retained energy %.10f, orthonormality error %.2e"
+    logger.info(message, ip.name, method, r, n, basis.retained_energy, ortho_error)
     return basis
+
+
+def _check_options(
+    n: int,
+    tol: float | None,
+    n_modes: int | None,
+    method: str,
+    chunk_size: int,
+    oversampling: int,
+    power_iterations: int,
+    seed: int,
+    orthonormality_tol: float,
+) -> tuple:
+    """The options of :func:`pod`, checked (local); raises ``ValueError`` naming the first bad one."""
+    if n == 0:
+        raise ValueError("No snapshots to compress: the source holds no (successful) snapshot.")
+    if tol is not None and not (0.0 <= tol < 1.0):
+        raise ValueError(f"tol must be in [0, 1), got {tol}.")
+    if n_modes is not None and n_modes < 1:
+        raise ValueError(f"n_modes must be >= 1, got {n_modes}.")
+    if method not in ("snapshots", "randomized"):
+        raise ValueError(f"method must be 'snapshots' or 'randomized', got {method!r}.")
+    if method == "randomized" and n_modes is None:
+        raise ValueError("method='randomized' needs n_modes (the target rank).")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    if oversampling < 0 or power_iterations < 0:
+        raise ValueError(f"oversampling and power_iterations must be >= 0, got {oversampling}, {power_iterations}.")
+    if not orthonormality_tol > 0:
+        raise ValueError(f"orthonormality_tol must be positive, got {orthonormality_tol}.")
+    return (n, tol, n_modes, method, chunk_size, oversampling, power_iterations, seed, orthonormality_tol)
+
+
+def _method_of_snapshots(
+    ip: InnerProduct, source: SnapshotSource, n: int, *, tol: float | None, n_modes: int | None, chunk: int
+) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], int]:
+    """The dominant subspace from the Gram matrix' eigenvectors (collective).
+
+    Returns ``(Q, total energy, the discarded singular values (Gram estimates), r)``.
+    """
+    gram = _gram(ip, source, n, chunk)
+    if not np.isfinite(gram).all():
+        # NaN or inf in any snapshot reaches G on every rank (through the Allreduce): find and name it.
+        with collectively(ip.comm):
+            if source.in_memory and not np.isfinite(source.read_columns(0, n)).all():
+                raise ValueError("Snapshots contain NaN or inf.")
+        raise ValueError("Snapshots contain NaN or inf (or values too large for their Gram matrix).")
+    total_energy = float(np.trace(gram))
+    eigvals, eigvecs = np.linalg.eigh(gram)
+    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
+    if eigvals[0] <= 0.0:
+        raise ValueError("All snapshots are zero in the chosen inner product.")
+    # Eigenvalues below ~1e-14 relative are rounding noise of G: sigma_k / sigma_1 < 1e-7.
+    n_signal = int(np.sum(eigvals > 1e-14 * eigvals[0]))
+    estimate = np.sqrt(np.maximum(eigvals, 0.0))
+    r = _truncation(estimate, n_signal, tol=tol, n_modes=n_modes)
+    Q = _combine(source, n, eigvecs[:, :r] / estimate[:r], chunk)
+    return Q, total_energy, estimate[r:], r
+
+
+def _randomized(
+    ip: InnerProduct,
+    source: SnapshotSource,
+    n: int,
+    *,
+    n_modes: int,
+    oversampling: int,
+    power_iterations: int,
+    seed: int,
+    chunk: int,
+) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], int]:
+    """A randomized range finder in the :math:`M` inner product (collective).
+
+    Returns ``(Q, total energy, no discarded singular values, r)``.
+    """
+    k = min(n_modes + oversampling, n)
+    omega = np.random.default_rng(seed).standard_normal((n, k))
+    Q = _combine(source, n, omega, chunk)
+    energies = np.zeros(n)
+    for i0, i1 in _chunks(n, chunk):
+        block = source.read_columns(i0, i1)
+        energies[i0:i1] = np.einsum("ij,ij->j", block, ip.apply(block))
+    total_energy = float(ip.comm.allreduce(energies.sum(), op=MPI.SUM))
+    if not np.isfinite(total_energy):
+        raise ValueError("Snapshots contain NaN or inf (or values too large for their energy).")
+    if total_energy <= 0.0:
+        raise ValueError("All snapshots are zero in the chosen inner product.")
+    for _ in range(power_iterations):
+        Q = _range_basis(ip, Q)
+        Q = _combine(source, n, _cross(source, n, ip.apply(Q), chunk).T, chunk)
+    Q = _range_basis(ip, Q)
+    return Q, total_energy, np.empty(0), min(n_modes, Q.shape[1])
+
+
+_Block = npt.NDArray[np.float64]
+
+
+def _rayleigh_ritz(
+    ip: InnerProduct, source: SnapshotSource, n: int, Q: _Block, *, chunk: int, orthonormality_tol: float
+) -> tuple[_Block, _Block, _Block, _Block]:
+    r"""Orthonormalize :math:`Q` in :math:`M`; the SVD of :math:`R = (M Q)^T U = W \Sigma Z^T` (collective).
+
+    Returns ``(Q, M Q, W, sigma)``; the modes are :math:`Q W`. Signs are deterministic, independent of the dof
+    layout: the largest entry of each right singular vector is positive.
+    """
+    Q, _, MQ = _orthonormalize(ip, Q, orthonormality_tol)
+    W, sigma, Zt = np.linalg.svd(_cross(source, n, MQ, chunk), full_matrices=False)
+    signs = np.sign(Zt[np.arange(Zt.shape[0]), np.argmax(np.abs(Zt), axis=1)])
+    signs[signs == 0] = 1.0
+    return Q, MQ, W * signs, sigma
+
+
+def _randomized_rank(sigma: npt.NDArray[np.float64], r: int, tol: float | None, total_energy: float) -> int:
+    """The kept rank of the randomized method: at most ``r``, signal only, and within ``tol`` if given."""
+    r = _truncation(sigma, int(np.sum(sigma > 1e-7 * sigma[0])), tol=None, n_modes=r)
+    if tol is not None:
+        discarded = 1.0 - np.cumsum(sigma**2) / total_energy
+        within = np.flatnonzero(discarded <= tol)
+        if within.size:
+            r = min(r, int(within[0]) + 1)
+    return r
 
 
 def _truncation(sigma: npt.NDArray[np.float64], n_signal: int, *, tol: float | None, n_modes: int | None) -> int:

@@ -31,16 +31,15 @@ from dataclasses import dataclass
 
 from mpi4py import MPI
 
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import numpy.typing as npt
 import ufl
-from dolfinx import fem, la
+from dolfinx import fem
 
-from fem_ml._fem import n_owned
-from fem_ml._mpi import check_collectively
-from fem_ml.pod import PODBasis, _LocalOperator
-from fem_ml.residual import _DualNorm, _owned_dirichlet_dofs
+from fem_ml._agree import check_same
+from fem_ml._linalg import DualNorm, LocalOperator, assemble_matrix, owned_dirichlet_dofs, owned_vector
+from fem_ml._mpi import collectively
+from fem_ml.pod import PODBasis
 
 __all__ = [
     "AffineReducedOperators",
@@ -121,14 +120,13 @@ class AffineReducedOperators:
         dual_norm: str | ufl.Form | None = None,
     ):
         comm = basis.V.mesh.comm
-        error = None
-        if not bilinear or not linear:
-            error = "Give at least one bilinear and one linear term."
-        elif any(len(form.arguments()) != 2 for _, form in bilinear) or any(
-            len(form.arguments()) != 1 for _, form in linear
-        ):
-            error = "bilinear terms need forms a(u, v), linear terms forms f(v)."
-        check_collectively(comm, error)
+        with collectively(comm):
+            if not bilinear or not linear:
+                raise ValueError("Give at least one bilinear and one linear term.")
+            if any(len(form.arguments()) != 2 for _, form in bilinear) or any(
+                len(form.arguments()) != 1 for _, form in linear
+            ):
+                raise ValueError("bilinear terms need forms a(u, v), linear terms forms f(v).")
         _check_modes_vanish(basis, bcs)
         self.basis = basis
         self._theta_a = [theta for theta, _ in bilinear]
@@ -142,8 +140,8 @@ class AffineReducedOperators:
         if dual_norm is not None:
             # Y = [f_1 .. f_Qf, A_1 Phi, .., A_Q Phi] on the free dofs, and its Gram matrix Y^T M^{-1} Y.
             Y = np.hstack([np.column_stack(f_full), *A_Phi])
-            Y[_owned_dirichlet_dofs(bcs)] = 0.0
-            dual = _DualNorm(basis.V, dual_norm, bcs)
+            Y[owned_dirichlet_dofs(bcs)] = 0.0
+            dual = DualNorm(basis.V, dual_norm, bcs)
             try:
                 self._gram = comm.allreduce(Y.T @ dual.riesz(Y), op=MPI.SUM)
             finally:
@@ -213,6 +211,7 @@ def assemble_reduced_systems(
     """
     _check_modes_vanish(basis, bcs)
     mu = np.atleast_2d(np.asarray(parameters, dtype=np.float64))
+    check_same(basis.V.mesh.comm, "The parameter points of assemble_reduced_systems", mu)
     a_form, L_form = fem.form(a), fem.form(L)
     matrices, rhs = [], []
     for point in mu:
@@ -231,19 +230,16 @@ def _evaluate(theta: ParameterFunction, mu: npt.NDArray[np.float64]) -> npt.NDAr
 
 def _full_matrix_times_modes(basis: PODBasis, form: ufl.Form | fem.Form) -> npt.NDArray[np.float64]:
     r"""Owned rows of :math:`A \Phi` (collective)."""
-    matrix = fem_petsc.assemble_matrix(form if isinstance(form, fem.Form) else fem.form(form))
-    matrix.assemble()
+    matrix = assemble_matrix(form)
     try:
-        return _LocalOperator.build(matrix, basis.V.mesh.comm).apply(basis.modes)
+        return LocalOperator.build(matrix, basis.V.mesh.comm).apply(basis.modes)
     finally:
         matrix.destroy()
 
 
 def _full_vector(basis: PODBasis, form: ufl.Form | fem.Form) -> npt.NDArray[np.float64]:
     """Owned entries of the assembled vector (collective)."""
-    vector = fem.assemble_vector(form if isinstance(form, fem.Form) else fem.form(form))
-    vector.scatter_reverse(la.InsertMode.add)
-    return vector.array[: n_owned(basis.V)].copy()
+    return owned_vector(basis.V, form)
 
 
 def _reduce_matrix(basis: PODBasis, form: ufl.Form | fem.Form) -> npt.NDArray[np.float64]:
@@ -260,15 +256,13 @@ def _reduce_vector(basis: PODBasis, form: ufl.Form | fem.Form) -> npt.NDArray[np
 
 def _check_modes_vanish(basis: PODBasis, bcs: Sequence[fem.DirichletBC]) -> None:
     """Raise on every rank unless every mode is zero on the owned Dirichlet dofs (to rounding)."""
-    rows = _owned_dirichlet_dofs(bcs)
+    rows = owned_dirichlet_dofs(bcs)
     worst = float(np.max(np.abs(basis.modes[rows]))) if rows.size else 0.0
     scale = float(np.max(np.abs(basis.modes))) if basis.modes.size else 0.0
     comm = basis.V.mesh.comm
     worst, scale = comm.allreduce(worst, op=MPI.MAX), comm.allreduce(scale, op=MPI.MAX)
-    check_collectively(
-        comm,
-        None
-        if worst <= 1e-10 * max(scale, 1e-300)
-        else f"The modes do not vanish on the Dirichlet dofs (max {worst:.3e}): reduced operators need "
-        "homogeneous Dirichlet conditions (subtract a lifting from the snapshots first).",
-    )
+    if worst > 1e-10 * max(scale, 1e-300):  # the same on every rank (after the reductions)
+        raise ValueError(
+            f"The modes do not vanish on the Dirichlet dofs (max {worst:.3e}): reduced operators need "
+            "homogeneous Dirichlet conditions (subtract a lifting from the snapshots first)."
+        )

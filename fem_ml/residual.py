@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mpi4py import MPI
-from petsc4py import PETSc
 
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import numpy.typing as npt
 import ufl
-from dolfinx import fem, la
+from dolfinx import fem
 
+from fem_ml._agree import agreed, check_same
 from fem_ml._fem import function_from_owned, n_owned, space_mismatch
-from fem_ml._mpi import check_collectively
-from fem_ml.pod import named_form
-from fem_ml.snapshots import SnapshotSet, check_converged
+from fem_ml._linalg import DualNorm, owned_dirichlet_dofs, owned_vector
+from fem_ml._mpi import collectively
+from fem_ml.evaluation import Predictor, checked_truth
+from fem_ml.snapshots import SnapshotSet
 
 __all__ = ["ResidualCheck", "ResidualReport"]
 
@@ -86,9 +86,15 @@ class ResidualCheck:
             the form's coefficients for a parameter point.
         bcs: The Dirichlet conditions; their dofs are not free and are left out.
         norm: ``"dual"`` or ``"l2"`` (see the module docstring).
-        inner_product: For the dual norm: ``"h1"``, ``"l2"``, ``"h1_semi"`` (see :func:`~fem_ml.pod.named_form`) or
-            a bilinear UFL form on ``u``'s space.
+        inner_product: For the dual norm: ``"h1"`` (default), ``"l2"``, ``"h1_semi"`` (see
+            :func:`~fem_ml.pod.named_form`) or a bilinear UFL form on ``u``'s space. The ``"l2"`` norm uses no inner
+            product: giving one with it is an error.
         threshold: Relative residual above which a prediction is flagged.
+
+    Raises:
+        ValueError: on every rank, for an unknown norm, a form that is not a residual form, a threshold that is not
+            positive, an inner product with ``norm="l2"``, or a norm, product name or threshold that differs
+            between ranks.
     """
 
     def __init__(
@@ -99,19 +105,22 @@ class ResidualCheck:
         *,
         bcs: Sequence[fem.DirichletBC] = (),
         norm: Literal["dual", "l2"] = "dual",
-        inner_product: str | ufl.Form = "h1",
+        inner_product: str | ufl.Form | None = None,
         threshold: float = 5e-2,
     ):
         V = u.function_space
         comm = V.mesh.comm
-        error = None
-        if norm not in ("dual", "l2"):
-            error = f"norm must be 'dual' or 'l2', got {norm!r}."
-        elif len(F.arguments()) != 1:
-            error = "F must be a residual form F(u; mu)(v), linear in one test function."
-        elif not threshold > 0:
-            error = f"threshold must be positive, got {threshold}."
-        check_collectively(comm, error)
+        with collectively(comm):
+            if norm not in ("dual", "l2"):
+                raise ValueError(f"norm must be 'dual' or 'l2', got {norm!r}.")
+            if len(F.arguments()) != 1:
+                raise ValueError("F must be a residual form F(u; mu)(v), linear in one test function.")
+            if not threshold > 0:
+                raise ValueError(f"threshold must be positive, got {threshold}.")
+            if norm == "l2" and inner_product is not None:
+                raise ValueError("inner_product is for the dual norm; norm='l2' uses none (it would be ignored).")
+        product_name = inner_product if isinstance(inner_product, str | None) else "form"
+        check_same(comm, "The norm, inner product or threshold of ResidualCheck", norm, product_name, float(threshold))
         self.u, self.V, self.norm, self.threshold = u, V, norm, float(threshold)
         self._form = fem.form(F)
         if callable(parameters):
@@ -126,24 +135,35 @@ class ResidualCheck:
                     constant.value = value
 
             self._set_parameters = set_constants
-        self._fixed = _owned_dirichlet_dofs(bcs)
-        self._dual = _DualNorm(V, inner_product, bcs) if norm == "dual" else None
+        self._fixed = owned_dirichlet_dofs(bcs)
+        self._dual = DualNorm(V, "h1" if inner_product is None else inner_product, bcs) if norm == "dual" else None
 
     def __call__(self, mu: npt.ArrayLike, field: fem.Function | npt.NDArray[np.float64]) -> float:
-        """Relative residual of one field (a Function on the space, or owned dof values) at one point."""
-        point = np.asarray(mu, dtype=np.float64).reshape(-1)
-        error = None
-        if isinstance(field, fem.Function):
-            mismatch = space_mismatch(self.V, field.function_space)
-            error = None if mismatch is None else f"The field is on another function space: {mismatch}."
-            values = field.x.array[: n_owned(self.V)]
-        else:
-            values = np.asarray(field, dtype=np.float64)
-            if values.shape != (n_owned(self.V),):
-                error = f"Field values must have shape ({n_owned(self.V)},), got {values.shape}."
-        if error is None and not np.all(np.isfinite(values)):
-            error = "The field holds NaN or inf."
-        check_collectively(self.V.mesh.comm, error)
+        """Relative residual of one field (a Function on the space, or owned dof values) at one point (collective).
+
+        Raises:
+            ValueError: on every rank, for a field on another space, of the wrong shape or holding NaN/inf, a
+                non-finite point, or points that differ between ranks.
+        """
+
+        def check() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            point = np.asarray(mu, dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(point)):
+                raise ValueError(f"The parameter point {point} holds NaN or inf.")
+            if isinstance(field, fem.Function):
+                mismatch = space_mismatch(self.V, field.function_space)
+                if mismatch is not None:
+                    raise ValueError(f"The field is on another function space: {mismatch}.")
+                values = field.x.array[: n_owned(self.V)]
+            else:
+                values = np.asarray(field, dtype=np.float64)
+                if values.shape != (n_owned(self.V),):
+                    raise ValueError(f"Field values must have shape ({n_owned(self.V)},), got {values.shape}.")
+            if not np.all(np.isfinite(values)):
+                raise ValueError("The field holds NaN or inf.")
+            return point, values
+
+        point, values = agreed(self.V.mesh.comm, check, "The parameter point of ResidualCheck", key=lambda c: c[0])
         self._set_parameters(point)
         return self._norm(values) / max(self._norm(np.zeros(n_owned(self.V))), 1e-300)
 
@@ -161,38 +181,30 @@ class ResidualCheck:
     def residuals(self, parameters: npt.ArrayLike, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Relative residuals of fields ``(n_owned, n)`` at points ``(n, p)`` (collective)."""
         points = np.atleast_2d(np.asarray(parameters, dtype=np.float64))
-        check_collectively(
-            self.V.mesh.comm,
-            None
-            if values.shape == (n_owned(self.V), points.shape[0])
-            else f"Values must have shape {(n_owned(self.V), points.shape[0])}, got {values.shape}.",
-        )
+        with collectively(self.V.mesh.comm):
+            if values.shape != (n_owned(self.V), points.shape[0]):
+                raise ValueError(f"Values must have shape {(n_owned(self.V), points.shape[0])}, got {values.shape}.")
         return np.array([self(points[k], values[:, k]) for k in range(points.shape[0])])
 
-    def report(self, rom: object, parameters: npt.ArrayLike, truth: SnapshotSet) -> ResidualReport:
+    def report(self, rom: Predictor, parameters: npt.ArrayLike, truth: SnapshotSet) -> ResidualReport:
         """Residuals of the truth, its projection on ``rom``'s basis and ``rom``'s prediction (collective).
 
         Args:
-            rom: A :class:`~fem_ml.surrogate.Surrogate` on this space.
+            rom: A :class:`~fem_ml.surrogate.Surrogate` on this space (any :class:`~fem_ml.evaluation.Predictor`).
             parameters: The points ``(n, p)``.
             truth: True solutions at the points.
         """
-        from fem_ml.surrogate import Surrogate
-
-        if not isinstance(rom, Surrogate):
-            raise TypeError(f"rom must be a Surrogate, got {type(rom).__name__}.")
-        points = rom.check_points(parameters)
-        check_collectively(
-            self.V.mesh.comm,
-            None
-            if truth.parameters.shape == points.shape and np.allclose(truth.parameters, points, rtol=1e-12, atol=0)
-            else "truth does not hold the solutions at these parameters (its parameters differ).",
-        )
-        projection = rom.basis.reconstruct(rom.basis.project(truth.values))
-        surrogate = self.residuals(points, rom.predict_values(points))
+        points, values = checked_truth(rom, parameters, truth)
+        with collectively(self.V.mesh.comm):
+            if not (
+                truth.parameters.shape == points.shape and np.allclose(truth.parameters, points, rtol=1e-12, atol=0)
+            ):
+                raise ValueError("truth does not hold the solutions at these parameters (its parameters differ).")
+        projection = rom.basis.reconstruct(rom.basis.project(values))
+        surrogate = self.residuals(points, rom.basis.reconstruct(rom.coefficients(points).T))
         return ResidualReport(
             parameters=points,
-            truth=self.residuals(points, truth.values),
+            truth=self.residuals(points, values),
             projection=self.residuals(points, projection),
             surrogate=surrogate,
             flagged=surrogate > self.threshold,
@@ -203,9 +215,7 @@ class ResidualCheck:
     def _assemble(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         r"""Owned entries of :math:`R(w; \mu)` on the free dofs (zero on Dirichlet dofs), for owned values of w."""
         function_from_owned(self.V, values, out=self.u)
-        vector = fem.assemble_vector(self._form)
-        vector.scatter_reverse(la.InsertMode.add)
-        residual = vector.array[: n_owned(self.V)].copy()
+        residual = owned_vector(self.V, self._form)
         residual[self._fixed] = 0.0
         return residual
 
@@ -220,59 +230,3 @@ class ResidualCheck:
         if self._dual is not None:
             self._dual.destroy()
             self._dual = None
-
-
-class _DualNorm:
-    r"""Riesz map :math:`M^{-1}` of an inner product restricted to the free dofs (one LU factorization).
-
-    Dirichlet rows and columns of :math:`M` become identity, so vectors that vanish on the Dirichlet dofs are
-    mapped to vectors that vanish there.
-    """
-
-    def __init__(self, V: fem.FunctionSpace, inner_product: str | ufl.Form, bcs: Sequence[fem.DirichletBC]):
-        comm = V.mesh.comm
-        error, form = None, None
-        try:
-            form = named_form(V, inner_product) if isinstance(inner_product, str) else inner_product
-        except ValueError as err:
-            error = str(err)
-        check_collectively(comm, error)
-        assert form is not None
-        self.comm = comm
-        self.M = fem_petsc.assemble_matrix(fem.form(form), bcs=list(bcs))
-        self.M.assemble()
-        self.ksp = PETSc.KSP().create(comm)
-        self.ksp.setOperators(self.M)
-        self.ksp.setType("preonly")
-        self.ksp.getPC().setType("lu")
-        self.ksp.getPC().setFactorSolverType("mumps")
-        self.rhs, self.sol = self.M.createVecs()
-
-    def riesz(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """:math:`M^{-1} Y` for owned columns ``(n_owned, k)`` (collective)."""
-        out = np.empty_like(values)
-        for j in range(values.shape[1]):
-            self.rhs.array[:] = values[:, j]
-            self.ksp.solve(self.rhs, self.sol)
-            check_converged(self.ksp, what="the Riesz map of the residual's dual norm")
-            out[:, j] = self.sol.array
-        return out
-
-    def norm(self, residual: npt.NDArray[np.float64]) -> float:
-        r""":math:`(R^T M^{-1} R)^{1/2}` of owned values (collective)."""
-        z = self.riesz(residual[:, None])[:, 0]
-        return float(np.sqrt(max(self.comm.allreduce(float(residual @ z), op=MPI.SUM), 0.0)))
-
-    def destroy(self) -> None:
-        """Destroy the PETSc objects (collective)."""
-        for obj in (self.ksp, self.M, self.rhs, self.sol):
-            obj.destroy()
-
-
-def _owned_dirichlet_dofs(bcs: Sequence[fem.DirichletBC]) -> npt.NDArray[np.int64]:
-    """Owned (unrolled) dof values fixed by the Dirichlet conditions."""
-    owned = []
-    for bc in bcs:
-        dofs, first_ghost = bc.dof_indices()
-        owned.append(np.asarray(dofs[:first_ghost], dtype=np.int64))
-    return np.unique(np.concatenate(owned)) if owned else np.empty(0, dtype=np.int64)

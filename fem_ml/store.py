@@ -250,6 +250,30 @@ class SnapshotStore:
             out[:, column] = self.layout.scatter(full)
         return out
 
+    # The read protocol of fem_ml.snapshots.SnapshotSource: the successful samples as columns, in index order.
+
+    @property
+    def in_memory(self) -> bool:
+        """False: columns are read from disk (see :class:`~fem_ml.snapshots.SnapshotSource`)."""
+        return False
+
+    def column_count(self) -> int:
+        """Number of successful samples (collective: lists the store; see :class:`~fem_ml.snapshots.SnapshotSource`).
+
+        It fixes the columns :meth:`read_columns` reads: column ``j`` is the ``j``-th successful sample by index
+        at the time of this call, so samples written later do not shift a reader that is streaming.
+        """
+        self._columns = [i for i, record in sorted(self.records().items()) if record.ok]
+        return len(self._columns)
+
+    def read_columns(self, start: int, stop: int) -> npt.NDArray[np.float64]:
+        """Owned values of successful samples ``start:stop`` (collective; see :meth:`column_count`)."""
+        columns: list[int] | None = getattr(self, "_columns", None)
+        if columns is None:
+            self.column_count()
+            columns = self._columns
+        return self.read_values(columns[start:stop])
+
     def snapshots(self) -> SnapshotSet:
         """All successful samples as a :class:`~fem_ml.snapshots.SnapshotSet` in index order (collective).
 

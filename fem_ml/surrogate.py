@@ -3,17 +3,23 @@
 # SPDX-License-Identifier:    MIT
 r"""The trained surrogate :math:`\mu \mapsto \Phi \hat c(\mu)`, returned as ``dolfinx.fem.Function``.
 
-The surrogate combines a :class:`~fem_ml.pod.PODBasis` (the modes :math:`\Phi`, distributed like the user's
-function space) with a :class:`~fem_ml.networks.CoefficientNetwork` (replicated on every rank). Evaluating it
-is a small network forward pass and one local product :math:`\Phi \hat c`, then a ghost update.
+A :class:`Surrogate` is a composition of three parts, each with one job:
+
+* a :class:`~fem_ml.pod.PODBasis` (the modes :math:`\Phi`, distributed like the user's function space);
+* a :class:`~fem_ml.networks.CoefficientNetwork` (replicated on every rank), :math:`\mu \mapsto \hat c`;
+* a :class:`~fem_ml.domain.TrainingDomain`: bounds, distance to the training points and the extrapolation policy.
+
+Evaluating it checks the point (and that every rank passed the same one: one ``Allreduce`` of a digest, a few
+microseconds; see ``benchmarks/rank_check_cost.py``), runs a small network forward pass and one local product
+:math:`\Phi \hat c`, then a ghost update. Errors against the truth come from :mod:`fem_ml.evaluation`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,30 +29,20 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
-from scipy import spatial
 
-from fem_ml._fem import function_from_owned, n_owned, space_mismatch
-from fem_ml._mpi import check_collectively
-from fem_ml.networks import (
-    Activation,
-    CoefficientNetwork,
-    PhysicsLoss,
-    TrainingHistory,
-    TrainingOptions,
-    train_network,
-)
+from fem_ml._agree import agreed
+from fem_ml._fem import function_from_owned, space_mismatch
+from fem_ml.domain import ExtrapolationWarning, TrainingDomain
+from fem_ml.evaluation import FieldNorms, checked_truth, relative_errors
+from fem_ml.networks import CoefficientNetwork, PhysicsLoss, TrainingHistory, TrainingOptions, train_network
 from fem_ml.parameters import ParameterSpace
-from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product
+from fem_ml.pod import InnerProduct, PODBasis
 from fem_ml.reduced import ReducedSystems
 from fem_ml.snapshots import SnapshotSet
 
 __all__ = ["ErrorReport", "ExtrapolationWarning", "Surrogate", "train_surrogate"]
 
 logger = logging.getLogger(__name__)
-
-
-class ExtrapolationWarning(UserWarning):
-    """A surrogate was evaluated outside its parameter bounds or far from every training point."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,13 @@ class ErrorReport:
 class Surrogate:
     """A POD-network surrogate on the user's function space.
 
-    Build one with :func:`train_surrogate`. Calling it returns a ``dolfinx.fem.Function`` on ``V``.
+    Build one with :func:`train_surrogate`. Calling it returns a ``dolfinx.fem.Function`` on ``V``. The calls that
+    take parameter points and return fields or coefficients (``rom(mu)``, :meth:`coefficients`,
+    :meth:`predict_values`, :meth:`uncertainty`, :meth:`errors`) are collective: every rank must pass the same
+    points (checked with one small ``Allreduce``), and a bad point on any rank is a ``ValueError`` on every rank.
+
+    Use it as a context manager, ``with fem_ml.train_surrogate(...) as rom:``, to free on exit the PETSc matrices
+    it created (the norms of :meth:`errors`); the basis' inner product only when the surrogate owns the basis.
 
     Args:
         space: The parameter space (names and bounds).
@@ -102,11 +104,14 @@ class Surrogate:
         test_errors: Errors measured on a test set, if known (stored by :meth:`save`).
         training_parameters: The parameter points the network was trained on, ``(n, p)``; with them, points far
             from every training point are reported as extrapolation too.
+        owns_basis: The surrogate owns ``basis`` (a loaded surrogate does): :meth:`destroy` destroys its inner
+            product too. A basis from :func:`~fem_ml.pod.pod` belongs to its caller (default).
 
     Attributes:
         space: The parameter space.
         basis: The reduced basis.
         network: The map from parameters to coefficients.
+        domain: The training domain: bounds, training points, extrapolation policy.
         history: Training history of each ensemble member, if known.
         test_errors: Test-set errors, if known.
         metadata: User data saved with the surrogate (JSON-serialisable).
@@ -122,6 +127,7 @@ class Surrogate:
         history: list[TrainingHistory] | None = None,
         test_errors: ErrorReport | None = None,
         training_parameters: npt.NDArray[np.float64] | None = None,
+        owns_basis: bool = False,
     ):
         if network.n_params != space.dim or network.n_coefficients != basis.n_modes:
             raise ValueError(
@@ -131,68 +137,51 @@ class Surrogate:
         self.space = space
         self.basis = basis
         self.network = network
+        self.domain = TrainingDomain(
+            space, network.scale_inputs, training_parameters, positive=network.input_transform == "log"
+        )
         self.history = history
         self.test_errors = test_errors
         self.metadata: dict[str, Any] = {}
         self.versions: dict[str, str] = {}
-        self._norms: dict[str, InnerProduct] = {}
+        self._norms = FieldNorms(basis.V, reuse=basis.inner_product)
+        self._owns_basis = owns_basis
         self._modes32: npt.NDArray[np.float32] | None = None
         self._buffer32: npt.NDArray[np.float32] | None = None
-        self._extrapolation: Literal["warn", "raise"] = "warn"
-        self._warned: set[str] = set()
-        self.training_parameters: npt.NDArray[np.float64] | None = None
-        self._training_inputs: npt.NDArray[np.float64] | None = None
-        self._far: float = np.inf
-        self._far_factor = 2.0
-        self._training_sq = self._training_m2 = np.empty(0)
-        if training_parameters is not None:
-            self.set_training_parameters(training_parameters)
+
+    @property
+    def training_parameters(self) -> npt.NDArray[np.float64] | None:
+        """The training points ``(n, p)``, if known (see :attr:`domain`)."""
+        return self.domain.training_parameters
 
     def set_training_parameters(self, parameters: npt.ArrayLike) -> None:
         """Record the training points, which define "far from every training point" (local)."""
-        points = self.space.validate(parameters)
-        inputs = self.network.scale_inputs(points)
-        self.training_parameters, self._training_inputs = points, inputs
-        if points.shape[0] > 1:
-            # Nearest other training point of each (k=2: the first is the point itself); a tree, not n^2 memory.
-            self._far = float(spatial.cKDTree(inputs).query(inputs, k=2)[0][:, 1].max())
-        else:
-            self._far = np.inf
-        self._training_sq = np.einsum("ij,ij->i", inputs, inputs)
-        self._training_m2 = -2.0 * inputs
+        self.domain.set_training_parameters(parameters)
 
     @property
     def extrapolation(self) -> Literal["warn", "raise"]:
         """The extrapolation policy, ``"warn"`` (default) or ``"raise"``.
 
         What a point outside the parameter bounds, or far from every training point, does: ``"warn"`` (default)
-        issues one :class:`ExtrapolationWarning` per surrogate and kind, with the distance; ``"raise"`` (strict
-        mode) raises ``ValueError``. Distances are measured in the network's scaled inputs, where the parameter
-        box is :math:`[-1, 1]^p`; "far" means farther from the nearest training point than :attr:`far_factor`
-        times the largest nearest-neighbour distance among the training points.
+        issues one :class:`~fem_ml.domain.ExtrapolationWarning` per surrogate and kind, with the distance;
+        ``"raise"`` (strict mode) raises ``ValueError``. Distances are measured in the network's scaled inputs,
+        where the parameter box is :math:`[-1, 1]^p`; "far" means farther from the nearest training point than
+        :attr:`far_factor` times the largest nearest-neighbour distance among the training points.
         """
-        return self._extrapolation
+        return self.domain.policy
 
     @extrapolation.setter
     def extrapolation(self, policy: Literal["warn", "raise"]) -> None:
-        if policy not in ("warn", "raise"):
-            raise ValueError(f"extrapolation must be 'warn' or 'raise', got {policy!r}.")
-        self._extrapolation = policy
+        self.domain.policy = policy
 
     @property
     def far_factor(self) -> float:
         """The factor of "far from every training point" (see :attr:`extrapolation`); default 2."""
-        return self._far_factor
+        return self.domain.far_factor
 
     @far_factor.setter
     def far_factor(self, factor: float) -> None:
-        if not factor > 0:
-            raise ValueError(f"far_factor must be positive, got {factor}.")
-        self._far_factor = float(factor)
-
-    @property
-    def _far_limit_sq(self) -> float:
-        return (self._far_factor * self._far) ** 2
+        self.domain.far_factor = factor
 
     def check_points(self, parameters: npt.ArrayLike | Any, *, expected: int | None = None) -> npt.NDArray[np.float64]:
         """Validate points (shape, names, NaN) and apply the :attr:`extrapolation` policy (local).
@@ -203,59 +192,16 @@ class Surrogate:
         Raises:
             ValueError: for a wrong shape, count or name, NaN/inf, or, in strict mode, extrapolation.
         """
-        return self._prepare(parameters, expected)[0]
+        return self.domain.check(parameters, expected=expected)[0]
 
-    def _prepare(
-        self, parameters: npt.ArrayLike | Any, expected: int | None
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Checked points and their scaled network inputs (the hot path of a query: a few microseconds)."""
-        points = self.space.validate(parameters, expected=expected, check_bounds=False)
-        lower, upper = self.space.lower, self.space.upper
-        if self.network.input_transform == "log" and (points <= 0).any():
-            # Not an extrapolation that a warning could cover: the logarithm of the network's inputs is undefined.
-            i, j = np.argwhere(points <= 0)[0]
-            raise ValueError(
-                f"Parameter {self.space.names[j]!r} of point {i} is {float(points[i, j])}: this surrogate takes the "
-                "logarithm of its inputs, so every parameter must be positive."
-            )
-        inputs = self.network.scale_inputs(points)
-        slack = 1e-12 * (upper - lower)  # the tolerance of ParameterSpace.validate
-        if ((points < lower - slack) | (points > upper + slack)).any():
-            inside = self.network.scale_inputs(np.clip(points, lower, upper))
-            outside_by = np.linalg.norm(inputs - inside, axis=1)
-            i = int(np.argmax(outside_by))
-            self._extrapolating(
-                "bounds",
-                f"Point {i} {self.space.to_dict(points[i])} lies outside the parameter bounds {self.space.bounds}, "
-                f"by {outside_by[i]:.3g} in scaled inputs (the box is [-1, 1]^{self.space.dim}).",
-            )
-        if self._training_inputs is not None and self._far_limit_sq < np.inf:
-            # |x - t|^2 = |t|^2 - 2 t.x + |x|^2: one small product instead of an (n, n_train, p) array; one point
-            # (a query) takes the 1D route, a few microseconds.
-            if inputs.shape[0] == 1:
-                x = inputs[0]
-                far = (self._training_sq + self._training_m2 @ x).min() + x @ x > self._far_limit_sq
-            else:
-                d2 = (self._training_sq[:, None] + self._training_m2 @ inputs.T).min(axis=0)
-                d2 += (inputs * inputs).sum(axis=1)
-                far = (d2 > self._far_limit_sq).any()
-            if far:
-                d2 = ((inputs[:, None, :] - self._training_inputs[None, :, :]) ** 2).sum(axis=2).min(axis=1)
-                i = int(np.argmax(d2))
-                self._extrapolating(
-                    "far",
-                    f"Point {i} {self.space.to_dict(points[i])} is {np.sqrt(max(d2[i], 0.0)):.3g} from the nearest "
-                    f"training point (scaled inputs); the training points lie within {self._far:.3g} of each other, "
-                    f"and the limit is {self.far_factor} times that.",
-                )
-        return points, inputs
-
-    def _extrapolating(self, kind: str, message: str) -> None:
-        if self._extrapolation == "raise":
-            raise ValueError(message + " Strict mode (extrapolation='raise') refuses it.")
-        if kind not in self._warned:
-            self._warned.add(kind)
-            warnings.warn(message + " The prediction is an extrapolation.", ExtrapolationWarning, stacklevel=4)
+    def _agreed_inputs(self, parameters: npt.ArrayLike | Any, expected: int | None) -> npt.NDArray[np.float64]:
+        """Scaled network inputs of points checked on every rank and equal on all (collective, one Allreduce)."""
+        return agreed(
+            self.V.mesh.comm,
+            lambda: self.domain.check(parameters, expected=expected),
+            "The parameter points of a surrogate call",
+            key=lambda checked: checked[0],
+        )[1]
 
     @property
     def V(self) -> fem.FunctionSpace:
@@ -268,38 +214,44 @@ class Surrogate:
         return self.basis.n_modes
 
     def coefficients(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Predicted reduced coefficients, shape ``(n, r)``, for one point or a batch (one forward pass; local).
+        """Predicted reduced coefficients, shape ``(n, r)``, for one point or a batch (one forward pass; collective).
+
+        Collective only to check that every rank passed the same points (one small ``Allreduce``); for a purely
+        local evaluation call :attr:`network` directly.
 
         Raises:
-            ValueError: for a wrong shape or count, NaN/inf, or extrapolation in strict mode.
+            ValueError: on every rank, for a wrong shape or count, NaN/inf, points that differ between ranks, or
+                extrapolation in strict mode.
         """
-        return self.network.from_inputs(self._prepare(parameters, None)[1])
+        return self.network.from_inputs(self._agreed_inputs(parameters, None))
 
     def __call__(self, mu: npt.ArrayLike, *, out: fem.Function | None = None, name: str = "prediction") -> fem.Function:
-        r"""Predict the field at one parameter point (collective: updates ghosts).
+        r"""Predict the field at one parameter point (collective: checks the point on every rank, updates ghosts).
 
         Args:
-            mu: One point, ``(p,)`` array or ``{name: value}``.
+            mu: One point, ``(p,)`` array or ``{name: value}``, the same on every rank.
             out: Function on ``V`` to fill instead of allocating a new one.
             name: Name of the returned Function.
 
         Returns:
             :math:`\Phi \hat c(\mu)` as a Function on ``V``.
+
+        Raises:
+            ValueError: on every rank, for a bad point (on any rank), points that differ between ranks, or an
+                ``out`` on another space.
         """
-        if out is not None and out.function_space is not self.V:
-            # Local check: every rank holds the same objects, so every rank raises alike (no collective here).
-            mismatch = space_mismatch(self.V, out.function_space)
-            if mismatch is not None:
+
+        def check() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            if out is not None and (mismatch := space_mismatch(self.V, out.function_space)) is not None:
                 raise ValueError(f"out is not on the surrogate's function space: {mismatch}.")
-        c = self.network.from_inputs(self._prepare(mu, 1)[1])[0]
+            return self.domain.check(mu, expected=1)
+
+        inputs = agreed(self.V.mesh.comm, check, "The parameter point of a surrogate call", key=lambda c: c[0])[1]
+        c = self.network.from_inputs(inputs)[0]
         if self._modes32 is None or self._buffer32 is None:
             return self.basis.function(c, out=out, name=name)
-        u = fem.Function(self.V) if out is None else out
         np.dot(self._modes32, c.astype(np.float32), out=self._buffer32)
-        u.x.array[: self._buffer32.shape[0]] = self._buffer32
-        u.x.scatter_forward()
-        u.name = name
-        return u
+        return function_from_owned(self.V, self._buffer32, out=out, name=name)
 
     @property
     def reconstruction_dtype(self) -> str:
@@ -342,7 +294,7 @@ class Surrogate:
         return float(comm.allreduce(float(np.median(times)), op=MPI.MAX))
 
     def predict_values(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Owned dof values of the predictions, shape ``(n_owned, n)`` (local)."""
+        """Owned dof values of the predictions, shape ``(n_owned, n)`` (collective, see :meth:`coefficients`)."""
         return self.basis.reconstruct(self.coefficients(parameters).T)
 
     def deviation(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -365,11 +317,16 @@ class Surrogate:
         r"""Mean prediction and the ensemble's pointwise standard deviation as Functions on ``V`` (collective).
 
         The deviation field holds, per dof, :math:`\big(\frac1K \sum_m (\Phi (\hat c_m - \bar c))^2\big)^{1/2}`;
-        it is named ``<name>_std``.
+        it is named ``<name>_std``. Every rank must pass the same point (checked).
         """
-        if self.network.n_networks < 2:
-            raise ValueError("The uncertainty needs an ensemble: train with n_networks >= 2.")
-        members = self.network.members(self.check_points(mu, expected=1))[:, 0, :]
+
+        def check() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            if self.network.n_networks < 2:
+                raise ValueError("The uncertainty needs an ensemble: train with n_networks >= 2.")
+            return self.domain.check(mu, expected=1)
+
+        points = agreed(self.V.mesh.comm, check, "The parameter point of uncertainty", key=lambda c: c[0])[0]
+        members = self.network.members(points)[:, 0, :]
         mean = members.mean(axis=0)
         spread = self.basis.modes @ (members - mean).T
         std = np.sqrt(np.mean(spread**2, axis=1))
@@ -377,56 +334,34 @@ class Surrogate:
 
     def norm(self, kind: str) -> InnerProduct:
         """The inner product used for ``kind`` norms (``"l2"``, ``"h1"``), assembled once and cached."""
-        if kind == self.basis.inner_product.name:
-            return self.basis.inner_product
-        if kind not in self._norms:
-            self._norms[kind] = assemble_inner_product(self.V, kind)  # type: ignore[arg-type]
-        return self._norms[kind]
+        return self._norms.get(kind)
 
     def errors(self, parameters: npt.ArrayLike, truth: SnapshotSet | npt.NDArray[np.float64]) -> ErrorReport:
         """Relative L2 and H1 errors of the surrogate and of the POD projection (collective).
 
+        Computed by :func:`fem_ml.evaluation.relative_errors`.
+
         Args:
-            parameters: Test points ``(n, p)``.
+            parameters: Test points ``(n, p)``, the same on every rank.
             truth: The true solutions at those points: a :class:`~fem_ml.snapshots.SnapshotSet` on ``V`` or owned
                 dof values ``(n_owned, n)``.
 
         Returns:
             Per-sample errors.
+
+        Raises:
+            ValueError: on every rank, for bad or rank-dependent points, a truth of the wrong space or shape, or a
+                truth that is zero or holds NaN/inf (a relative error is undefined then).
         """
-        comm = self.V.mesh.comm
-        error: str | None = None
-        points = np.empty((0, self.space.dim))
-        try:
-            points = self.check_points(parameters)
-            if isinstance(truth, SnapshotSet):
-                mismatch = space_mismatch(self.V, truth.V)
-                if mismatch is not None:
-                    raise ValueError(f"Test snapshots are on another function space: {mismatch}.")
-            values = truth.values if isinstance(truth, SnapshotSet) else np.asarray(truth, dtype=np.float64)
-            if values.shape != (n_owned(self.V), points.shape[0]):
-                raise ValueError(
-                    f"Truth must have shape (n_owned, n) = {(n_owned(self.V), points.shape[0])}, got {values.shape}."
-                )
-        except ValueError as err:
-            error = str(err)
-        check_collectively(comm, error)
-        predicted = self.coefficients(points)
-        prediction = self.basis.reconstruct(predicted.T)
-        projected = self.basis.project(values)
-        projection = self.basis.reconstruct(projected)
-        relative: dict[str, npt.NDArray[np.float64]] = {}
-        n = points.shape[0]
-        # One sparse-times-dense product per norm: truth, surrogate error and projection error side by side.
-        block = np.hstack([values, values - prediction, values - projection])
-        for kind in ("l2", "h1"):
-            norms = self.norm(kind).norms(block)
-            reference = np.where(norms[:n] > 0, norms[:n], 1.0)
-            relative[f"rel_error_{kind}"] = norms[n : 2 * n] / reference
-            relative[f"proj_error_{kind}"] = norms[2 * n :] / reference
-        reference = np.linalg.norm(projected, axis=0)
-        network = np.linalg.norm(predicted.T - projected, axis=0) / np.where(reference > 0, reference, 1.0)
-        return ErrorReport(parameters=points, network_error=network, **relative)
+        points, values = checked_truth(self, parameters, truth)
+        errors = relative_errors(self.basis, self._norms, values, self.coefficients(points))
+        return ErrorReport(parameters=points, **errors)
+
+    def __enter__(self) -> Surrogate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
 
     def save(
         self,
@@ -450,11 +385,14 @@ class Surrogate:
         return save(self, path, test_errors=test_errors, metadata=metadata if metadata is not None else self.metadata)
 
     def destroy(self) -> None:
-        """Destroy the PETSc matrices of the cached norms and of the basis' inner product."""
-        for ip in self._norms.values():
-            ip.destroy()
-        self._norms.clear()
-        self.basis.inner_product.destroy()
+        """Destroy what the surrogate created (collective): the norms of :meth:`errors`.
+
+        The basis' inner product too when the surrogate owns the basis (``owns_basis``); a basis from
+        :func:`~fem_ml.pod.pod` is its caller's (:meth:`~fem_ml.pod.PODBasis.destroy`).
+        """
+        self._norms.destroy()
+        if self._owns_basis:
+            self.basis.inner_product.destroy()
 
 
 def train_surrogate(
@@ -462,88 +400,53 @@ def train_surrogate(
     snapshots: SnapshotSet,
     space: ParameterSpace,
     *,
-    seed: int = 0,
-    hidden_layers: tuple[int, ...] = (64, 64, 64),
-    activation: Activation = "gelu",
-    input_transform: str = "linear",
-    n_networks: int = 1,
-    loss: str = "relative",
-    adam_epochs: int = 3000,
-    learning_rate: float = 3e-3,
-    final_lr_ratio: float = 1e-2,
-    batch_size: int | None = None,
-    weight_decay: float = 0.0,
-    lbfgs_iterations: int = 1000,
-    validation_fraction: float = 0.2,
-    patience: int = 1000,
-    dtype: str = "float64",
-    device: str = "auto",
-    progress: bool = True,
+    options: TrainingOptions | None = None,
     physics: ReducedSystems | None = None,
     physics_weight: float = 1.0,
+    **overrides: Any,
 ) -> Surrogate:
     r"""Train a network from the parameters to the POD coefficients of the snapshots (collective).
 
     The coefficients :math:`c_i = \Phi^T M u_i` are computed in the basis' own inner product. Rank 0 trains and
-    the weights are broadcast; ensemble members train in parallel over the ranks. Every option is a keyword
-    argument (see :class:`~fem_ml.networks.TrainingOptions` for their meaning); an unknown one is a ``TypeError``.
+    the weights are broadcast; ensemble members train in parallel over the ranks. The training options are a
+    :class:`~fem_ml.networks.TrainingOptions` (``options=``), with any of its fields overridden by keyword::
+
+        rom = fem_ml.train_surrogate(basis, snapshots, space, options=TrainingOptions(hidden_layers=(32, 32)), seed=1)
+
+    An unknown keyword is a ``TypeError``; options or points that differ between ranks are a ``ValueError`` on
+    every rank.
 
     Args:
         basis: The reduced basis.
         snapshots: Training snapshots on the basis' space.
         space: The parameter space; its bounds scale the network inputs to :math:`[-1, 1]`.
-        seed: Seed of initialization, validation split and batch order.
-        hidden_layers: Widths of the hidden layers.
-        activation: Activation function.
-        input_transform: ``"linear"`` or ``"log"`` (scale :math:`\log \mu` from the log-bounds).
-        n_networks: Ensemble size (members train in parallel over the ranks).
-        loss: ``"relative"`` or ``"mse"``.
-        adam_epochs: Maximum Adam epochs.
-        learning_rate: Initial Adam learning rate.
-        final_lr_ratio: Learning-rate decay over the Adam epochs.
-        batch_size: Adam mini-batch size (None: full batch).
-        weight_decay: Adam weight decay.
-        lbfgs_iterations: Maximum L-BFGS iterations (0 skips the polish).
-        validation_fraction: Held-out fraction for early stopping.
-        patience: Epochs/iterations without validation improvement before stopping.
-        dtype: ``"float64"`` or ``"float32"``.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
-        progress: Show progress on rank 0.
+        options: The training options (default :class:`~fem_ml.networks.TrainingOptions`).
         physics: Reduced systems at parameter points without snapshots (:mod:`fem_ml.reduced`): their relative
             reduced residual joins the training loss (physics-reinforced training).
         physics_weight: Weight of that term against the data loss.
+        overrides: Fields of :class:`~fem_ml.networks.TrainingOptions` that replace those of ``options``
+            (``seed``, ``hidden_layers``, ``adam_epochs``, ``n_networks``, ``progress``...).
 
     Returns:
         The surrogate.
     """
-    options = TrainingOptions(
-        hidden_layers=tuple(hidden_layers),
-        activation=activation,
-        input_transform=input_transform,  # type: ignore[arg-type]
-        n_networks=n_networks,
-        loss=loss,  # type: ignore[arg-type]
-        adam_epochs=adam_epochs,
-        learning_rate=learning_rate,
-        final_lr_ratio=final_lr_ratio,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        lbfgs_iterations=lbfgs_iterations,
-        validation_fraction=validation_fraction,
-        patience=patience,
-        seed=seed,
-        dtype=dtype,  # type: ignore[arg-type]
-        device=device,
-        progress=progress,
-    )
+    options = dataclasses.replace(options if options is not None else TrainingOptions(), **overrides)
     comm = basis.V.mesh.comm
-    mismatch = space_mismatch(basis.V, snapshots.V)
-    check_collectively(comm, None if mismatch is None else f"Snapshots and basis differ: {mismatch}.")
-    parameters = space.validate(snapshots.parameters)
+
+    def check() -> npt.NDArray[np.float64]:
+        mismatch = space_mismatch(basis.V, snapshots.V)
+        if mismatch is not None:
+            raise ValueError(f"Snapshots and basis differ: {mismatch}.")
+        if physics is not None and physics.rhs.shape[1] != basis.n_modes:
+            raise ValueError(f"The reduced systems have {physics.rhs.shape[1]} modes, the basis {basis.n_modes}.")
+        return space.validate(snapshots.parameters)
+
+    parameters = agreed(
+        comm, check, "The training points or options of train_surrogate", key=lambda p: (p, options, physics_weight)
+    )
     coefficients = basis.project(snapshots).T
     physics_loss = None
     if physics is not None:
-        if physics.rhs.shape[1] != basis.n_modes:
-            raise ValueError(f"The reduced systems have {physics.rhs.shape[1]} modes, the basis {basis.n_modes}.")
         physics_loss = PhysicsLoss(space.validate(physics.parameters), physics.matrices, physics.rhs, physics_weight)
     network, history = train_network(
         parameters, coefficients, space.lower, space.upper, options=options, comm=comm, physics=physics_loss

@@ -16,11 +16,15 @@ the network part is out-of-sample.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from fem_ml._agree import agreed
+from fem_ml._fem import space_mismatch
 from fem_ml.networks import TrainingOptions, train_network
 from fem_ml.parameters import ParameterSpace
 from fem_ml.pod import PODBasis
@@ -64,8 +68,13 @@ def cross_validate(
     k: int = 5,
     seed: int = 0,
     options: TrainingOptions | None = None,
+    **overrides: Any,
 ) -> CrossValidation:
     """k-fold cross-validation of the network (collective; no solves).
+
+    The training options are given as in :func:`~fem_ml.surrogate.train_surrogate`: ``options=`` and keyword
+    overrides of its fields (an unknown name is a ``TypeError``). ``seed`` here is the seed of the split; the
+    networks' seed is ``options.seed``.
 
     Args:
         basis: The reduced basis.
@@ -75,16 +84,27 @@ def cross_validate(
         seed: Seed of the split into folds.
         options: Training options of each fold's network (default :class:`~fem_ml.networks.TrainingOptions` with
             ``progress=False``).
+        overrides: Fields of :class:`~fem_ml.networks.TrainingOptions` that replace those of ``options``.
 
     Returns:
         The held-out errors.
+
+    Raises:
+        ValueError: on every rank, for a bad ``k``, snapshots on another space than the basis, bad points, or
+            points and options that differ between ranks.
     """
-    n = len(snapshots)
-    if not 2 <= k <= n:
-        raise ValueError(f"k must be in [2, {n}] for {n} snapshots, got {k}.")
-    options = options if options is not None else TrainingOptions(progress=False)
+    options = dataclasses.replace(options if options is not None else TrainingOptions(progress=False), **overrides)
     comm = basis.V.mesh.comm
-    parameters = space.validate(snapshots.parameters)
+    n = len(snapshots)
+
+    def check() -> npt.NDArray[np.float64]:
+        if not 2 <= k <= n:
+            raise ValueError(f"k must be in [2, {n}] for {n} snapshots, got {k}.")
+        if (mismatch := space_mismatch(basis.V, snapshots.V)) is not None:
+            raise ValueError(f"Snapshots and basis differ: {mismatch}.")
+        return space.validate(snapshots.parameters)
+
+    parameters = agreed(comm, check, "The points or options of cross_validate", key=lambda p: (p, k, seed, options))
     coefficients = basis.project(snapshots).T
     # The projection error directly (not |u|^2 - |c|^2, which cancels below about 1e-8 relative).
     both = basis.inner_product.norms(

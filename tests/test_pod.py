@@ -131,7 +131,11 @@ def test_inner_product_apply_matches_matvec(snapshots):
     np.testing.assert_allclose(block[:, 1], y.array, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(ip.apply(snapshots.values[:, 1]), y.array, rtol=1e-14, atol=1e-14)
     ip.destroy()
-    assert ip.matrix is None
+    # A destroyed product is an error to use, never silently the Euclidean one.
+    assert ip.destroyed
+    for use in (lambda: ip.matrix, lambda: ip.apply(snapshots.values[:, :1]), lambda: ip.norms(snapshots.values)):
+        with pytest.raises(RuntimeError, match="was destroyed"):
+            use()
 
 
 @pytest.mark.parametrize("element", [("Lagrange", 1), ("Lagrange", 2, (2,)), ("DG", 1)])
@@ -199,3 +203,42 @@ def test_pod_errors_name_the_problem(comm, snapshots):
     raises_on_all_ranks(comm, ValueError, "All snapshots are zero", fem_ml.pod, zeros, "h1", V=V, n_modes=2,
                         method="randomized")  # fmt: skip
     raises_on_all_ranks(comm, ValueError, "All snapshots are zero", fem_ml.pod, zeros, "h1", V=V, n_modes=2)
+
+
+def test_degenerate_snapshots(comm, snapshots):
+    """One snapshot or identical ones give one exact mode; no snapshot is a clear error (exact and randomized)."""
+    V = snapshots.V
+    u = snapshots.values[:, :1]
+    for method, extra in (("snapshots", {}), ("randomized", {"n_modes": 3})):
+        for columns in (u, np.repeat(u, 5, axis=1)):
+            basis = fem_ml.pod(columns, "h1", V=V, method=method, **extra)
+            assert basis.n_modes == 1 and basis.orthonormality_error <= 1e-10
+            norm = basis.inner_product.norms(u)[0]
+            assert basis.singular_values[0] == pytest.approx(norm * np.sqrt(columns.shape[1]), rel=1e-10)
+            error = basis.inner_product.norms(u - basis.reconstruct(basis.project(u)))[0]
+            assert error <= 1e-10 * norm
+            basis.destroy()
+    raises_on_all_ranks(comm, ValueError, "must have shape", fem_ml.pod, np.zeros((u.shape[0], 0)), V=V)
+    empty = fem_ml.SnapshotSet(V, np.zeros((0, 4)), np.zeros((u.shape[0], 0)), np.zeros(0))
+    raises_on_all_ranks(comm, ValueError, "No snapshots", fem_ml.pod, empty)
+
+
+def test_options_that_would_be_ignored_are_errors(comm, tmp_dir, snapshots):
+    V = snapshots.V
+    raises_on_all_ranks(comm, ValueError, "V would be ignored", fem_ml.pod, snapshots, V=V)
+    store = fem_ml.SnapshotStore(tmp_dir / "store", V)
+    raises_on_all_ranks(comm, ValueError, "V would be ignored", fem_ml.pod, store, V=V)
+    raises_on_all_ranks(comm, ValueError, "No snapshots", fem_ml.pod, store)  # an empty store
+
+
+def test_basis_destroys_only_what_pod_assembled(snapshots):
+    with fem_ml.pod(snapshots, "h1", n_modes=3) as basis:
+        assert basis.project(snapshots).shape == (3, len(snapshots))
+    assert basis.inner_product.destroyed
+    with pytest.raises(RuntimeError, match="was destroyed"):
+        basis.project(snapshots)
+    mine = assemble_inner_product(snapshots.V, "h1")
+    with fem_ml.pod(snapshots, mine, n_modes=3) as basis:
+        pass
+    assert not mine.destroyed and mine.norms(snapshots.values[:, :1])[0] > 0  # still the caller's, still usable
+    mine.destroy()

@@ -93,3 +93,9 @@ def test_trajectories_add_time_as_last_parameter(comm):
 
     raises_on_all_ranks(comm, ValueError, "yielded 1 Functions for 3", fem_ml.collect_trajectories, short, points, V,
                         times=times)  # fmt: skip
+
+
+def test_retry_failed_needs_a_store(comm, problem):
+    V, solve = problem
+    raises_on_all_ranks(comm, ValueError, "retry_failed=True needs a store", fem_ml.collect_snapshots, solve,
+                        [[0.5] * 4], V, retry_failed=True)  # fmt: skip

@@ -131,3 +131,45 @@ def test_float32_reconstruction(comm, snapshots):
     np.testing.assert_array_equal(rom(mu).x.array, reference)
     with pytest.raises(ValueError, match="float64' or 'float32"):
         rom.reconstruction_dtype = "float16"
+
+
+def test_errors_refuse_zero_and_nan_truth(comm, rom, test_snapshots):
+    points = test_snapshots.parameters[:3]
+    zero = test_snapshots.values[:, :3].copy()
+    zero[:, 1] = 0.0
+    raises_on_all_ranks(comm, ValueError, "truth of sample 1 is zero", rom.errors, points, zero)
+    nan = test_snapshots.values[:, :3].copy()
+    if comm.rank == 0:
+        nan[0, 2] = np.nan
+    raises_on_all_ranks(comm, ValueError, "truth of sample 2 holds NaN", rom.errors, points, nan)
+
+
+SHORT = {"hidden_layers": (8,), "adam_epochs": 30, "lbfgs_iterations": 5, "progress": False}
+
+
+def test_options_and_overrides(comm, rom, snapshots):
+    """options= and keyword overrides give the same training; an unknown name is a TypeError everywhere."""
+    options = fem_ml.TrainingOptions(**SHORT, seed=4)
+    a = fem_ml.train_surrogate(rom.basis, snapshots, SPACE, options=options)
+    b = fem_ml.train_surrogate(rom.basis, snapshots, SPACE, **SHORT, seed=4)
+    c = fem_ml.train_surrogate(rom.basis, snapshots, SPACE, options=fem_ml.TrainingOptions(**SHORT), seed=4)
+    mu = snapshots.parameters[:3]
+    np.testing.assert_array_equal(a.coefficients(mu), b.coefficients(mu))
+    np.testing.assert_array_equal(a.coefficients(mu), c.coefficients(mu))
+    with pytest.raises(TypeError, match="epochs"):
+        fem_ml.train_surrogate(rom.basis, snapshots, SPACE, options=options, epochs=10)
+    with pytest.raises(TypeError, match="epochs"):
+        fem_ml.cross_validate(rom.basis, snapshots, SPACE, k=2, epochs=10)
+
+
+def test_context_manager_destroys_only_what_the_surrogate_created(snapshots, test_snapshots):
+    basis = fem_ml.pod(snapshots, "h1", n_modes=4)
+    with fem_ml.train_surrogate(basis, snapshots, SPACE, **SHORT) as trained:
+        trained.errors(test_snapshots.parameters, test_snapshots)
+        l2 = trained.norm("l2")
+        assert trained.norm("h1") is basis.inner_product  # the basis' own product is reused, not copied
+    assert l2.destroyed and not basis.inner_product.destroyed
+    assert basis.project(test_snapshots).shape == (4, len(test_snapshots))  # the caller's basis still works
+    owner = fem_ml.Surrogate(SPACE, basis, trained.network, owns_basis=True)
+    owner.destroy()
+    assert basis.inner_product.destroyed

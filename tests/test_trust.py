@@ -166,7 +166,7 @@ def test_ensemble_deviation_and_uncertainty_field(comm, data, ensemble):
 def test_extrapolation_warns_once_and_strict_mode_raises(comm, ensemble):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ensemble._warned.clear()
+        ensemble.domain.reset_warnings()
         ensemble([0.5, 0.5, 0.5, 1.5])
         ensemble([0.5, 0.5, 0.5, 2.0])
     messages = [str(w.message) for w in caught if issubclass(w.category, fem_ml.ExtrapolationWarning)]
@@ -272,3 +272,13 @@ def test_extrapolation_policy_and_log_inputs_are_checked(comm, ensemble):
         ensemble.extrapolation = "ignore"
     # Log-scaled inputs: a non-positive parameter is an error whatever the policy (its logarithm is undefined).
     raises_on_all_ranks(comm, ValueError, "must be positive", ensemble, [0.5, -0.1, 0.5, 0.5])
+
+
+def test_options_that_would_be_ignored_are_errors(comm, affine):
+    raises_on_all_ranks(comm, ValueError, "norm='l2' uses none", fem_ml.ResidualCheck, affine.residual, affine.u,
+                        affine.constants, bcs=affine.bcs, norm="l2", inner_product="h1")  # fmt: skip
+    points = {"initial": [[0.5] * 4], "candidates": [[0.4] * 4], "target": 1e-3}
+    raises_on_all_ranks(comm, ValueError, "would be ignored", fem_ml.adaptive_sampling, affine.solve, affine.V, SPACE,
+                        lambda s: None, adam_epochs=5, **points)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "n_networks >= 2", fem_ml.adaptive_sampling, affine.solve, affine.V, SPACE,
+                        n_networks=1, **points)  # fmt: skip
