@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -265,3 +266,18 @@ def test_saved_file_is_readable_by_others(comm, tmp_dir, world_rom):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_loads_file_saved_before_the_redesign(comm):
+    """A file saved by an earlier fem_ml (format version 1, tests/data) loads and predicts the same field."""
+    data = Path(__file__).with_name("data")
+    reference = np.load(data / "thermal_block_v1_prediction.npz", allow_pickle=False)
+    rom = fem_ml.load(data / "thermal_block_v1.femml", comm=comm)
+    got = by_coordinates(rom.V, rom.predict_values(reference["parameters"]))
+    x = reference["coordinates"]
+    order = np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))
+    want = reference["values"][order]
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want))
+    assert rom.metadata["field"] == "temperature"
+    rom.destroy()
