@@ -498,7 +498,9 @@ def _read_tree(
     max_bytes: int,
 ) -> Tree:
     if not h5py.is_hdf5(source):
-        raise FileFormatError(f"{source} is not a readable {what}: not an HDF5 file (truncated or corrupted, or of another type).")
+        raise FileFormatError(
+            f"{source} is not a readable {what}: not an HDF5 file (truncated or corrupted, or of another type)."
+        )
     try:
         f = h5py.File(source, "r")
     except Exception as err:

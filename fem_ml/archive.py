@@ -225,12 +225,15 @@ def load(
                 f"{source}: the surrogate was trained on {element!s} on {small['mesh/cell_type']}; the given "
                 f"function space has {element_signature(V)}."
             )
+    rebuilt = V is None
     if V is None:
         V = fem.functionspace(_mesh_from_tree(comm, source, tree, small), element)
 
     layout = DofLayout(V)
     problem = layout.mismatch(tree.get("layout/keys"), tree.get("layout/coordinates"))  # type: ignore[arg-type]
     if problem is not None:
+        if rebuilt:  # the file's own mesh does not give the file's dof layout: the file is inconsistent
+            raise FileFormatError(f"{source} is not a valid {SURROGATE.what}: 'layout/keys': {problem}.")
         raise ValueError(f"{source}: the function space is not on the surrogate's mesh: {problem}.")
     basis_tree = subtree(tree if comm.rank == 0 else small, "basis")
     try:
