@@ -172,12 +172,14 @@ def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str
             f"'network/n_networks': {dims['n_networks']} networks of {dims['n_layers']} layers need "
             f"{2 * dims['n_networks'] * dims['n_layers']} weight arrays, the file holds {n_weights}"
         )
-    names = [
+    names = [f"network/{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
+    names += [
         f"network/member_{m}/layers.{2 * k}.{w}"
         for m in range(dims["n_networks"])
         for k in range(dims["n_layers"])
         for w in ("weight", "bias")
     ]
+    members = set(names)
     for m in range(dims["n_histories"]):
         names += [
             f"training/member_{m}/{n}"
@@ -191,7 +193,7 @@ def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str
         names += ["errors/proj_error_h1"]
     # Every member name must belong to the declared ensemble and layers (no stray layers or members).
     for name in declared:
-        if name.startswith("network/member_") and name not in names:
+        if name.startswith("network/member_") and name not in members:
             raise ValueError(f"{name!r}: not a layer of the {dims['n_networks']} declared networks")
         if name.startswith("training/member_") and int(name.split("/")[1].removeprefix("member_")) >= max(
             dims["n_histories"], 0

@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -298,7 +298,7 @@ class Schema:
             if (field.type == "array") != is_array:
                 raise ValueError(f"{name!r}: expected {'a dataset' if field.type == 'array' else field.type}")
             if is_array:
-                dtype, shape = value  # type: ignore[misc]
+                dtype, shape = cast("tuple[np.dtype, tuple[int, ...]]", value)
                 if dtype.kind not in field.dtype:
                     raise ValueError(f"{name!r}: dtype {dtype} is not of kind {field.dtype!r}")
                 if field.ndim is not None and len(shape) != field.ndim:
@@ -321,16 +321,18 @@ class Schema:
         for name, value in declared.items():
             if not isinstance(value, tuple):
                 continue
-            m, field = self.match(name)  # type: ignore[misc]
+            matched = self.match(name)
+            assert matched is not None
+            m, field = matched
             if field.shape is None:
                 continue
             want = field.shape(m, dims) if callable(field.shape) else _resolve(field.shape, dims, name)
             if want is None:
                 continue
-            found = tuple(value[1])
-            if len(found) != len(want) or any(w is not None and w != s for w, s in zip(want, found, strict=False)):
+            shape = tuple(value[1])
+            if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape, strict=False)):
                 shown = tuple("*" if w is None else w for w in want)
-                raise ValueError(f"{name!r}: shape {found}, the header implies {shown}")
+                raise ValueError(f"{name!r}: shape {shape}, the header implies {shown}")
 
     def check_values(self, tree: Tree) -> None:
         """Check the values of a tree that passed :meth:`validate_structure` (raises ValueError)."""

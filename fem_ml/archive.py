@@ -40,6 +40,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,7 @@ def save(
     report = test_errors if test_errors is not None else rom.test_errors
     with output_set(comm, [target], overwrite=overwrite) as tmp, collectively(comm):
         if comm.rank == 0:
+            assert cells is not None and nodes is not None and coordinates is not None
             cmap = V.mesh.geometry.cmaps[0]
             tree: Tree = prefixed("element", element)
             tree |= {
@@ -250,7 +253,7 @@ def load(
     return rom
 
 
-def _stage[T](source: Path, group: str, build: Any) -> T:
+def _stage[T](source: Path, group: str, build: Callable[[], T]) -> T:
     """``build()``, with any error turned into a :class:`FileFormatError` naming the file and the group."""
     try:
         return build()
@@ -333,7 +336,7 @@ def describe(
     training = []
     for m in range(_n_histories(tree)):
         member = subtree(tree, f"training/member_{m}")
-        history = _stage(source, f"training/member_{m}", lambda member=member: TrainingHistory.from_tree(member))
+        history: TrainingHistory = _stage(source, f"training/member_{m}", partial(TrainingHistory.from_tree, member))
         training.append(
             {
                 "best_train_loss": history.best_train_loss,

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mpi4py import MPI
 
@@ -216,11 +216,11 @@ def _write_meshio(path: Path, V: fem.FunctionSpace, steps: Sequence[Mapping[str,
     comm = V.mesh.comm
     with collectively(comm):
         P1 = _p1_space(V)
-    topology, cell_types, x = plot.vtk_mesh(P1)
+    topology, cell_types, x = plot.vtk_mesh(P1)  # type: ignore[arg-type]
     u = fem.Function(P1)
     work = fem.Function(V) if P1 is not V else None
     bs = P1.dofmap.index_map_bs
-    data: dict[str, npt.NDArray[np.float64]] = {}
+    data: dict[str, npt.NDArray[Any]] = {}
     for k, step in enumerate(steps):
         for name, values in step.items():
             _fill(V, values, u, work)

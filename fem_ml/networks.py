@@ -400,9 +400,8 @@ class CoefficientNetwork:
         dtype = {"float64": torch.float64, "float32": torch.float32}[str(tree["dtype"])]
         models = []
         for m in range(int(tree["n_networks"])):
-            model = MLP(
-                int(tree["n_in"]), int(tree["n_out"]), hidden_layers=hidden, activation=str(tree["activation"])
-            ).to(dtype)  # type: ignore[arg-type]
+            activation: Activation = tree["activation"]
+            model = MLP(int(tree["n_in"]), int(tree["n_out"]), hidden_layers=hidden, activation=activation).to(dtype)
             state = {k: torch.from_numpy(np.array(v)) for k, v in subtree(tree, f"member_{m}").items()}
             model.load_state_dict(state, strict=True)
             models.append(model)

@@ -36,7 +36,7 @@ from dolfinx import fem
 
 from fem_ml._atomic import write_file
 from fem_ml._formats import SAMPLE, STORE
-from fem_ml._h5 import FileFormatError, read_tree, write_tree
+from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
 from fem_ml._mpi import collectively
 from fem_ml.parameters import ParameterSpace
@@ -127,7 +127,7 @@ class SnapshotStore:
         with collectively(self.comm):
             if self.comm.rank == 0:
                 assert coordinates is not None
-                tree = {
+                tree: Tree = {
                     "layout/keys": self.layout.keys,
                     "layout/coordinates": coordinates,
                     "element": element_signature(self.V),
@@ -217,7 +217,7 @@ class SnapshotStore:
         gathered = self.layout.gather(values) if values is not None else None
         with collectively(self.comm):
             if self.comm.rank == 0:
-                tree: dict = {
+                tree: Tree = {
                     "index": int(index),
                     "parameters": np.asarray(parameters, dtype=np.float64).reshape(-1),
                     "ok": bool(ok),
