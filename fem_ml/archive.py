@@ -329,7 +329,6 @@ def describe(
             "n_networks": int(network["n_networks"]),
         },
         "saved_on_ranks": int(tree["saved_on_ranks"]),  # type: ignore[arg-type]
-        "signed": key is not None or resolve_key(None) is not None,
         "versions": {k: str(v) for k, v in subtree(tree, "versions").items()},
         "metadata": json.loads(str(tree["metadata"])),
     }

@@ -259,6 +259,7 @@ def write_comparison(
     names: tuple[str, str, str] = ("truth", "prediction", "error"),
     times: Sequence[float] | None = None,
     unit: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write truth, surrogate prediction and their difference for each parameter point (collective).
 
@@ -273,6 +274,7 @@ def write_comparison(
         names: Field names of truth, prediction and error (``error = prediction - truth``).
         times: Time value of each step (default ``0, 1, 2, ...``).
         unit: Unit of the three fields, recorded in ``<path>.json``.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
@@ -295,11 +297,16 @@ def write_comparison(
         ],
     }
     units = None if unit is None else dict.fromkeys(names, unit)
-    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata, units=units)
+    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata, units=units, overwrite=overwrite)
 
 
 def write_modes(
-    path: str | os.PathLike[str], basis: PODBasis, *, n_modes: int | None = None, name: str = "mode"
+    path: str | os.PathLike[str],
+    basis: PODBasis,
+    *,
+    n_modes: int | None = None,
+    name: str = "mode",
+    overwrite: bool = False,
 ) -> Path:
     r"""Write the POD modes as a series, step ``k`` holding mode ``k`` (collective).
 
@@ -311,6 +318,7 @@ def write_modes(
         basis: The reduced basis.
         n_modes: Number of leading modes to write (default: all).
         name: Field name of the modes.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
@@ -329,7 +337,8 @@ def write_modes(
         ],
     }
     steps = [{name: basis.modes[:, k]} for k in range(n)]
-    return write_fields(path, basis.V, steps, times=[float(k) for k in range(n)], metadata=metadata)
+    times = [float(k) for k in range(n)]
+    return write_fields(path, basis.V, steps, times=times, metadata=metadata, overwrite=overwrite)
 
 
 def write_sweep(
@@ -341,6 +350,7 @@ def write_sweep(
     at: npt.ArrayLike | Mapping[str, float] | None = None,
     name: str = "prediction",
     unit: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the surrogate's prediction along a sweep of one parameter, one step per value (collective).
 
@@ -355,6 +365,7 @@ def write_sweep(
         at: The other parameters' values (default: the centre of the parameter box).
         name: Field name of the prediction.
         unit: Unit of the field, recorded in ``<path>.json``.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
@@ -379,7 +390,9 @@ def write_sweep(
     }
     steps = [{name: prediction[:, k]} for k in range(sweep.size)]
     units = None if unit is None else {name: unit}
-    return write_fields(path, surrogate.V, steps, times=sweep.tolist(), metadata=metadata, units=units)
+    return write_fields(
+        path, surrogate.V, steps, times=sweep.tolist(), metadata=metadata, units=units, overwrite=overwrite
+    )
 
 
 def write_json(

@@ -25,12 +25,13 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import clean_env, on_root
+from conftest import clean_env
 
 import fem_ml
 import fem_ml.cli
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
+from fem_ml._mpi import wait_for_all
 
 DATA = Path(__file__).with_name("data")
 MODEL = DATA / "thermal_block_v1.femml"
@@ -58,6 +59,24 @@ def deadline(label: str, seconds: float = CASE_SECONDS):
         yield
     finally:
         timer.cancel()
+
+
+def on_root(comm: MPI.Comm, func, /, *args):
+    """Run ``func`` on rank 0 and share its result; the other ranks wait sleeping, leaving the cores to it.
+
+    A failure on rank 0 fails the test on every rank.
+    """
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            result = func(*args)
+        except BaseException as err:  # reported on every rank below
+            error = f"{type(err).__name__} on rank 0: {err}"
+    wait_for_all(comm, poll_interval=0.05)
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        pytest.fail(error)
+    return result
 
 
 def shared(comm: MPI.Comm, path: Path) -> Path:
@@ -388,15 +407,15 @@ def test_two_processes_write_one_store(comm, tmp_dir):
         script = str(Path(__file__).with_name("store_writer.py"))
         procs = [
             subprocess.Popen([sys.executable, script, str(store), a, b], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=clean_env())
+                             text=True, env=clean_env(), start_new_session=True)
             for a, b in (("0", "30"), ("15", "45"))
         ]  # fmt: skip
-        outputs = [p.communicate(timeout=180) for p in procs]
+        outputs = [p.communicate(timeout=300) for p in procs]
         assert all(p.returncode == 0 for p in procs), outputs
         names = sorted(p.name for p in (store / "samples").iterdir())
         return {"names": names, "leftovers": [n for n in os.listdir(store) if n.startswith(".")]}
 
-    with deadline("concurrent store", 200):
+    with deadline("concurrent store", 320):
         result = on_root(comm, run)
     assert result["names"] == [f"{i:06d}.h5" for i in range(45)]
     assert result["leftovers"] == []
