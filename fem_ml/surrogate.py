@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from mpi4py import MPI
@@ -32,6 +30,7 @@ from dolfinx import fem
 
 from fem_ml._agree import agreed
 from fem_ml._fem import function_from_owned, space_mismatch
+from fem_ml._serialize import dataclass_kwargs, dataclass_tree
 from fem_ml.domain import ExtrapolationWarning, TrainingDomain
 from fem_ml.evaluation import FieldNorms, checked_truth, relative_errors
 from fem_ml.networks import CoefficientNetwork, PhysicsLoss, TrainingHistory, TrainingOptions, train_network
@@ -83,6 +82,15 @@ class ErrorReport:
             out[f"{name}_mean"] = float(np.mean(values))
             out[f"{name}_max"] = float(np.max(values))
         return out
+
+    def to_tree(self) -> dict[str, Any]:
+        """The report as file entries (its dataclass fields; a missing ``network_error`` is left out)."""
+        return dataclass_tree(self)
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> ErrorReport:
+        """The report stored by :meth:`to_tree`."""
+        return cls(**dataclass_kwargs(cls, tree))
 
 
 class Surrogate:
@@ -362,27 +370,6 @@ class Surrogate:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
-
-    def save(
-        self,
-        path: str | os.PathLike,
-        *,
-        test_errors: ErrorReport | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Path:
-        """Write the surrogate to one self-contained file (collective); see :func:`fem_ml.archive.save`.
-
-        Args:
-            path: Destination, conventionally ``*.femml``.
-            test_errors: Test-set errors to store (default: :attr:`test_errors`).
-            metadata: JSON-serialisable user data (default: :attr:`metadata`).
-
-        Returns:
-            The path written.
-        """
-        from fem_ml.archive import save
-
-        return save(self, path, test_errors=test_errors, metadata=metadata if metadata is not None else self.metadata)
 
     def destroy(self) -> None:
         """Destroy what the surrogate created (collective): the norms of :meth:`errors`.
