@@ -27,6 +27,7 @@ from mpi4py import MPI
 from fem_ml._h5 import FileFormatError
 from fem_ml.archive import describe, load
 from fem_ml.io import write_fields
+from fem_ml.paraview import load_script, plugin_path, write_model_plugin
 
 __all__ = ["main", "parse_point"]
 
@@ -109,6 +110,11 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
     )
     predict.add_argument("-o", "--output", required=True, help="output file: .xdmf or .bp")
     predict.add_argument("--name", default=None, help="field name (default: metadata 'field' or 'prediction')")
+    plugin = commands.add_parser(
+        "paraview-plugin", help="print how to load the ParaView plugin; with a model, write its plugin with sliders"
+    )
+    plugin.add_argument("model", nargs="?", help="a .femml file: write a plugin with one slider per parameter")
+    plugin.add_argument("-o", "--output-dir", default=".", help="where the model's plugin goes (default: .)")
     args = parser.parse_args(argv)
 
     try:
@@ -124,6 +130,8 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
             if error is not None:
                 raise FileFormatError(error)
             return 0
+        if args.command == "paraview-plugin":
+            return _paraview_plugin(args.model, args.output_dir, comm)
         points = [parse_point(text) for text in args.mu]
         if not args.output.endswith((".xdmf", ".bp")):
             raise ValueError(f"The output must end in .xdmf or .bp, got {args.output!r}.")
@@ -154,6 +162,32 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
         if comm.rank == 0:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
+
+
+def _paraview_plugin(model: str | None, directory: str, comm: MPI.Comm) -> int:
+    """``paraview-plugin``: print the plugin's path and how to load it; write a model's plugin (rank 0)."""
+    error = None
+    if comm.rank == 0:
+        try:
+            lines = [f"reader plugin: {plugin_path()}"]
+            if model is not None:
+                written = write_model_plugin(model, directory)
+                lines.append(f"plugin with one slider per parameter of {model}: {written}")
+            folder = load_script().parent
+            lines += [
+                "in ParaView's Python shell or pvpython:",
+                f"    import sys; sys.path.insert(0, {str(folder)!r}); import load_plugin",
+                "    reader = fem_mlsurrogate(FileName='model.femml'); reader.Parameters = [...]",
+            ]
+            if model is not None:
+                lines.append(f"    load_plugin.load({str(written)!r}); source = {written.stem}()")
+            print("\n".join(lines), flush=True)
+        except (FileFormatError, ValueError, OSError) as err:
+            error = str(err)
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise FileFormatError(error)
+    return 0
 
 
 if __name__ == "__main__":
