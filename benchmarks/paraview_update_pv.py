@@ -47,10 +47,15 @@ for k in range(n_updates):
     data_ms.append(1e3 * (ready - start))
     render_ms.append(1e3 * (done - start))
 
+top = 0.0
+for value in (lo, hi):  # one colour scale for both pictures
+    setattr(source, first, value)
+    source.UpdatePipeline()
+    top = max(top, source.PointData["prediction"].GetRange()[1])
 for value, tag in ((lo, "low"), (hi, "high")):
     setattr(source, first, value)
     source.UpdatePipeline()
-    lut.RescaleTransferFunction(0.0, 0.16)
+    lut.RescaleTransferFunction(0.0, top)
     text = simple.Text(Text=f"{first} = {value:g}, other parameters at their midpoints")
     text_display = simple.Show(text, view)
     text_display.FontSize = 14
