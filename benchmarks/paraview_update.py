@@ -47,7 +47,7 @@ def build_model(path: Path, n: int) -> None:
         basis, snapshots, space, seed=0, hidden_layers=(128, 128, 128), n_networks=2, adam_epochs=300,
         lbfgs_iterations=50, progress=False,
     )  # fmt: skip
-    rom.save(path)
+    fem_ml.save(rom, path)
     rom.destroy()
 
 

@@ -189,7 +189,7 @@ def main(
     fem_ml.write_modes(out / "modes.xdmf", basis)
     angles = np.linspace(*SPACE.bounds["theta"], 9)
     fem_ml.write_sweep(out / "sweep_theta.xdmf", rom, "theta", angles, name="displacement", unit=UNITS["u"])
-    model_path = rom.save(out / "elasticity.femml", test_errors=report, metadata={"field": "displacement"})
+    model_path = fem_ml.save(rom, out / "elasticity.femml", test_errors=report, metadata={"field": "displacement"})
 
     summary = fem_ml.write_summary(
         out,

@@ -152,7 +152,7 @@ def main(
     sources = np.linspace(*SPACE_T.bounds["c"], 9)
     at = {**SPACE_T.to_dict(0.5 * (SPACE_T.lower + SPACE_T.upper)), "t": T_END}
     fem_ml.write_sweep(out / "sweep_source_position.xdmf", rom, "c", sources, at=at, name="temperature", unit="K")
-    model_path = rom.save(out / "heat.femml", test_errors=report, metadata={"field": "temperature"})
+    model_path = fem_ml.save(rom, out / "heat.femml", test_errors=report, metadata={"field": "temperature"})
 
     summary = fem_ml.write_summary(
         out,

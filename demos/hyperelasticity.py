@@ -143,7 +143,7 @@ def main(
     fem_ml.write_modes(out / "modes.xdmf", basis)
     loads = np.linspace(*SPACE.bounds["g"], 6)
     fem_ml.write_sweep(out / "sweep_load.xdmf", rom, "g", loads, name="displacement", unit="m")
-    model_path = rom.save(out / "hyperelasticity.femml", test_errors=report, metadata={"field": "displacement"})
+    model_path = fem_ml.save(rom, out / "hyperelasticity.femml", test_errors=report, metadata={"field": "displacement"})
 
     summary = fem_ml.write_summary(
         out,

@@ -122,7 +122,7 @@ def train_inverse_surrogate(
     t_build = float(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
     test = SPACE.sample(n_test, method="uniform", seed=seed + 1)
     report = rom.errors(test, fem_ml.collect_snapshots(solve, test, V, space=SPACE, progress=progress))
-    rom.save(path, test_errors=report, metadata={"demo": "inverse_thermal_block", "seed": seed})
+    fem_ml.save(rom, path, test_errors=report, metadata={"demo": "inverse_thermal_block", "seed": seed})
     summary = report.summary()
     info = {
         "n_train": n_train, "n_modes": rom.n_modes, "t_surrogate_build_s": t_build,

@@ -208,7 +208,8 @@ def main(
     # ```
 
     # %%
-    model_path = rom.save(
+    model_path = fem_ml.save(
+        rom,
         out / "thermal_block.femml",
         test_errors=report,
         metadata={"field": "temperature", "demo": "thermal_block", "n_cells": n_cells, "seed": seed},

@@ -143,7 +143,7 @@ def main(
     # [write end]
 
     # [save]
-    path = rom.save(out / "poisson.femml", test_errors=report, metadata={"field": "temperature"})
+    path = fem_ml.save(rom, out / "poisson.femml", test_errors=report, metadata={"field": "temperature"})
 
     loaded = fem_ml.load(path, V)  # onto your function space: checks that element and mesh are the same
     difference = np.abs(loaded(test[0]).x.array - rom(test[0]).x.array).max()

@@ -11,6 +11,7 @@ The workflow follows the data::
     basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-6)
     rom = fem_ml.train_surrogate(basis, snapshots, space, seed=0)
     u = rom(mu)                                                 # a dolfinx.fem.Function on V
+    fem_ml.save(rom, "model.femml")                             # fem_ml.load("model.femml") on any rank count
 """
 
 # mpi4py must initialise MPI (and load libmpi) before DOLFINx and PETSc are imported.
@@ -20,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
-from fem_ml.archive import load
+from fem_ml.archive import load, save
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
     FieldObservations,
@@ -108,6 +109,7 @@ __all__ = [
     "pod",
     "residual_estimator",
     "sample_posterior",
+    "save",
     "train_surrogate",
     "write_comparison",
     "write_fields",

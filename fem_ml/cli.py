@@ -10,33 +10,40 @@
     mpirun -n 4 python -m fem_ml predict model.femml --mu k0=0.3,k1=0.7 --mu k0=0.5,k1=0.5 -o sweep.xdmf
 
 ``predict`` loads the surrogate on all ranks of ``mpirun`` (any number, whatever the number that saved it) and
-writes one step per ``--mu`` to XDMF (``.xdmf``) or VTX (``.bp``), with the parameters of each step in
-``<output>.json``. Errors (a bad file, an unknown parameter, a value out of bounds) are printed on rank 0 and
-give exit status 2 on every rank.
+writes one step per ``--mu`` to XDMF (``.xdmf``), VTX (``.bp``) or a format meshio writes (``.vtu``, ...), with
+the parameters of each step in ``<output>.json``. Parameter values are ASCII decimal or scientific numbers
+(``0.5``, ``-1e-3``); anything else (``0.5_5``, non-ASCII digits, ``nan``) is an error. The output never replaces the
+model file, nor an existing file that fem_ml did not write unless ``--force`` is given.
+
+Every failure (a bad file, an unknown parameter, a value out of bounds, an output that cannot be written, any
+other exception) is printed as ``error: ...`` on rank 0 and gives exit status 2 on every rank, without a
+traceback: each step that may fail on some ranks only runs in a :func:`~fem_ml._mpi.collectively` block.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 
 from mpi4py import MPI
 
-from fem_ml._h5 import FileFormatError
+from fem_ml._mpi import collectively
 from fem_ml.archive import describe, load
 from fem_ml.io import write_fields
 from fem_ml.paraview import load_script, plugin_path, write_model_plugin
 
-__all__ = ["main", "parse_point"]
+__all__ = ["main", "parse_number", "parse_point"]
 
 
 def parse_point(text: str) -> dict[str, float]:
     """Parse ``"k0=0.3,k1=0.7"`` into ``{"k0": 0.3, "k1": 0.7}``.
 
     Raises:
-        ValueError: for an entry without ``=``, a repeated name or a value that is not a number.
+        ValueError: for an entry without ``=``, a repeated name or a value that is not an ASCII number
+            (see :func:`parse_number`).
     """
     point: dict[str, float] = {}
     for item in text.split(","):
@@ -46,11 +53,28 @@ def parse_point(text: str) -> dict[str, float]:
             raise ValueError(f"--mu entries look like name=value, got {item!r} in {text!r}.")
         if name in point:
             raise ValueError(f"Parameter {name!r} is given twice in {text!r}.")
-        try:
-            point[name] = float(value)
-        except ValueError:
-            raise ValueError(f"The value of {name!r} is not a number: {value!r}.") from None
+        point[name] = parse_number(value, name)
     return point
+
+
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def parse_number(text: str, name: str = "value") -> float:
+    """A finite ASCII decimal or scientific number (``0.5``, ``-2``, ``1e-3``); surrounding blanks are allowed.
+
+    Python's ``float`` also takes ``0.5_5``, non-ASCII digits, ``nan`` and ``inf``: all are refused here.
+
+    Raises:
+        ValueError: naming ``name``, for anything else.
+    """
+    stripped = text.strip(" \t")
+    if not _NUMBER.fullmatch(stripped):
+        raise ValueError(f"The value of {name!r} is not a number: {text!r} (use ASCII digits, e.g. 0.5 or 1e-3).")
+    value = float(stripped)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"The value of {name!r} is out of range: {text!r}.")
+    return value
 
 
 def _format_info(info: dict) -> str:
@@ -108,85 +132,77 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
     predict.add_argument(
         "--mu", action="append", required=True, metavar="NAME=VALUE,...", help="a parameter point; repeat for steps"
     )
-    predict.add_argument("-o", "--output", required=True, help="output file: .xdmf or .bp")
+    predict.add_argument(
+        "-o", "--output", required=True, help="output file: .xdmf, .bp, .vtu (or another meshio format)"
+    )
     predict.add_argument("--name", default=None, help="field name (default: metadata 'field' or 'prediction')")
+    predict.add_argument("--force", action="store_true", help="replace existing output files fem_ml did not write")
     plugin = commands.add_parser(
         "paraview-plugin", help="print how to load the ParaView plugin; with a model, write its plugin with sliders"
     )
     plugin.add_argument("model", nargs="?", help="a .femml file: write a plugin with one slider per parameter")
     plugin.add_argument("-o", "--output-dir", default=".", help="where the model's plugin goes (default: .)")
     args = parser.parse_args(argv)
-
     try:
-        if args.command == "info":
-            error = None
-            if comm.rank == 0:
-                try:
-                    summary = describe(args.model)
-                    print(json.dumps(summary, indent=2) if args.json else _format_info(summary), flush=True)
-                except (FileFormatError, KeyError, ValueError, OSError) as err:
-                    error = str(err)
-            error = comm.bcast(error, root=0)  # the same exit status on every rank
-            if error is not None:
-                raise FileFormatError(error)
-            return 0
-        if args.command == "paraview-plugin":
-            return _paraview_plugin(args.model, args.output_dir, comm)
-        points = [parse_point(text) for text in args.mu]
-        if not args.output.endswith((".xdmf", ".bp")):
-            raise ValueError(f"The output must end in .xdmf or .bp, got {args.output!r}.")
-        rom = load(args.model, comm=comm)
-        try:
-            values = rom.predict_values(points)  # type: ignore[arg-type]
-            name = args.name or str(rom.metadata.get("field", "prediction"))
-            steps = [{name: values[:, k]} for k in range(len(points))]
-            path = write_fields(
-                args.output,
-                rom.V,
-                steps,
-                metadata={
-                    "model": str(args.model),
-                    "parameter_names": list(rom.space.names),
-                    "steps": [
-                        {"time": float(k), "parameters": rom.space.to_dict(rom.space.validate(p))}
-                        for k, p in enumerate(points)
-                    ],
-                },
-            )
-        finally:
-            rom.destroy()
-        if comm.rank == 0:
-            print(f"wrote {len(points)} prediction(s) of {name!r} to {path}", flush=True)
-        return 0
-    except (FileFormatError, ValueError, OSError) as err:
+        commands_run = {"info": _info, "predict": _predict, "paraview-plugin": _paraview_plugin}
+        return commands_run[args.command](args, comm)
+    except Exception as err:  # every type: raised on every rank by the collectively blocks
         if comm.rank == 0:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
 
 
-def _paraview_plugin(model: str | None, directory: str, comm: MPI.Comm) -> int:
+def _paraview_plugin(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """``paraview-plugin``: print the plugin's path and how to load it; write a model's plugin (rank 0)."""
-    error = None
-    if comm.rank == 0:
-        try:
+    with collectively(comm):
+        if comm.rank == 0:
             lines = [f"reader plugin: {plugin_path()}"]
-            if model is not None:
-                written = write_model_plugin(model, directory)
-                lines.append(f"plugin with one slider per parameter of {model}: {written}")
+            if args.model is not None:
+                written = write_model_plugin(args.model, args.output_dir)
+                lines.append(f"plugin with one slider per parameter of {args.model}: {written}")
             folder = load_script().parent
             lines += [
                 "in ParaView's Python shell or pvpython:",
                 f"    import sys; sys.path.insert(0, {str(folder)!r}); import load_plugin",
                 "    reader = fem_mlsurrogate(FileName='model.femml'); reader.Parameters = [...]",
             ]
-            if model is not None:
+            if args.model is not None:
                 lines.append(f"    load_plugin.load({str(written)!r}); source = {written.stem}()")
             print("\n".join(lines), flush=True)
-        except (FileFormatError, ValueError, OSError) as err:
-            error = str(err)
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise FileFormatError(error)
+    return 0
+
+
+def _info(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """``info``: rank 0 reads and prints; a failure there is raised on every rank."""
+    with collectively(comm):
+        if comm.rank == 0:
+            summary = describe(args.model)
+            print(json.dumps(summary, indent=2) if args.json else _format_info(summary), flush=True)
+    return 0
+
+
+def _predict(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """``predict``: every rank loads, predicts and writes (collective)."""
+    with collectively(comm):
+        points = [parse_point(text) for text in args.mu]
+    rom = load(args.model, comm=comm)
+    try:
+        with collectively(comm):
+            validated = [rom.space.validate(p) for p in points]
+            name = args.name or str(rom.metadata.get("field", "prediction"))
+            metadata = {
+                "model": str(args.model),
+                "parameter_names": list(rom.space.names),
+                "steps": [{"time": float(k), "parameters": rom.space.to_dict(p)} for k, p in enumerate(validated)],
+            }
+        values = rom.predict_values(points)  # type: ignore[arg-type]
+        steps = [{name: values[:, k]} for k in range(len(points))]
+        path = write_fields(args.output, rom.V, steps, metadata=metadata, overwrite=args.force, protect=[args.model])
+    finally:
+        rom.destroy()
+    with collectively(comm):
+        if comm.rank == 0:
+            print(f"wrote {len(points)} prediction(s) of {name!r} to {path}", flush=True)
     return 0
 
 

@@ -1,25 +1,29 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""Output for ParaView: truth, prediction and error fields as XDMF or VTX, written atomically.
+"""Output for ParaView and other tools: truth, prediction and error fields as XDMF, VTX or VTU, written atomically.
 
-Each file holds named fields at a sequence of steps (one step per parameter point); a JSON side file records the
-parameter values of each step. Files are first written under a temporary name in the target folder and renamed
-into place once complete, so a crash never leaves a half-written file under the final name.
+Each output holds named fields at a sequence of steps (one step per parameter point); a JSON side file records the
+parameter values of each step. All files of one output (``.xdmf`` with its ``.h5`` and ``.json``; a ``.bp``
+folder and its ``.json``; a ``.vtu``...) are written under temporary names and moved into place together once
+every rank succeeded (:mod:`fem_ml._atomic`), so a failure never leaves a partial or mixed output. An existing
+file that fem_ml did not write is not replaced unless ``overwrite=True``.
 
 XDMF output needs fields whose element matches the mesh geometry (e.g. P1 on an affine mesh); other Lagrange
 fields are interpolated into that space for XDMF. VTX (ADIOS2 ``.bp`` folders) writes any Lagrange degree as is.
+Any other suffix meshio knows (``.vtu`` first; also ``.vtk``, ``.msh``...) is written by meshio on rank 0 from
+fields interpolated to continuous P1 and gathered there: at most :data:`MESHIO_MAX_VALUES` values in all (nodes
+times components times steps), a limit that keeps rank 0's memory small; larger outputs should use XDMF or VTX.
+With several steps, meshio files hold one array per field and step, named ``<field>_<step>`` (4 digits).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mpi4py import MPI
 
@@ -29,15 +33,27 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem, io
 
+from fem_ml._atomic import output_set
 from fem_ml._fem import function_from_owned, n_owned
-from fem_ml._mpi import check_collectively
+from fem_ml._mpi import collectively
 from fem_ml.pod import PODBasis
 from fem_ml.snapshots import SnapshotSet
 from fem_ml.surrogate import Surrogate
 
-__all__ = ["OutputFormat", "write_comparison", "write_fields", "write_json", "write_modes", "write_sweep"]
+__all__ = [
+    "MESHIO_MAX_VALUES",
+    "OutputFormat",
+    "write_comparison",
+    "write_fields",
+    "write_json",
+    "write_modes",
+    "write_sweep",
+]
 
-OutputFormat = Literal["xdmf", "vtx"]
+OutputFormat = Literal["xdmf", "vtx", "meshio"]
+
+#: Largest meshio output (values gathered on rank 0: nodes x components x steps).
+MESHIO_MAX_VALUES = 50_000_000
 
 
 def write_fields(
@@ -48,77 +64,190 @@ def write_fields(
     times: Sequence[float] | None = None,
     metadata: Mapping[str, object] | None = None,
     units: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    protect: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
-    """Write named fields on ``V`` at several steps to XDMF (``.xdmf``) or VTX (``.bp``), atomically (collective).
+    """Write named fields on ``V`` at several steps to XDMF, VTX or a meshio format, atomically (collective).
 
     Args:
-        path: Output path; its suffix picks the format: ``.xdmf`` (with its ``.h5``) or ``.bp`` (a folder).
+        path: Output path; its suffix picks the format: ``.xdmf`` (with its ``.h5``), ``.bp`` (a folder), or a
+            suffix meshio writes (``.vtu``, ``.vtk``...; see the module description for its size limit).
         V: Function space of the fields.
         steps: One mapping ``{field name: owned dof values}`` per step; every step has the same names.
         times: The time value of each step (default ``0, 1, 2, ...``).
         metadata: If given, written to ``<path>.json`` beside the output (e.g. the parameters of each step).
         units: Unit of each field, ``{field name: unit}``, recorded as ``"units"`` in ``<path>.json`` (XDMF and
             VTX have no place for units; the array names are the field names as given).
+        overwrite: Replace existing files at the output's paths that fem_ml did not write.
+        protect: Paths the output must never replace (e.g. the model file being read).
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: on every rank, for inconsistent steps, an unknown suffix or a destination that must not be
+            replaced.
+        OSError: on every rank, if a file cannot be written.
     """
     comm = V.mesh.comm
     target = Path(path)
-    fmt = {".xdmf": "xdmf", ".bp": "vtx"}.get(target.suffix)
-    error: str | None = None
-    if fmt is None:
-        error = f"Output path {target} must end in .xdmf or .bp."
-    elif not steps:
-        error = "Nothing to write: no steps given."
-    else:
-        names = list(steps[0])
-        for k, step in enumerate(steps):
-            if list(step) != names:
-                error = f"Step {k} has fields {list(step)}, step 0 has {names}."
-                break
-            for name, values in step.items():
-                if np.shape(values) != (n_owned(V),):
-                    error = f"Field {name!r} of step {k} has shape {np.shape(values)}, expected ({n_owned(V)},)."
-                    break
-    if times is not None and error is None and len(times) != len(steps):
-        error = f"{len(times)} times given for {len(steps)} steps."
-    if units is not None and error is None and not set(units) <= set(steps[0]):
-        error = f"Units given for {sorted(set(units) - set(steps[0]))}, which are not fields of {list(steps[0])}."
-    check_collectively(comm, error)
+    with collectively(comm):
+        fmt = _format(target)
+        _check_steps(V, steps, times, units)
     if units is not None:
         metadata = {**(metadata or {}), "units": dict(units)}
     step_times = [float(t) for t in times] if times is not None else [float(k) for k in range(len(steps))]
-
-    tmp_dir = _shared_tmp_dir(comm, target)
-    try:
-        tmp_path = tmp_dir / target.name
-        out_space = _output_space(V) if fmt == "xdmf" else V
-        functions = {name: fem.Function(out_space, name=name) for name in steps[0]}
-        source = {name: fem.Function(V) for name in steps[0]} if out_space is not V else {}
+    files = [target]
+    if fmt == "xdmf":
+        files.append(target.with_suffix(".h5"))
+    if metadata is not None:
+        files.append(Path(str(target) + ".json"))
+    if fmt == "meshio":
+        n_values = comm.allreduce(_nodes(V) * len(steps) * len(steps[0]) * max(1, int(np.prod(V.value_shape))))
+        if n_values > MESHIO_MAX_VALUES:
+            raise ValueError(
+                f"{target}: {n_values} values are more than meshio output gathers on rank 0 "
+                f"({MESHIO_MAX_VALUES}); write .xdmf or .bp instead."
+            )
+    folders = [target] if fmt == "vtx" else []
+    with output_set(comm, files, folders=folders, overwrite=overwrite, protect=protect) as tmp:
         if fmt == "xdmf":
-            with io.XDMFFile(comm, tmp_path, "w") as xdmf:
-                xdmf.write_mesh(V.mesh)
-                for step, t in zip(steps, step_times, strict=True):
-                    for name, values in step.items():
-                        _fill(V, values, functions[name], source.get(name))
-                        xdmf.write_function(functions[name], t)
+            _write_xdmf(tmp[target], V, steps, step_times)
+        elif fmt == "vtx":
+            _write_vtx(tmp[target], V, steps, step_times)
         else:
-            with io.VTXWriter(comm, tmp_path, list(functions.values()), engine="BP4") as vtx:
-                for step, t in zip(steps, step_times, strict=True):
-                    for name, values in step.items():
-                        _fill(V, values, functions[name], None)
-                    vtx.write(t)
-        if metadata is not None and comm.rank == 0:
-            (tmp_dir / (target.name + ".json")).write_text(json.dumps(metadata, indent=2) + "\n")
-        comm.barrier()
-        if comm.rank == 0:
-            _move_into_place(tmp_dir, target.parent)
-        comm.barrier()
-    finally:
-        if comm.rank == 0:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            _write_meshio(tmp[target], V, steps)
+        with collectively(comm):
+            if metadata is not None and comm.rank == 0:
+                tmp[files[-1]].write_text(json.dumps(metadata, indent=2) + "\n")
     return target
+
+
+def _format(target: Path) -> OutputFormat:
+    """The output format of a path, by its suffix (raises ValueError)."""
+    if target.suffix == ".xdmf":
+        return "xdmf"
+    if target.suffix == ".bp":
+        return "vtx"
+    import meshio
+
+    if target.suffix in (".h5", ".xmf", ".json") or target.suffix not in meshio.extension_to_filetypes:
+        raise ValueError(f"Output path {target} must end in .xdmf, .bp or a suffix meshio writes (.vtu, .vtk, ...).")
+    return "meshio"
+
+
+def _check_steps(
+    V: fem.FunctionSpace,
+    steps: Sequence[Mapping[str, npt.NDArray[np.float64]]],
+    times: Sequence[float] | None,
+    units: Mapping[str, str] | None,
+) -> None:
+    """Raise ValueError for steps without fields, with other field names or shapes, or unmatched times/units."""
+    if not steps:
+        raise ValueError("Nothing to write: no steps given.")
+    names = list(steps[0])
+    for k, step in enumerate(steps):
+        if list(step) != names:
+            raise ValueError(f"Step {k} has fields {list(step)}, step 0 has {names}.")
+        for name, values in step.items():
+            if np.shape(values) != (n_owned(V),):
+                raise ValueError(f"Field {name!r} of step {k} has shape {np.shape(values)}, expected ({n_owned(V)},).")
+    if times is not None and len(times) != len(steps):
+        raise ValueError(f"{len(times)} times given for {len(steps)} steps.")
+    if units is not None and not set(units) <= set(names):
+        raise ValueError(f"Units given for {sorted(set(units) - set(names))}, which are not fields of {names}.")
+
+
+def _write_xdmf(
+    path: Path, V: fem.FunctionSpace, steps: Sequence[Mapping[str, npt.NDArray]], times: Sequence[float]
+) -> None:
+    """XDMF with its HDF5 file (collective)."""
+    out_space = _output_space(V)
+    functions = {name: fem.Function(out_space, name=name) for name in steps[0]}
+    work = fem.Function(V) if out_space is not V else None
+    with io.XDMFFile(V.mesh.comm, path, "w") as xdmf:
+        xdmf.write_mesh(V.mesh)
+        for step, t in zip(steps, times, strict=True):
+            for name, values in step.items():
+                _fill(V, values, functions[name], work)
+                xdmf.write_function(functions[name], t)
+
+
+def _write_vtx(
+    path: Path, V: fem.FunctionSpace, steps: Sequence[Mapping[str, npt.NDArray]], times: Sequence[float]
+) -> None:
+    """A VTX (ADIOS2 BP4) folder (collective)."""
+    functions = {name: fem.Function(V, name=name) for name in steps[0]}
+    with io.VTXWriter(V.mesh.comm, path, list(functions.values()), engine="BP4") as vtx:
+        for step, t in zip(steps, times, strict=True):
+            for name, values in step.items():
+                _fill(V, values, functions[name], None)
+            vtx.write(t)
+
+
+def _p1_space(V: fem.FunctionSpace) -> fem.FunctionSpace:
+    """Continuous P1 with ``V``'s value shape (raises ValueError on a curved mesh)."""
+    mesh = V.mesh
+    if mesh.geometry.cmaps[0].degree != 1:
+        raise ValueError("meshio output supports affine meshes only; write .xdmf or .bp for curved meshes.")
+    element = V.ufl_element().basix_element
+    if element.family == basix.ElementFamily.P and element.degree == 1 and not element.discontinuous:
+        return V
+    return fem.functionspace(mesh, basix.ufl.element("Lagrange", mesh.basix_cell(), 1, shape=tuple(V.value_shape)))
+
+
+def _nodes(V: fem.FunctionSpace) -> int:
+    """Points this rank sends for meshio output (its P1 dofs, owned and ghost)."""
+    imap = V.mesh.geometry.index_map()
+    return imap.size_local + imap.num_ghosts
+
+
+_VTK_TO_MESHIO = {3: "line", 5: "triangle", 9: "quad", 10: "tetra", 12: "hexahedron", 13: "wedge"}
+
+
+def _write_meshio(path: Path, V: fem.FunctionSpace, steps: Sequence[Mapping[str, npt.NDArray]]) -> None:
+    """A meshio file written on rank 0 from P1 fields gathered there (collective).
+
+    Each rank sends its cells and the points and values of its P1 dofs (owned and ghost: a point shared by ranks
+    appears once per rank; the cells refer to their own rank's copy).
+    """
+    from dolfinx import plot
+
+    comm = V.mesh.comm
+    with collectively(comm):
+        P1 = _p1_space(V)
+    topology, cell_types, x = plot.vtk_mesh(P1)  # type: ignore[arg-type]
+    u = fem.Function(P1)
+    work = fem.Function(V) if P1 is not V else None
+    bs = P1.dofmap.index_map_bs
+    data: dict[str, npt.NDArray[Any]] = {}
+    for k, step in enumerate(steps):
+        for name, values in step.items():
+            _fill(V, values, u, work)
+            key = name if len(steps) == 1 else f"{name}_{k:04d}"
+            data[key] = u.x.array.reshape(-1, bs).copy()
+    parts = comm.gather((topology, cell_types, x, data), root=0)
+    with collectively(comm):
+        if comm.rank == 0:
+            import meshio
+
+            assert parts is not None
+            offset = 0
+            cells: dict[str, list[npt.NDArray]] = {}
+            for top, types, points, _ in parts:
+                per_cell = top.reshape(len(types), -1)[:, 1:] + offset if len(types) else np.empty((0, 0), int)
+                for vtk_type in np.unique(types):
+                    cells.setdefault(_VTK_TO_MESHIO[int(vtk_type)], []).append(per_cell[types == vtk_type])
+                offset += points.shape[0]
+            points = np.vstack([p[2] for p in parts])[:, : V.mesh.geometry.dim]
+            point_data = {
+                key: np.concatenate([p[3][key] for p in parts]).squeeze(axis=1)
+                if bs == 1
+                else np.concatenate([p[3][key] for p in parts])
+                for key in data
+            }
+            mesh = meshio.Mesh(points, [(t, np.vstack(c)) for t, c in cells.items()], point_data=point_data)
+            mesh.write(path, file_format=meshio.extension_to_filetypes[path.suffix][0])
 
 
 def write_comparison(
@@ -130,6 +259,7 @@ def write_comparison(
     names: tuple[str, str, str] = ("truth", "prediction", "error"),
     times: Sequence[float] | None = None,
     unit: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write truth, surrogate prediction and their difference for each parameter point (collective).
 
@@ -144,18 +274,16 @@ def write_comparison(
         names: Field names of truth, prediction and error (``error = prediction - truth``).
         times: Time value of each step (default ``0, 1, 2, ...``).
         unit: Unit of the three fields, recorded in ``<path>.json``.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
     """
     points = surrogate.space.validate(parameters)
     values = truth.values if isinstance(truth, SnapshotSet) else np.asarray(truth, dtype=np.float64)
-    check_collectively(
-        surrogate.V.mesh.comm,
-        None
-        if values.shape == (n_owned(surrogate.V), points.shape[0])
-        else f"Truth has shape {values.shape}, expected {(n_owned(surrogate.V), points.shape[0])}.",
-    )
+    with collectively(surrogate.V.mesh.comm):
+        if values.shape != (n_owned(surrogate.V), points.shape[0]):
+            raise ValueError(f"Truth has shape {values.shape}, expected {(n_owned(surrogate.V), points.shape[0])}.")
     prediction = surrogate.predict_values(points)
     steps = [
         {names[0]: values[:, k], names[1]: prediction[:, k], names[2]: prediction[:, k] - values[:, k]}
@@ -169,11 +297,16 @@ def write_comparison(
         ],
     }
     units = None if unit is None else dict.fromkeys(names, unit)
-    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata, units=units)
+    return write_fields(path, surrogate.V, steps, times=step_times, metadata=metadata, units=units, overwrite=overwrite)
 
 
 def write_modes(
-    path: str | os.PathLike[str], basis: PODBasis, *, n_modes: int | None = None, name: str = "mode"
+    path: str | os.PathLike[str],
+    basis: PODBasis,
+    *,
+    n_modes: int | None = None,
+    name: str = "mode",
+    overwrite: bool = False,
 ) -> Path:
     r"""Write the POD modes as a series, step ``k`` holding mode ``k`` (collective).
 
@@ -185,15 +318,15 @@ def write_modes(
         basis: The reduced basis.
         n_modes: Number of leading modes to write (default: all).
         name: Field name of the modes.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
     """
     n = basis.n_modes if n_modes is None else n_modes
-    check_collectively(
-        basis.V.mesh.comm,
-        None if 1 <= n <= basis.n_modes else f"n_modes must be in [1, {basis.n_modes}], got {n}.",
-    )
+    with collectively(basis.V.mesh.comm):
+        if not 1 <= n <= basis.n_modes:
+            raise ValueError(f"n_modes must be in [1, {basis.n_modes}], got {n}.")
     sigma = np.asarray(basis.singular_values, dtype=np.float64)
     energy = basis.energy_curve
     metadata = {
@@ -204,7 +337,8 @@ def write_modes(
         ],
     }
     steps = [{name: basis.modes[:, k]} for k in range(n)]
-    return write_fields(path, basis.V, steps, times=[float(k) for k in range(n)], metadata=metadata)
+    times = [float(k) for k in range(n)]
+    return write_fields(path, basis.V, steps, times=times, metadata=metadata, overwrite=overwrite)
 
 
 def write_sweep(
@@ -216,6 +350,7 @@ def write_sweep(
     at: npt.ArrayLike | Mapping[str, float] | None = None,
     name: str = "prediction",
     unit: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the surrogate's prediction along a sweep of one parameter, one step per value (collective).
 
@@ -230,15 +365,15 @@ def write_sweep(
         at: The other parameters' values (default: the centre of the parameter box).
         name: Field name of the prediction.
         unit: Unit of the field, recorded in ``<path>.json``.
+        overwrite: Replace existing files that fem_ml did not write.
 
     Returns:
         The path written.
     """
     space = surrogate.space
-    error: str | None = None
     sweep = np.atleast_1d(np.asarray(values, dtype=np.float64))
     points = np.empty((0, space.dim))
-    try:
+    with collectively(surrogate.V.mesh.comm):
         if parameter not in space.names:
             raise ValueError(f"Unknown parameter {parameter!r}; the parameters are {space.names}.")
         if sweep.ndim != 1 or sweep.size == 0 or np.any(np.diff(sweep) <= 0):
@@ -247,9 +382,6 @@ def write_sweep(
         points = np.repeat(base[None, :], sweep.size, axis=0)
         points[:, space.names.index(parameter)] = sweep
         points = space.validate(points)
-    except ValueError as err:
-        error = str(err)
-    check_collectively(surrogate.V.mesh.comm, error)
     prediction = surrogate.predict_values(points)
     metadata = {
         "parameter_names": list(space.names),
@@ -258,36 +390,36 @@ def write_sweep(
     }
     steps = [{name: prediction[:, k]} for k in range(sweep.size)]
     units = None if unit is None else {name: unit}
-    return write_fields(path, surrogate.V, steps, times=sweep.tolist(), metadata=metadata, units=units)
+    return write_fields(
+        path, surrogate.V, steps, times=sweep.tolist(), metadata=metadata, units=units, overwrite=overwrite
+    )
 
 
-def write_json(path: str | os.PathLike[str], data: Mapping[str, object], *, comm: MPI.Comm) -> Path:
-    """Write ``data`` as JSON from rank 0, atomically (temporary file, then rename); collective.
+def write_json(
+    path: str | os.PathLike[str], data: Mapping[str, object], *, comm: MPI.Comm, overwrite: bool = False
+) -> Path:
+    """Write ``data`` as JSON from rank 0, atomically (collective).
 
     Args:
         path: Output path.
         data: JSON-serializable mapping.
         comm: Communicator; every rank must call, rank 0 writes.
+        overwrite: Replace an existing file at ``path`` that is not valid JSON (see :mod:`fem_ml._atomic`).
 
     Returns:
         The path written.
     """
     target = Path(path)
-    error = None
-    if comm.rank == 0:
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except (OSError, TypeError, ValueError) as err:
-            tmp.unlink(missing_ok=True)
-            error = f"Cannot write {target}: {err}"
-    check_collectively(comm, error, OSError)
+    text = ""
+    with collectively(comm):
+        if comm.rank == 0:
+            try:
+                text = json.dumps(data, indent=2) + "\n"
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"Cannot write {target}: the data is not JSON-serializable ({err}).") from None
+    with output_set(comm, [target], overwrite=overwrite) as tmp, collectively(comm):
+        if comm.rank == 0:
+            tmp[target].write_text(text)
     return target
 
 
@@ -314,34 +446,3 @@ def _output_space(V: fem.FunctionSpace) -> fem.FunctionSpace:
         return V
     shape = tuple(V.value_shape)
     return fem.functionspace(mesh, basix.ufl.element("Lagrange", mesh.basix_cell(), degree, shape=shape))
-
-
-def _shared_tmp_dir(comm: MPI.Comm, target: Path) -> Path:
-    """A fresh hidden folder next to ``target``, created by rank 0 and known to all ranks."""
-    name = comm.bcast(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}" if comm.rank == 0 else None, root=0)
-    tmp_dir = target.parent / name
-    error = None
-    if comm.rank == 0:
-        try:
-            tmp_dir.mkdir(parents=True)
-        except OSError as err:
-            error = f"Cannot create output folder next to {target}: {err}"
-    check_collectively(comm, error, OSError)
-    return tmp_dir
-
-
-def _move_into_place(tmp_dir: Path, dest: Path) -> None:
-    """Rename every entry of ``tmp_dir`` into ``dest``; the main file (``.xdmf``) last."""
-    entries = sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".xdmf")
-    for entry in entries:
-        final = dest / entry.name
-        if entry.is_dir():
-            if final.exists():
-                trash = dest / f".{entry.name}.old-{uuid.uuid4().hex[:8]}"
-                final.rename(trash)
-                entry.rename(final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                entry.rename(final)
-        else:
-            os.replace(entry, final)

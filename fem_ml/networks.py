@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mpi4py import MPI
 
@@ -34,6 +34,7 @@ from scipy import special
 
 from fem_ml._mpi import run_distributed
 from fem_ml._progress import Progress
+from fem_ml._serialize import dataclass_kwargs, dataclass_tree, prefixed, subtree
 
 __all__ = [
     "MLP",
@@ -100,6 +101,15 @@ class AffineScaler:
     def inverse(self, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Apply the inverse map."""
         return y * self.scale + self.shift
+
+    def to_tree(self) -> dict[str, Any]:
+        """The scaler as file entries (its dataclass fields)."""
+        return dataclass_tree(self)
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> AffineScaler:
+        """The scaler stored by :meth:`to_tree`."""
+        return cls(**dataclass_kwargs(cls, tree))
 
 
 class MLP(torch.nn.Module):
@@ -245,6 +255,15 @@ class TrainingHistory:
         """Validation loss of the restored weights (nan without a validation split)."""
         return self.validation_loss[self.best_index] if self.validation_loss else float("nan")
 
+    def to_tree(self) -> dict[str, Any]:
+        """The history as file entries (its dataclass fields)."""
+        return dataclass_tree(self)
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> TrainingHistory:
+        """The history stored by :meth:`to_tree`."""
+        return cls(**dataclass_kwargs(cls, tree))
+
 
 class CoefficientNetwork:
     """A trained map from parameters to reduced coefficients.
@@ -353,6 +372,45 @@ class CoefficientNetwork:
         with torch.inference_mode():
             outputs = [m(x.to(next(m.parameters()).dtype)).double().numpy() for m in self.models]
         return self.output_scaler.inverse(np.mean(outputs, axis=0))
+
+    def to_tree(self) -> dict[str, Any]:
+        """The networks as file entries: architecture, scalers and each member's weights (``member_m/...``)."""
+        first = self.models[0]
+        tree: dict[str, Any] = {
+            "hidden_layers": np.asarray(first.hidden_layers, dtype=np.int64).reshape(-1),
+            "n_hidden": len(first.hidden_layers),
+            "activation": first.activation,
+            "input_transform": self.input_transform,
+            "n_in": int(first.n_in),
+            "n_out": int(first.n_out),
+            "n_networks": self.n_networks,
+            "dtype": str(next(first.parameters()).dtype).removeprefix("torch."),
+        }
+        tree |= prefixed("input_scaler", self.input_scaler.to_tree())
+        tree |= prefixed("output_scaler", self.output_scaler.to_tree())
+        for m, model in enumerate(self.models):
+            for name, tensor in model.state_dict().items():
+                tree[f"member_{m}/{name}"] = tensor.detach().cpu().numpy().copy()
+        return tree
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> CoefficientNetwork:
+        """The networks stored by :meth:`to_tree` (entries validated beforehand, as :func:`fem_ml.load` does)."""
+        hidden = tuple(int(w) for w in np.asarray(tree["hidden_layers"])[: int(tree["n_hidden"])])
+        dtype = {"float64": torch.float64, "float32": torch.float32}[str(tree["dtype"])]
+        models = []
+        for m in range(int(tree["n_networks"])):
+            activation: Activation = tree["activation"]
+            model = MLP(int(tree["n_in"]), int(tree["n_out"]), hidden_layers=hidden, activation=activation).to(dtype)
+            state = {k: torch.from_numpy(np.array(v)) for k, v in subtree(tree, f"member_{m}").items()}
+            model.load_state_dict(state, strict=True)
+            models.append(model)
+        return cls(
+            models,
+            AffineScaler.from_tree(subtree(tree, "input_scaler")),
+            AffineScaler.from_tree(subtree(tree, "output_scaler")),
+            input_transform=str(tree["input_transform"]),  # type: ignore[arg-type]
+        )
 
 
 def _scale_inputs(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from fem_ml._mpi import check_collectively
+from fem_ml._atomic import MARKER, write_file
+from fem_ml._mpi import collectively
 from fem_ml.networks import TrainingHistory
 from fem_ml.pod import PODBasis
 from fem_ml.surrogate import ErrorReport, Surrogate
@@ -53,42 +53,40 @@ def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], 
     With ``ncols > 1``, ``draw`` gets the row of ``ncols`` axes.
     """
     target = Path(path)
-    error: str | None = None
     gc.collect()  # on every rank at the same point: destroys collective garbage together
-    if comm.rank == 0:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(1, ncols, figsize=(6 if ncols == 1 else 3.2 * ncols, 4), dpi=120, squeeze=True)
-            draw(ax)
-            fig.tight_layout()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-            os.close(fd)
-            try:
-                fig.savefig(tmp, format="png")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-                plt.close(fig)
-        except Exception as err:  # reported on every rank
-            error = f"Could not write the plot {target}: {type(err).__name__}: {err}"
-        finally:
-            if was_enabled:
-                gc.enable()
-    # Drawing can leave reference cycles on rank 0 alone (matplotlib's first import catches exceptions whose
-    # tracebacks reach, through the frames' f_back, the caller's frame and its PETSc objects). Collected here, on
-    # every rank at the same point, they cannot keep a caller's solver alive on rank 0 after the other ranks have
-    # destroyed theirs collectively.
-    gc.collect()
-    check_collectively(comm, error, OSError)
+    try:
+        with collectively(comm):
+            if comm.rank == 0:
+                was_enabled = gc.isenabled()
+                gc.disable()
+                try:
+                    _draw_png(target, draw, ncols)
+                finally:
+                    if was_enabled:
+                        gc.enable()
+    finally:
+        # Drawing can leave reference cycles on rank 0 alone (matplotlib's first import catches exceptions whose
+        # tracebacks reach, through the frames' f_back, the caller's frame and its PETSc objects). Collected here,
+        # on every rank at the same point, they cannot keep a caller's solver alive on rank 0 after the other
+        # ranks have destroyed theirs collectively.
+        gc.collect()
     return target
+
+
+def _draw_png(target: Path, draw: Callable[[Any], None], ncols: int) -> None:
+    """Draw and write one PNG through the atomic writer, marked as written by fem_ml (local)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, ncols, figsize=(6 if ncols == 1 else 3.2 * ncols, 4), dpi=120, squeeze=True)
+    try:
+        draw(ax)
+        fig.tight_layout()
+        write_file(target, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": MARKER}), overwrite=False)
+    finally:
+        plt.close(fig)
 
 
 def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -33,7 +33,9 @@ from dolfinx import fem
 from scipy import linalg, sparse
 
 from fem_ml._fem import function_from_owned, n_global, n_owned
+from fem_ml._layout import DofLayout
 from fem_ml._mpi import check_collectively
+from fem_ml._serialize import coo_from_matrix, dataclass_kwargs, dataclass_tree, matrix_from_coo, prefixed, subtree
 from fem_ml.snapshots import SnapshotSet
 
 if TYPE_CHECKING:
@@ -335,6 +337,51 @@ class PODBasis:
     def mode(self, k: int) -> fem.Function:
         """Return mode ``k`` as a Function named ``mode_k`` (collective)."""
         return function_from_owned(self.V, self.modes[:, k], name=f"mode_{k}")
+
+    def to_tree(self, layout: DofLayout) -> dict[str, Any]:
+        """The basis as file entries, on rank 0 (an empty dict on the others); collective.
+
+        The fields of the dataclass, with the modes in ``layout``'s canonical dof order (one row per mode) and the
+        inner product by name; an inner product that is not a named one also gets its matrix as canonical COO
+        triplets ``matrix/rows``, ``matrix/columns``, ``matrix/values``.
+        """
+        modes = layout.gather(self.modes)
+        named = self.inner_product.name in get_args(InnerProductKind)
+        matrix = self.inner_product.matrix
+        coo = None if named or matrix is None else coo_from_matrix(matrix, layout)
+        if layout.comm.rank != 0:
+            return {}
+        assert modes is not None
+        tree = dataclass_tree(self, exclude=("V", "modes", "inner_product"))
+        tree |= {"modes": np.ascontiguousarray(modes.T), "inner_product": self.inner_product.name}
+        return tree | (prefixed("matrix", coo) if coo is not None else {})
+
+    @classmethod
+    def from_tree(cls, V: fem.FunctionSpace, tree: dict[str, Any], layout: DofLayout) -> PODBasis:
+        """Rebuild a basis on ``V`` from entries written by :meth:`to_tree` (collective).
+
+        Rank 0 passes every entry; the other ranks need only the small ones (all but ``modes`` and ``matrix/*``).
+        The entries must have been validated (shapes, finite values), as :func:`fem_ml.load` does.
+
+        Raises:
+            ValueError: on every rank, if the modes are not orthonormal in their inner product.
+        """
+        comm = layout.comm
+        n_modes = int(comm.bcast(np.shape(tree["modes"])[0] if comm.rank == 0 else None, root=0))
+        modes = layout.scatter(np.asarray(tree["modes"]).T if comm.rank == 0 else None, width=n_modes)
+        name = str(tree["inner_product"])
+        if name in get_args(InnerProductKind):
+            product = assemble_inner_product(V, name)  # type: ignore[arg-type]
+        else:
+            coo = subtree(tree, "matrix") if comm.rank == 0 else None
+            product = InnerProduct(V, matrix_from_coo(layout, coo), name=name, owns_matrix=True)
+        kwargs = dataclass_kwargs(cls, tree, exclude=("V", "modes", "inner_product"))
+        basis = cls(V, modes, inner_product=product, **kwargs)
+        drift = float(np.max(np.abs(product.gram(modes) - np.eye(n_modes)))) if n_modes else 0.0
+        if not drift <= max(1e-8, 100 * basis.orthonormality_error):  # also catches NaN
+            product.destroy()
+            raise ValueError(f"the stored modes are not orthonormal in their inner product ({drift:.2e})")
+        return basis
 
 
 class _Columns:

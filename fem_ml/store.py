@@ -34,18 +34,17 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-from fem_ml._h5 import FileFormatError, read_tree, write_tree
+from fem_ml._atomic import write_file
+from fem_ml._formats import SAMPLE, STORE
+from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
-from fem_ml._mpi import check_collectively
+from fem_ml._mpi import collectively
 from fem_ml.parameters import ParameterSpace
 from fem_ml.snapshots import FailedSolve, SnapshotSet
 
 __all__ = ["SampleRecord", "SnapshotStore", "element_signature"]
 
 logger = logging.getLogger(__name__)
-
-_STORE_FORMAT, _STORE_VERSION = "fem_ml.snapshot_store", 1
-_SAMPLE_FORMAT, _SAMPLE_VERSION = "fem_ml.snapshot", 1
 
 
 def element_signature(V: fem.FunctionSpace) -> str:
@@ -99,26 +98,23 @@ class SnapshotStore:
 
     def _open(self, header: Path, space: ParameterSpace | None) -> ParameterSpace | None:
         """Check an existing store against the function space and parameter space (collective)."""
-        error: str | None = None
         keys = coordinates = None
         found: ParameterSpace | None = None
-        if self.comm.rank == 0:
-            try:
-                tree = read_tree(header, kind=_STORE_FORMAT, version=_STORE_VERSION, what="fem_ml snapshot store")
+        with collectively(self.comm):
+            if self.comm.rank == 0:
+                tree = read_tree(header, kind=STORE.kind, version=STORE.version, what=STORE.what, schema=STORE.schema)
                 if tree["element"] != element_signature(self.V):
                     raise FileFormatError(
                         f"{header}: the store holds snapshots on {tree['element']}, not on {element_signature(self.V)}."
                     )
-                bounds = json.loads(str(tree["parameter_space"]))
-                found = ParameterSpace({k: tuple(v) for k, v in bounds.items()}) if bounds else None
+                try:
+                    bounds = json.loads(str(tree["parameter_space"]))
+                    found = ParameterSpace({k: tuple(v) for k, v in bounds.items()}) if bounds else None
+                except (TypeError, ValueError) as err:
+                    raise FileFormatError(f"{header}: 'parameter_space' is not a parameter space: {err}") from None
                 if space is not None and found is not None and found != space:
                     raise FileFormatError(f"{header}: the store was made for {found}, not for {space}.")
                 keys, coordinates = np.asarray(tree["layout/keys"]), np.asarray(tree["layout/coordinates"])
-            except FileFormatError as err:
-                error = str(err)
-            except Exception as err:  # a tree with missing or malformed entries
-                error = f"{header} is not a valid fem_ml snapshot store: {type(err).__name__}: {err}"
-        check_collectively(self.comm, error, FileFormatError)
         problem = self.layout.mismatch(keys, coordinates)
         if problem is not None:
             raise FileFormatError(f"{header} does not match the function space: {problem}.")
@@ -127,28 +123,33 @@ class SnapshotStore:
     def _create(self, header: Path, space: ParameterSpace | None) -> ParameterSpace | None:
         """Initialise a new store with the dof layout (collective)."""
         coordinates = self.layout.coordinates()
-        error: str | None = None
-        if self.comm.rank == 0:
-            assert coordinates is not None
-            try:
-                (self.path / "samples").mkdir(parents=True, exist_ok=True)
-                write_tree(
-                    header,
-                    {
-                        "layout/keys": self.layout.keys,
-                        "layout/coordinates": coordinates,
-                        "element": element_signature(self.V),
-                        "n_dofs": int(self.layout.n_global),
-                        "parameter_space": json.dumps({} if space is None else space.bounds),
-                        "written_on_ranks": int(self.comm.size),
-                    },
-                    kind=_STORE_FORMAT,
-                    version=_STORE_VERSION,
-                )
-                logger.info("Created snapshot store %s", self.path)
-            except OSError as err:
-                error = f"Could not create the snapshot store {self.path}: {err}"
-        check_collectively(self.comm, error, OSError)
+        created = False
+        with collectively(self.comm):
+            if self.comm.rank == 0:
+                assert coordinates is not None
+                tree: Tree = {
+                    "layout/keys": self.layout.keys,
+                    "layout/coordinates": coordinates,
+                    "element": element_signature(self.V),
+                    "n_dofs": int(self.layout.n_global),
+                    "parameter_space": json.dumps({} if space is None else space.bounds),
+                    "written_on_ranks": int(self.comm.size),
+                }
+                try:
+                    (self.path / "samples").mkdir(parents=True, exist_ok=True)
+                    write_file(
+                        header,
+                        lambda tmp: write_tree(tmp, tree, kind=STORE.kind, version=STORE.version),
+                        exclusive=True,  # another process creating the same store at the same time: keep its header
+                    )
+                    created = True
+                    logger.info("Created snapshot store %s", self.path)
+                except FileExistsError:
+                    pass
+                except OSError as err:
+                    raise OSError(f"Could not create the snapshot store {self.path}: {err}") from err
+        if not self.comm.bcast(created, root=0):
+            return self._open(header, space)
         return space
 
     def _sample_path(self, index: int) -> Path:
@@ -161,15 +162,18 @@ class SnapshotStore:
         renamed to ``*.corrupt`` and left out, so the sample is solved again.
         """
         found: dict[int, SampleRecord] = {}
-        error: str | None = None
-        if self.comm.rank == 0:
-            try:
-                for file in sorted((self.path / "samples").glob("[0-9]*.h5")):
+        with collectively(self.comm):
+            if self.comm.rank == 0:
+                try:
+                    files = sorted((self.path / "samples").glob("[0-9]*.h5"))
+                except OSError as err:
+                    raise OSError(f"Could not list the snapshot store {self.path}: {err}") from err
+                for file in files:
                     try:
                         record = _record(self._read(file))
                         if record.index != int(file.stem):
                             raise FileFormatError(f"{file} holds sample {record.index}, not {int(file.stem)}.")
-                    except (FileFormatError, KeyError, ValueError, TypeError) as err:
+                    except FileFormatError as err:
                         logger.warning("Ignoring damaged snapshot entry %s: %s", file, err)
                         try:
                             file.rename(file.with_suffix(".corrupt"))
@@ -177,16 +181,17 @@ class SnapshotStore:
                             logger.warning("Could not set %s aside: %s", file, rename_error)
                         continue
                     found[record.index] = record
-            except OSError as err:
-                error = f"Could not list the snapshot store {self.path}: {err}"
-        check_collectively(self.comm, error, OSError)
         return self.comm.bcast(found, root=0)
 
     def _read(self, file: Path) -> dict:
-        tree = read_tree(file, kind=_SAMPLE_FORMAT, version=_SAMPLE_VERSION, what="fem_ml snapshot entry")
-        if tree.get("ok") and np.asarray(tree.get("values", np.empty(0))).shape != (self.layout.n_global,):
-            raise FileFormatError(f"{file}: its values do not have {self.layout.n_global} entries.")
-        return tree
+        return read_tree(
+            file,
+            kind=SAMPLE.kind,
+            version=SAMPLE.version,
+            what=SAMPLE.what,
+            schema=SAMPLE.schema,
+            dims={"n_dofs": self.layout.n_global},
+        )
 
     def write(
         self,
@@ -210,22 +215,25 @@ class SnapshotStore:
         if self.comm.allreduce(int(ok), op=MPI.SUM) not in (0, self.comm.size):  # the same on every rank
             raise ValueError(f"Sample {index}: values given on some ranks only.")
         gathered = self.layout.gather(values) if values is not None else None
-        error: str | None = None
-        if self.comm.rank == 0:
-            tree: dict = {
-                "index": int(index),
-                "parameters": np.asarray(parameters, dtype=np.float64).reshape(-1),
-                "ok": bool(ok),
-                "message": message,
-                "solve_time": float(solve_time),
-            }
-            if gathered is not None:
-                tree["values"] = gathered
-            try:
-                write_tree(self._sample_path(index), tree, kind=_SAMPLE_FORMAT, version=_SAMPLE_VERSION, fsync=False)
-            except OSError as err:
-                error = f"Could not write snapshot {index} to {self.path}: {err}"
-        check_collectively(self.comm, error, OSError)
+        with collectively(self.comm):
+            if self.comm.rank == 0:
+                tree: Tree = {
+                    "index": int(index),
+                    "parameters": np.asarray(parameters, dtype=np.float64).reshape(-1),
+                    "ok": bool(ok),
+                    "message": message,
+                    "solve_time": float(solve_time),
+                }
+                if gathered is not None:
+                    tree["values"] = gathered
+                try:
+                    write_file(
+                        self._sample_path(index),
+                        lambda tmp: write_tree(tmp, tree, kind=SAMPLE.kind, version=SAMPLE.version),
+                        fsync=False,
+                    )
+                except OSError as err:
+                    raise OSError(f"Could not write snapshot {index} to {self.path}: {err}") from err
 
     def read_values(self, indices: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Owned dof values ``(n_owned, len(indices))`` of successful samples (collective).
@@ -237,16 +245,12 @@ class SnapshotStore:
         out = np.empty((self.layout.n_owned, len(idx)), dtype=np.float64)
         for column, i in enumerate(idx):
             full = None
-            error: str | None = None
-            if self.comm.rank == 0:
-                try:
+            with collectively(self.comm):
+                if self.comm.rank == 0:
                     tree = self._read(self._sample_path(i))
                     if not tree["ok"]:
                         raise FileFormatError(f"sample {i} in {self.path} is a failed solve: {tree['message']}")
                     full = np.asarray(tree["values"], dtype=np.float64)
-                except FileFormatError as err:
-                    error = str(err)
-            check_collectively(self.comm, error, FileFormatError)
             out[:, column] = self.layout.scatter(full)
         return out
 

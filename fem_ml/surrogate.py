@@ -11,11 +11,9 @@ is a small network forward pass and one local product :math:`\Phi \hat c`, then 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from mpi4py import MPI
@@ -27,6 +25,7 @@ from scipy import spatial
 
 from fem_ml._fem import function_from_owned, n_owned, space_mismatch
 from fem_ml._mpi import check_collectively
+from fem_ml._serialize import dataclass_kwargs, dataclass_tree
 from fem_ml.networks import (
     Activation,
     CoefficientNetwork,
@@ -87,6 +86,15 @@ class ErrorReport:
             out[f"{name}_mean"] = float(np.mean(values))
             out[f"{name}_max"] = float(np.max(values))
         return out
+
+    def to_tree(self) -> dict[str, Any]:
+        """The report as file entries (its dataclass fields; a missing ``network_error`` is left out)."""
+        return dataclass_tree(self)
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> ErrorReport:
+        """The report stored by :meth:`to_tree`."""
+        return cls(**dataclass_kwargs(cls, tree))
 
 
 class Surrogate:
@@ -427,27 +435,6 @@ class Surrogate:
         reference = np.linalg.norm(projected, axis=0)
         network = np.linalg.norm(predicted.T - projected, axis=0) / np.where(reference > 0, reference, 1.0)
         return ErrorReport(parameters=points, network_error=network, **relative)
-
-    def save(
-        self,
-        path: str | os.PathLike,
-        *,
-        test_errors: ErrorReport | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Path:
-        """Write the surrogate to one self-contained file (collective); see :func:`fem_ml.archive.save`.
-
-        Args:
-            path: Destination, conventionally ``*.femml``.
-            test_errors: Test-set errors to store (default: :attr:`test_errors`).
-            metadata: JSON-serialisable user data (default: :attr:`metadata`).
-
-        Returns:
-            The path written.
-        """
-        from fem_ml.archive import save
-
-        return save(self, path, test_errors=test_errors, metadata=metadata if metadata is not None else self.metadata)
 
     def destroy(self) -> None:
         """Destroy the PETSc matrices of the cached norms and of the basis' inner product."""

@@ -219,7 +219,7 @@ def test_bad_input_raises_on_all_ranks(rom, sensors, problem, comm):
 
 def test_same_estimate_on_one_rank_and_on_all(rom, sensors, comm, tmp_dir):
     """The surrogate saved here and loaded on COMM_SELF: sensors on either rank give the same estimate there."""
-    path = rom.save(tmp_dir / "inverse.femml")
+    path = fem_ml.save(rom, tmp_dir / "inverse.femml")
     serial_rom = fem_ml.load(path, comm=MPI.COMM_SELF)
     serial_sensors = fem_ml.Sensors(serial_rom, POINTS)
     np.testing.assert_allclose(serial_sensors.matrix, sensors.matrix, rtol=1e-11, atol=1e-13)

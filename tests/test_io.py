@@ -2,6 +2,7 @@
 #
 # SPDX-License-Identifier:    MIT
 import json
+import os
 from pathlib import Path
 
 from mpi4py import MPI
@@ -77,7 +78,13 @@ def test_bad_output_keeps_existing_files(comm, tmp_dir, rom, test_snapshots):
     before = good.read_bytes()
     comm.barrier()
     raises_on_all_ranks(
-        comm, ValueError, "must end in .xdmf or .bp", fem_ml.write_fields, tmp_dir / "keep.vtu", rom.V, [{"a": None}]
+        comm,
+        ValueError,
+        "must end in .xdmf, .bp or a suffix meshio",
+        fem_ml.write_fields,
+        tmp_dir / "keep.txt",
+        rom.V,
+        [{"a": None}],
     )
     wrong = np.zeros((3, 1))
     raises_on_all_ranks(
@@ -91,7 +98,7 @@ def test_write_json(comm, tmp_dir):
     path = fem_ml.write_json(tmp_dir / "sub" / "s.json", {"a": 1.5}, comm=comm)
     assert json.loads(path.read_text()) == {"a": 1.5}
     raises_on_all_ranks(
-        comm, OSError, "Cannot write", fem_ml.write_json, tmp_dir / "t.json", {"a": object()}, comm=comm
+        comm, TypeError, "Cannot write", fem_ml.write_json, tmp_dir / "t.json", {"a": object()}, comm=comm
     )
     assert not (tmp_dir / "t.json").exists()
 
@@ -158,3 +165,48 @@ def test_write_sweep_steps_through_one_parameter(comm, tmp_dir, rom):
     assert not (tmp_dir / "bad.xdmf").exists()
     raises_on_all_ranks(comm, ValueError, "Units given for", fem_ml.write_fields, tmp_dir / "bad.xdmf", rom.V,
                         [{"u": rom.basis.modes[:, 0]}], units={"v": "m"})  # fmt: skip
+
+
+def test_write_vtu_through_meshio(comm, tmp_dir, rom, test_snapshots):
+    """``.vtu`` goes through meshio on rank 0: one array per field and step, the same values as the prediction."""
+    import meshio
+
+    path = fem_ml.write_comparison(
+        tmp_dir / "cmp.vtu", rom, test_snapshots.parameters[:2], test_snapshots.subset([0, 1])
+    )
+    prediction = rom.predict_values(test_snapshots.parameters[:2])
+    lo, hi = _global_range(comm, prediction[:, 1])
+    if comm.rank == 0:
+        mesh = meshio.read(path)
+        assert sorted(mesh.point_data) == sorted(
+            f"{n}_{k:04d}" for n in ("error", "prediction", "truth") for k in (0, 1)
+        )
+        values = mesh.point_data["prediction_0001"]
+        assert values.min() == pytest.approx(lo, rel=1e-12) and values.max() == pytest.approx(hi, rel=1e-12)
+        assert mesh.cells[0].type == "triangle"
+    assert sorted(p.name for p in tmp_dir.iterdir()) == ["cmp.vtu", "cmp.vtu.json"]
+
+
+def test_outputs_never_replace_foreign_files(comm, tmp_dir, rom):
+    """An existing file fem_ml did not write is kept unless overwrite=True; fem_ml's own outputs are replaced."""
+    values = [{"u": rom.basis.modes[:, 0]}]
+    user = tmp_dir / "user.h5"
+    if comm.rank == 0:
+        user.write_bytes(b"precious")
+    comm.barrier()
+    raises_on_all_ranks(
+        comm, ValueError, "not written by fem_ml", fem_ml.write_fields, tmp_dir / "user.xdmf", rom.V, values
+    )
+    assert user.read_bytes() == b"precious" and not (tmp_dir / "user.xdmf").exists()
+    fem_ml.write_fields(tmp_dir / "user.xdmf", rom.V, values, overwrite=True)
+    fem_ml.write_fields(tmp_dir / "user.xdmf", rom.V, values)  # now fem_ml's own: replaced without asking
+    assert h5py.is_hdf5(user)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("user.xdmf", "user.h5"):
+        assert (tmp_dir / name).stat().st_mode & 0o777 == 0o666 & ~mask
+    raises_on_all_ranks(
+        comm, ValueError, "it is the input file", fem_ml.write_fields, tmp_dir / "user.xdmf", rom.V, values,
+        protect=[tmp_dir / "user.h5"],
+    )  # fmt: skip
+    assert not [p for p in tmp_dir.iterdir() if p.name.startswith(".")]

@@ -73,7 +73,7 @@ def thermal(snapshots, folder):
     basis = fem_ml.pod(snapshots, inner_product="h1", n_modes=6)
     rom = fem_ml.train_surrogate(basis, snapshots, SPACE, seed=0, **TRAIN)
     path = folder / "thermal.femml"
-    rom.save(path)
+    fem_ml.save(rom, path)
     return rom, path
 
 
@@ -86,7 +86,7 @@ def elastic(folder):
     basis = fem_ml.pod(snapshots, inner_product="l2", n_modes=5)
     rom = fem_ml.train_surrogate(basis, snapshots, ELASTIC_SPACE, seed=0, **TRAIN)
     path = folder / "elastic.femml"
-    rom.save(path)
+    fem_ml.save(rom, path)
     return rom, path
 
 

@@ -20,8 +20,9 @@ ParaView 5.11's Python-plugin loader imports ``inspect.getargspec``, which Pytho
 that function first.
 """
 
-import importlib.util
+import importlib
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,17 @@ paraview_plugin_version = "1.0"
 
 
 def _runtime():  # type: ignore[no-untyped-def]
-    """:mod:`fem_ml.paraview.runtime`, loaded from its file (ParaView's Python cannot import fem_ml)."""
-    name = "_fem_ml_paraview.runtime"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("runtime.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """:mod:`fem_ml.paraview.runtime`, imported without running ``fem_ml/__init__.py`` (which needs DOLFINx).
+
+    In ParaView's Python, fem_ml is registered as a bare package whose modules load from their files, so the
+    runtime and the DOLFINx- and torch-free modules it imports (the file reader, the stacked network) are
+    fem_ml's own code.
+    """
+    if "fem_ml" not in sys.modules:
+        package = types.ModuleType("fem_ml")
+        package.__path__ = [str(Path(__file__).resolve().parents[1])]
+        sys.modules["fem_ml"] = package
+    return importlib.import_module("fem_ml.paraview.runtime")
 
 
 class FemmlAlgorithm(VTKPythonAlgorithmBase):
@@ -125,7 +129,7 @@ class FemmlAlgorithm(VTKPythonAlgorithmBase):
             return 0
         output.ShallowCopy(grid)
         output.GetPointData().Initialize()
-        output.GetPointData().AddArray(_array("prediction", mean))
+        output.GetPointData().AddArray(_array(model.field_name, mean))
         if deviation is not None:
             output.GetPointData().AddArray(_array("deviation", deviation))
         output.GetFieldData().Initialize()

@@ -1,0 +1,419 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""The schemas of fem_ml's files: every entry a surrogate or snapshot-store file may hold, its shape and its values.
+
+Each schema lists the allowed entries (anything else is refused), derives sizes from the header (dofs from the
+dof keys, modes from the basis, layer widths from the network's header, the node count from the coordinates...)
+so that every dataset's shape is checked before it is read, and checks values after reading: finite weights,
+modes, coordinates and singular values; cell indices within the node count; COO indices within the dofs; known
+activation, input transform, inner product, cell type and dtype names. Like :mod:`fem_ml._h5`, this module imports
+only the standard library, NumPy and h5py (through :mod:`fem_ml._h5`), so tools outside fem_ml can reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fem_ml._h5 import Declared, Field, Schema, Tree
+
+__all__ = [
+    "ACTIVATIONS",
+    "INPUT_TRANSFORMS",
+    "NAMED_PRODUCTS",
+    "SAMPLE",
+    "STORE",
+    "SURROGATE",
+    "Format",
+]
+
+#: Activation functions a network file may name.
+ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
+#: Input transforms a network file may name.
+INPUT_TRANSFORMS = ("linear", "log")
+#: Inner products rebuilt by name (any other name comes with its matrix).
+NAMED_PRODUCTS = ("euclidean", "h1", "h1_semi", "l2")
+_CELL_TYPES = ("interval", "triangle", "quadrilateral", "tetrahedron", "hexahedron", "prism")
+_MAX_DEGREE = 10
+_MAX_HIDDEN = 1024
+
+
+class Format:
+    """A file kind: its format tag, newest version, description and schema."""
+
+    def __init__(self, kind: str, version: int, what: str, schema: Schema):
+        self.kind, self.version, self.what, self.schema = kind, version, what, schema
+
+
+def _nodes_per_cell(cell: str, degree: int) -> int:
+    """Geometry nodes of a Lagrange cell of ``degree``."""
+    d = degree
+    return {
+        "interval": d + 1,
+        "triangle": (d + 1) * (d + 2) // 2,
+        "quadrilateral": (d + 1) ** 2,
+        "tetrahedron": (d + 1) * (d + 2) * (d + 3) // 6,
+        "hexahedron": (d + 1) ** 3,
+        "prism": (d + 1) ** 2 * (d + 2) // 2,
+    }[cell]
+
+
+def _shape(declared: Declared, name: str) -> tuple[int, ...]:
+    value = declared.get(name)
+    if not isinstance(value, tuple):
+        raise ValueError(f"{name!r}: missing dataset")
+    return tuple(value[1])
+
+
+def _int(declared: Declared | Tree, name: str, low: int, high: int) -> int:
+    value = declared.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name!r}: expected an integer, found {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name!r}: {value} is outside [{low}, {high}]")
+    return int(value)
+
+
+def _choice(tree: Declared | Tree, name: str, choices: Iterable[str]) -> str:
+    value = tree.get(name)
+    if value not in tuple(choices):
+        raise ValueError(f"{name!r}: {value!r} is not one of {tuple(choices)}")
+    return str(value)
+
+
+def _finite(tree: Tree, name: str, *, low: float | None = None, nan: bool = False) -> npt.NDArray[Any]:
+    array = np.asarray(tree[name])
+    bad = ~np.isfinite(array) if not nan else np.isinf(array)
+    if np.any(bad):
+        raise ValueError(f"{name!r}: holds {'infinite' if nan else 'NaN or infinite'} values")
+    if low is not None and array.size and np.nanmin(array) < low:
+        raise ValueError(f"{name!r}: holds values below {low}")
+    return array
+
+
+def _float(tree: Tree, name: str, *, low: float = -np.inf) -> float:
+    value = float(tree[name])  # type: ignore[arg-type]
+    if not np.isfinite(value) or value < low:
+        raise ValueError(f"{name!r}: {value} is not a finite number >= {low}")
+    return value
+
+
+def _json(tree: Tree, name: str) -> Any:
+    try:
+        return json.loads(str(tree[name]))
+    except ValueError:
+        raise ValueError(f"{name!r}: not valid JSON") from None
+
+
+def _indices(tree: Tree, name: str, bound: int) -> None:
+    array = np.asarray(tree[name])
+    if array.size and (int(array.min()) < 0 or int(array.max()) >= bound):
+        raise ValueError(f"{name!r}: indices outside [0, {bound})")
+
+
+# --- surrogate -----------------------------------------------------------------------------------------------------
+
+_MEMBER = r"network/member_(\d+)/layers\.(\d+)\.(weight|bias)"
+_HISTORY = r"training/member_(\d+)/"
+
+
+def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[Any]]) -> dict[str, int]:
+    n_dofs = _shape(declared, "layout/keys")[0]
+    n_modes = _shape(declared, "basis/modes")[0]
+    n_nodes, gdim = (*_shape(declared, "mesh/x"), 0)[:2]
+    if not 1 <= gdim <= 3:
+        raise ValueError(f"'mesh/x': {gdim} coordinates per node, expected 1 to 3")
+    cell = _choice(declared, "mesh/cell_type", _CELL_TYPES)
+    degree = _int(declared, "mesh/degree", 1, _MAX_DEGREE)
+    p = _shape(declared, "parameters/lower")[0]
+    n_in = _int(declared, "network/n_in", 1, 1 << 20)
+    n_out = _int(declared, "network/n_out", 0, 1 << 30)
+    if n_in != p:
+        raise ValueError(f"'network/n_in': {n_in} inputs for {p} parameters")
+    if n_out != n_modes:
+        raise ValueError(f"'network/n_out': {n_out} outputs for {n_modes} modes")
+    n_hidden = _int(declared, "network/n_hidden", 0, _MAX_HIDDEN)
+    hidden = read_small("network/hidden_layers").reshape(-1)
+    if hidden.dtype.kind not in "iu" or hidden.size < n_hidden or np.any(hidden[:n_hidden] < 1):
+        raise ValueError(f"'network/hidden_layers': {hidden} does not give {n_hidden} positive widths")
+    widths = [n_in, *(int(w) for w in hidden[:n_hidden]), n_out]
+    dims = {
+        "n_dofs": n_dofs,
+        "n_modes": n_modes,
+        "n_nodes": n_nodes,
+        "gdim": gdim,
+        "nodes_per_cell": _nodes_per_cell(cell, degree),
+        "p": p,
+        "n_networks": _int(declared, "network/n_networks", 1, 1 << 16),
+        "n_layers": len(widths) - 1,
+    }
+    dims |= {f"width_{k}": w for k, w in enumerate(widths)}
+    if "basis/matrix/rows" in declared:
+        dims["nnz"] = _shape(declared, "basis/matrix/rows")[0]
+    if "errors/parameters" in declared:
+        dims["n_test"] = _shape(declared, "errors/parameters")[0]
+    m = 0
+    while f"training/member_{m}/best_index" in declared:
+        dims[f"losses_{m}"] = _shape(declared, f"training/member_{m}/train_loss")[0]
+        m += 1
+    dims["n_histories"] = m
+    return dims
+
+
+def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
+    n_weights = sum(1 for name in declared if name.startswith("network/member_"))
+    if n_weights != 2 * dims["n_networks"] * dims["n_layers"]:
+        raise ValueError(
+            f"'network/n_networks': {dims['n_networks']} networks of {dims['n_layers']} layers need "
+            f"{2 * dims['n_networks'] * dims['n_layers']} weight arrays, the file holds {n_weights}"
+        )
+    names = [f"network/{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
+    names += [
+        f"network/member_{m}/layers.{2 * k}.{w}"
+        for m in range(dims["n_networks"])
+        for k in range(dims["n_layers"])
+        for w in ("weight", "bias")
+    ]
+    members = set(names)
+    for m in range(dims["n_histories"]):
+        names += [
+            f"training/member_{m}/{n}"
+            for n in ("train_loss", "validation_loss", "train_indices", "validation_indices", "n_adam_epochs")
+        ]
+        names += [f"training/member_{m}/{n}" for n in ("n_lbfgs_iterations", "time_s", "device")]
+    if declared.get("basis/inner_product") not in NAMED_PRODUCTS:
+        names += ["basis/matrix/rows", "basis/matrix/columns", "basis/matrix/values"]
+    if any(n.startswith("errors/") for n in declared):
+        names += [f"errors/{n}" for n in ("parameters", "rel_error_l2", "rel_error_h1", "proj_error_l2")]
+        names += ["errors/proj_error_h1"]
+    # Every member name must belong to the declared ensemble and layers (no stray layers or members).
+    for name in declared:
+        if name.startswith("network/member_") and name not in members:
+            raise ValueError(f"{name!r}: not a layer of the {dims['n_networks']} declared networks")
+        if name.startswith("training/member_") and int(name.split("/")[1].removeprefix("member_")) >= max(
+            dims["n_histories"], 0
+        ):
+            raise ValueError(f"{name!r}: training history without its best_index")
+    return names
+
+
+def _layer_shape(match: Any, dims: Mapping[str, int]) -> tuple[int, ...] | None:
+    index = int(match.group(2))
+    if index % 2 or index // 2 >= dims["n_layers"]:
+        return (-1,)  # no such layer: never matches
+    k = index // 2
+    if match.group(3) == "weight":
+        return (dims[f"width_{k + 1}"], dims[f"width_{k}"])
+    return (dims[f"width_{k + 1}"],)
+
+
+def _history_loss_shape(match: Any, dims: Mapping[str, int]) -> tuple[int, ...] | None:
+    name = match.group(2)
+    n = dims.get(f"losses_{match.group(1)}", -1)
+    return (n,) if name == "train_loss" else None
+
+
+def _check_surrogate(tree: Tree) -> None:
+    n_dofs = np.shape(tree["layout/keys"])[0]
+    n_modes = np.shape(tree["basis/modes"])[0]
+    n_nodes = np.shape(tree["mesh/x"])[0]
+    _indices(tree, "mesh/cells", n_nodes)
+    _finite(tree, "mesh/x")
+    _int(tree, "mesh/lagrange_variant", 0, 64)
+    keys = np.asarray(tree["layout/keys"])
+    if keys.size and (keys[0] < 0 or np.any(np.diff(keys) <= 0)):
+        raise ValueError("'layout/keys': not strictly increasing non-negative keys")
+    _finite(tree, "layout/coordinates")
+    _finite(tree, "basis/modes")
+    sigma = _finite(tree, "basis/singular_values", low=0.0)
+    if sigma.size < n_modes:
+        raise ValueError(f"'basis/singular_values': {sigma.size} values for {n_modes} modes")
+    _float(tree, "basis/orthonormality_error", low=0.0)
+    if "basis/total_energy" in tree:
+        _float(tree, "basis/total_energy", low=0.0)
+    if tree["basis/inner_product"] not in NAMED_PRODUCTS:
+        _indices(tree, "basis/matrix/rows", n_dofs)
+        _indices(tree, "basis/matrix/columns", n_dofs)
+        _finite(tree, "basis/matrix/values")
+    names = _json(tree, "parameters/names")
+    p = np.shape(tree["parameters/lower"])[0]
+    if (
+        not isinstance(names, list)
+        or len(names) != p
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != p
+    ):
+        raise ValueError(f"'parameters/names': expected {p} distinct non-empty names, found {names!r}")
+    lower, upper = _finite(tree, "parameters/lower"), _finite(tree, "parameters/upper")
+    if np.any(lower >= upper):
+        raise ValueError("'parameters/upper': not above 'parameters/lower'")
+    _choice(tree, "network/activation", ACTIVATIONS)
+    if _choice(tree, "network/input_transform", INPUT_TRANSFORMS) == "log" and np.any(lower <= 0):
+        raise ValueError("'network/input_transform': 'log' with non-positive parameter bounds")
+    dtype = _choice(tree, "network/dtype", ("float32", "float64"))
+    for name, value in tree.items():
+        if name.startswith("network/member_"):
+            if np.asarray(value).dtype != np.dtype(dtype):
+                raise ValueError(f"{name!r}: dtype {np.asarray(value).dtype}, the header says {dtype}")
+            _finite(tree, name)
+    for side in ("input", "output"):
+        _finite(tree, f"network/{side}_scaler/shift")
+        scale = _finite(tree, f"network/{side}_scaler/scale")
+        if np.any(scale <= 0):
+            raise ValueError(f"'network/{side}_scaler/scale': not positive")
+    m = 0
+    while f"training/member_{m}/best_index" in tree:
+        prefix = f"training/member_{m}/"
+        n_loss = np.shape(tree[prefix + "train_loss"])[0]
+        if np.shape(tree[prefix + "validation_loss"])[0] not in (0, n_loss):
+            raise ValueError(f"'{prefix}validation_loss': {np.shape(tree[prefix + 'validation_loss'])[0]} values")
+        _int(tree, prefix + "best_index", 0 if n_loss else -1, n_loss - 1 if n_loss else -1)
+        _int(tree, prefix + "n_adam_epochs", 0, 1 << 40)
+        _int(tree, prefix + "n_lbfgs_iterations", 0, 1 << 40)
+        _float(tree, prefix + "time_s", low=0.0)
+        for name in ("train_indices", "validation_indices"):
+            _indices(tree, prefix + name, 1 << 62)
+        m += 1
+    if "training/parameters" in tree:
+        _finite(tree, "training/parameters")
+    if "errors/parameters" in tree:
+        _finite(tree, "errors/parameters")
+        for name in ("rel_error_l2", "rel_error_h1", "proj_error_l2", "proj_error_h1", "network_error"):
+            if f"errors/{name}" in tree:
+                _finite(tree, f"errors/{name}", low=0.0, nan=True)
+    if not isinstance(_json(tree, "metadata"), dict):
+        raise ValueError("'metadata': not a JSON object")
+    _int(tree, "saved_on_ranks", 1, 1 << 30)
+    _choice(tree, "element/family", ("P",))
+    _int(tree, "element/degree", 0, _MAX_DEGREE)
+    _int(tree, "element/lagrange_variant", -1, 64)
+    shape = np.asarray(tree["element/shape"])
+    if np.any(shape < 0) or np.any(shape > 3):
+        raise ValueError("'element/shape': values outside [0, 3]")
+
+
+_SURROGATE_FIELDS = [
+    Field("mesh/cells", dtype="iu", shape=("*", "nodes_per_cell")),
+    Field("mesh/x", shape=("n_nodes", "gdim")),
+    Field("mesh/cell_type", "str"),
+    Field("mesh/degree", "int"),
+    Field("mesh/lagrange_variant", "int"),
+    Field("layout/keys", dtype="iu", shape=("n_dofs",)),
+    Field("layout/coordinates", shape=("n_dofs", 3)),
+    Field("basis/modes", shape=("n_modes", "n_dofs")),
+    Field("basis/singular_values", ndim=1),
+    Field("basis/orthonormality_error", "float"),
+    Field("basis/total_energy", "float", required=False),
+    Field("basis/inner_product", "str"),
+    Field(r"basis/matrix/(rows|columns)", dtype="iu", shape=("nnz",)),
+    Field("basis/matrix/values", shape=("nnz",), required=False),
+    Field("parameters/names", "str"),
+    Field("parameters/lower", ndim=1),
+    Field("parameters/upper", shape=("p",)),
+    Field("metadata", "str"),
+    Field("saved_on_ranks", "int"),
+    Field(r"versions/[A-Za-z0-9_.-]+", "str"),
+    Field("element/family", "str"),
+    Field("element/degree", "int"),
+    Field("element/lagrange_variant", "int"),
+    Field("element/discontinuous", "bool"),
+    Field("element/shape", dtype="iu", ndim=1),
+    Field("element/scalar", "bool"),
+    Field("element/signature", "str"),
+    Field("network/hidden_layers", dtype="iu", ndim=1),
+    Field("network/n_hidden", "int"),
+    Field("network/activation", "str"),
+    Field("network/input_transform", "str"),
+    Field("network/n_in", "int"),
+    Field("network/n_out", "int"),
+    Field("network/n_networks", "int"),
+    Field("network/dtype", "str"),
+    Field("network/input_scaler/(shift|scale)", shape=("p",)),
+    Field("network/output_scaler/(shift|scale)", shape=("n_modes",)),
+    Field(_MEMBER, shape=_layer_shape),
+    Field(_HISTORY + "(train_loss|validation_loss)", shape=_history_loss_shape, ndim=1),
+    Field(_HISTORY + "(train_indices|validation_indices)", dtype="iu", ndim=1),
+    Field(_HISTORY + "(best_index|n_adam_epochs|n_lbfgs_iterations)", "int"),
+    Field(_HISTORY + "time_s", "float"),
+    Field(_HISTORY + "device", "str"),
+    Field("training/parameters", shape=("*", "p"), required=False),
+    Field("errors/parameters", shape=("n_test", "p"), required=False),
+    Field("errors/(rel_error_l2|rel_error_h1|proj_error_l2|proj_error_h1|network_error)", shape=("n_test",)),
+]
+
+
+#: Surrogate files (``.femml``), format version 1.
+SURROGATE = Format(
+    "fem_ml.surrogate",
+    1,
+    "fem_ml surrogate",
+    Schema(_SURROGATE_FIELDS, dimensions=_surrogate_dims, check=_check_surrogate, expected=_surrogate_expected),
+)
+
+
+# --- snapshot store ------------------------------------------------------------------------------------------------
+
+
+def _check_store(tree: Tree) -> None:
+    keys = np.asarray(tree["layout/keys"])
+    if keys.size and (keys[0] < 0 or np.any(np.diff(keys) <= 0)):
+        raise ValueError("'layout/keys': not strictly increasing non-negative keys")
+    _finite(tree, "layout/coordinates")
+    if _int(tree, "n_dofs", 0, 1 << 40) != keys.size:
+        raise ValueError(f"'n_dofs': {tree['n_dofs']}, but {keys.size} dof keys")
+    bounds = _json(tree, "parameter_space")
+    if not isinstance(bounds, dict):
+        raise ValueError("'parameter_space': not a JSON object")
+    _int(tree, "written_on_ranks", 1, 1 << 30)
+
+
+#: The header ``store.h5`` of a snapshot store.
+STORE = Format(
+    "fem_ml.snapshot_store",
+    1,
+    "fem_ml snapshot store",
+    Schema(
+        [
+            Field("layout/keys", dtype="iu", shape=("n_dofs",)),
+            Field("layout/coordinates", shape=("n_dofs", 3)),
+            Field("element", "str"),
+            Field("n_dofs", "int"),
+            Field("parameter_space", "str"),
+            Field("written_on_ranks", "int"),
+        ],
+        dimensions=lambda declared, read_small: {"n_dofs": _shape(declared, "layout/keys")[0]},
+        check=_check_store,
+    ),
+)
+
+
+def _check_sample(tree: Tree) -> None:
+    _int(tree, "index", 0, 1 << 40)
+    _finite(tree, "parameters")
+    _float(tree, "solve_time", low=0.0)
+    if tree["ok"] and "values" not in tree:
+        raise ValueError("'values': missing for a successful solve")
+
+
+#: One entry ``samples/NNNNNN.h5`` of a snapshot store (``dims={"n_dofs": ...}`` from the store's header).
+SAMPLE = Format(
+    "fem_ml.snapshot",
+    1,
+    "fem_ml snapshot entry",
+    Schema(
+        [
+            Field("index", "int"),
+            Field("parameters", ndim=1),
+            Field("ok", "bool"),
+            Field("message", "str"),
+            Field("solve_time", "float"),
+            Field("values", shape=("n_dofs",), required=False),
+        ],
+        check=_check_sample,
+    ),
+)
