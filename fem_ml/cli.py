@@ -33,6 +33,7 @@ from mpi4py import MPI
 from fem_ml._mpi import collectively
 from fem_ml.archive import describe, load
 from fem_ml.io import write_fields
+from fem_ml.paraview import load_script, plugin_path, write_model_plugin
 
 __all__ = ["main", "parse_number", "parse_point"]
 
@@ -136,13 +137,39 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
     )
     predict.add_argument("--name", default=None, help="field name (default: metadata 'field' or 'prediction')")
     predict.add_argument("--force", action="store_true", help="replace existing output files fem_ml did not write")
+    plugin = commands.add_parser(
+        "paraview-plugin", help="print how to load the ParaView plugin; with a model, write its plugin with sliders"
+    )
+    plugin.add_argument("model", nargs="?", help="a .femml file: write a plugin with one slider per parameter")
+    plugin.add_argument("-o", "--output-dir", default=".", help="where the model's plugin goes (default: .)")
     args = parser.parse_args(argv)
     try:
-        return _info(args, comm) if args.command == "info" else _predict(args, comm)
+        commands_run = {"info": _info, "predict": _predict, "paraview-plugin": _paraview_plugin}
+        return commands_run[args.command](args, comm)
     except Exception as err:  # every type: raised on every rank by the collectively blocks
         if comm.rank == 0:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
+
+
+def _paraview_plugin(args: argparse.Namespace, comm: MPI.Comm) -> int:
+    """``paraview-plugin``: print the plugin's path and how to load it; write a model's plugin (rank 0)."""
+    with collectively(comm):
+        if comm.rank == 0:
+            lines = [f"reader plugin: {plugin_path()}"]
+            if args.model is not None:
+                written = write_model_plugin(args.model, args.output_dir)
+                lines.append(f"plugin with one slider per parameter of {args.model}: {written}")
+            folder = load_script().parent
+            lines += [
+                "in ParaView's Python shell or pvpython:",
+                f"    import sys; sys.path.insert(0, {str(folder)!r}); import load_plugin",
+                "    reader = fem_mlsurrogate(FileName='model.femml'); reader.Parameters = [...]",
+            ]
+            if args.model is not None:
+                lines.append(f"    load_plugin.load({str(written)!r}); source = {written.stem}()")
+            print("\n".join(lines), flush=True)
+    return 0
 
 
 def _info(args: argparse.Namespace, comm: MPI.Comm) -> int:

@@ -1,0 +1,255 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""The ParaView plugin: the same field as fem_ml itself, bounded parameters, clear errors for damaged files.
+
+The runtime (NumPy and h5py only) is tested on 1 and 2 ranks against the surrogate; the plugins themselves in
+``pvpython`` (tests marked ``paraview``), against ``python -m fem_ml predict`` and the surrogate's own values.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+
+import h5py
+import numpy as np
+import pytest
+import ufl
+from conftest import SPACE, clean_env, on_root
+from dolfinx import fem, mesh
+from dolfinx.fem.petsc import LinearProblem
+
+import fem_ml
+from fem_ml.paraview import load_script, plugin_path, write_model_plugin
+from fem_ml.paraview.runtime import SurrogateModel
+
+TRAIN = {"adam_epochs": 60, "lbfgs_iterations": 5, "hidden_layers": (16, 16), "n_networks": 2, "progress": False}
+ELASTIC_SPACE = fem_ml.ParameterSpace({"theta": (0.0, 1.5), "g": (0.5, 1.0)})
+
+
+def _elasticity(comm: MPI.Comm):
+    """A P2 vector cantilever on tetrahedra under a traction of angle ``theta`` and size ``g``: ``(V, solve)``."""
+    domain = mesh.create_box(comm, [np.zeros(3), np.array([2.0, 0.5, 0.5])], [4, 1, 1], mesh.CellType.tetrahedron)
+    V = fem.functionspace(domain, ("Lagrange", 2, (3,)))
+    traction = fem.Constant(domain, np.zeros(3))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    eps = ufl.sym(ufl.grad(u))
+    a = ufl.inner(2.0 * eps + 1.25 * ufl.tr(eps) * ufl.Identity(3), ufl.grad(v)) * ufl.dx
+    L = ufl.inner(traction, v) * ufl.ds
+    fdim = domain.topology.dim - 1
+    clamped = fem.locate_dofs_topological(
+        V, fdim, mesh.locate_entities_boundary(domain, fdim, lambda x: np.isclose(x[0], 0.0))
+    )
+    uh = fem.Function(V, name="displacement")
+    problem = LinearProblem(
+        a, L, bcs=[fem.dirichletbc(np.zeros(3), clamped, V)], u=uh, petsc_options_prefix="plugin_elasticity_",
+        petsc_options={"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
+    )  # fmt: skip
+
+    def solve(p: np.ndarray) -> fem.Function:
+        theta, g = p
+        traction.value[:] = (0.0, g * np.cos(theta), g * np.sin(theta))
+        problem.solve()
+        return uh
+
+    return V, solve
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    comm = MPI.COMM_WORLD
+    path = str(tmp_path_factory.mktemp("plugin")) if comm.rank == 0 else None
+    return Path(comm.bcast(path, root=0))
+
+
+@pytest.fixture(scope="module")
+def thermal(snapshots, folder):
+    """A P1 scalar surrogate (ensemble of 2) of the thermal block, saved: ``(rom, path)``."""
+    basis = fem_ml.pod(snapshots, inner_product="h1", n_modes=6)
+    rom = fem_ml.train_surrogate(basis, snapshots, SPACE, seed=0, **TRAIN)
+    path = folder / "thermal.femml"
+    fem_ml.save(rom, path)
+    return rom, path
+
+
+@pytest.fixture(scope="module")
+def elastic(folder):
+    """A P2 vector surrogate (ensemble of 2) of a small cantilever, saved: ``(rom, path)``."""
+    V, solve = _elasticity(MPI.COMM_WORLD)
+    train = ELASTIC_SPACE.sample(12, method="lhs", seed=0)
+    snapshots = fem_ml.collect_snapshots(solve, train, V, space=ELASTIC_SPACE, progress=False)
+    basis = fem_ml.pod(snapshots, inner_product="l2", n_modes=5)
+    rom = fem_ml.train_surrogate(basis, snapshots, ELASTIC_SPACE, seed=0, **TRAIN)
+    path = folder / "elastic.femml"
+    fem_ml.save(rom, path)
+    return rom, path
+
+
+def _by_coordinates(points: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values`` (one row per point of ``points``) at the points ``at`` (each one of ``points``)."""
+    scale = 1e-8 * max(1.0, float(np.abs(points).max()))
+    index = {tuple(k): i for i, k in enumerate(np.round(points / scale).astype(np.int64))}
+    rows = [index[tuple(k)] for k in np.round(at / scale).astype(np.int64)]
+    return values[rows]
+
+
+def _surrogate_values(rom, mu) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogate's field at ``mu`` at every dof point of the mesh, on every rank: ``(points, values)``."""
+    V = rom.V
+    bs = V.dofmap.index_map_bs
+    n = V.dofmap.index_map.size_local
+    values = rom.predict_values(np.atleast_2d(mu))[:, 0].reshape(n, bs)
+    x = V.tabulate_dof_coordinates()[:n]
+    comm = V.mesh.comm
+    return np.vstack(comm.allgather(x)), np.vstack(comm.allgather(values))
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("case", ["thermal", "elastic"])
+def test_runtime_matches_surrogate(case, request):
+    """The plugin's engine (no DOLFINx, no torch) gives the surrogate's field and its ensemble deviation."""
+    rom, path = request.getfixturevalue(case)
+    model = SurrogateModel(path)
+    mu = 0.3 * rom.space.lower + 0.7 * rom.space.upper
+    mean, deviation = model.evaluate(mu)
+    points, values = _surrogate_values(rom, mu)
+    bs = values.shape[1]
+    assert model.points.shape == points.shape and model.n_components == (1 if bs == 1 else 3)
+    assert _relative(_by_coordinates(model.points, mean, points)[:, :bs], values) < 1e-12
+    members = rom.network.members(mu[None, :])[:, 0, :]
+    fields = np.stack([rom.basis.reconstruct(c) for c in members])
+    n = rom.V.dofmap.index_map.size_local
+    std = np.sqrt(np.mean((fields - fields.mean(axis=0)) ** 2, axis=0)).reshape(n, bs)
+    std = np.vstack(rom.V.mesh.comm.allgather(std))
+    assert deviation is not None and _relative(_by_coordinates(model.points, deviation, points)[:, :bs], std) < 1e-10
+    expected_cells = {"thermal": rom.V.mesh.topology.index_map(2).size_global, "elastic": 4 * 6}[case]
+    assert model.cells.shape == (expected_cells, {"thermal": 3, "elastic": 10}[case])
+
+
+def test_runtime_refuses_bad_points_and_files(thermal, folder):
+    _, path = thermal
+    model = SurrogateModel(path)
+    with pytest.raises(ValueError, match=r"mu0 = 5\.0 is outside its bounds"):
+        model.evaluate([5.0, 0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="expected 4"):
+        model.evaluate([0.5, 0.5])
+
+    def damaged() -> Path:
+        target = folder / "damaged.femml"
+        data = bytearray(path.read_bytes())
+        with h5py.File(path, "r") as f:
+            offset = f["basis/modes"].id.get_offset()
+        data[offset + 8] ^= 0xFF
+        target.write_bytes(bytes(data))
+        return target
+
+    target = Path(on_root(MPI.COMM_WORLD, lambda: str(damaged())))
+    with pytest.raises(fem_ml.FileFormatError, match="checksum"):
+        SurrogateModel(target)
+
+
+def test_model_plugin_and_cli(thermal, folder):
+    _, path = thermal
+
+    def run() -> str:
+        written = write_model_plugin(path, folder / "plugins")
+        text = written.read_text()
+        compile(text, str(written), "exec")  # valid Python
+        proc = subprocess.run(
+            [sys.executable, "-m", "fem_ml", "paraview-plugin", str(path), "-o", str(folder / "cli")],
+            capture_output=True, text=True, timeout=120, env=clean_env(),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert str(plugin_path()) in proc.stdout and str(load_script().parent) in proc.stdout
+        assert (folder / "cli" / "femml_thermal.py").read_text() == text
+        return text
+
+    text = on_root(MPI.COMM_WORLD, run)
+    for name, lo, hi in zip(SPACE.names, SPACE.lower, SPACE.upper, strict=True):
+        assert f"name={name!r}" in text and f"min={float(lo)!r}, max={float(hi)!r}" in text
+
+
+def _pvpython(folder: Path, cases: list[dict]) -> tuple[list, str]:
+    spec, out = folder / "cases.json", folder / "plugin_out.json"
+    spec.write_text(json.dumps(cases))
+    script = Path(__file__).with_name("paraview_plugin_check.py")
+    proc = subprocess.run(
+        ["xvfb-run", "-a", "pvpython", str(script), str(plugin_path().parent), str(spec), str(out)],
+        capture_output=True, text=True, timeout=300, env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0 and "PLUGIN_CHECK_DONE" in proc.stdout, proc.stdout + proc.stderr
+    return json.loads(out.read_text()), proc.stderr
+
+
+def _predict_xdmf(model: Path, names: list[str], mu: np.ndarray, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``python -m fem_ml predict`` at ``mu``: the geometry and the values it wrote."""
+    point = ",".join(f"{n}={float(v)!r}" for n, v in zip(names, mu, strict=True))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fem_ml", "predict", str(model), "--mu", point, "-o", str(out)],
+        capture_output=True, text=True, timeout=300, env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out.with_suffix(".h5"), "r") as f:
+        geometry = f["Mesh/mesh/geometry"][()]
+        group = f["Function"][next(iter(f["Function"]))]
+        values = group[next(iter(group))][()]
+    return np.pad(geometry, ((0, 0), (0, 3 - geometry.shape[1]))), values
+
+
+@pytest.mark.paraview
+def test_plugin_in_paraview(thermal, elastic, folder):
+    """In pvpython: the reader and a model's sliders give predict's field to 1e-12; bounds and damage refused."""
+    comm = MPI.COMM_WORLD
+    (rom_t, path_t), (rom_e, path_e) = thermal, elastic
+    mu_t = np.array([0.3, 0.7, 0.45, 0.9])
+    mu_e = np.array([0.4, 0.8])
+    expected_t = _surrogate_values(rom_t, mu_t)
+    expected_e = _surrogate_values(rom_e, mu_e)
+
+    def run() -> None:
+        plugin = write_model_plugin(path_t, folder / "plugins")
+        damaged = folder / "damaged_pv.femml"
+        data = bytearray(path_t.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+        damaged.write_bytes(bytes(data))
+        cases = [
+            {"model": str(path_t), "parameters": mu_t.tolist()},
+            {"model": str(path_e), "parameters": mu_e.tolist()},
+            {"model": str(path_t), "parameters": mu_t.tolist(), "plugin": str(plugin), "names": list(SPACE.names)},
+            {"model": str(path_t), "parameters": [5.0, 0.5, 0.5, 0.5]},
+            {"model": str(damaged), "parameters": mu_t.tolist()},
+        ]
+        results, stderr = _pvpython(folder, cases)
+        reader_t, reader_e, sliders, out_of_bounds, broken = results
+        for result, (points, values) in ((reader_t, expected_t), (reader_e, expected_e)):
+            got = np.asarray(result["arrays"]["prediction"]).reshape(len(result["points"]), -1)
+            bs = values.shape[1]
+            assert _relative(_by_coordinates(np.asarray(result["points"]), got, points)[:, :bs], values) < 1e-12
+            assert "deviation" in result["arrays"]
+        assert reader_t["cell_types"] == [5] and reader_e["cell_types"] == [24]  # triangles; quadratic tetrahedra
+        assert reader_t["field"] == dict(zip(SPACE.names, mu_t.tolist(), strict=True))
+        # The model's plugin: one slider per parameter, named and bounded like it, the same field.
+        assert sliders["sliders"] == {
+            n: [lo, hi] for n, lo, hi in zip(SPACE.names, SPACE.lower, SPACE.upper, strict=True)
+        }
+        assert sliders["arrays"]["prediction"] == reader_t["arrays"]["prediction"]
+        # predict writes P1 values at the mesh nodes: the plugin has the same there, to 1e-12.
+        for model, names, mu, result in (
+            (path_t, SPACE.names, mu_t, reader_t),
+            (path_e, ELASTIC_SPACE.names, mu_e, reader_e),
+        ):
+            geometry, values = _predict_xdmf(model, list(names), mu, folder / f"{model.stem}_predict.xdmf")
+            got = np.asarray(result["arrays"]["prediction"]).reshape(len(result["points"]), -1)
+            assert _relative(_by_coordinates(np.asarray(result["points"]), got, geometry), values) < 1e-12
+        assert out_of_bounds is None and "mu0 = 5.0 is outside its bounds" in stderr
+        assert broken is None and f"fem_ml: {damaged}" in stderr
+
+    on_root(comm, run)
