@@ -1,18 +1,20 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-r"""The network's forward pass in NumPy, on weights stacked over the ensemble members (no torch).
+r"""The one forward pass of a network ensemble, on weights stacked over its members (NumPy or torch arrays).
 
-A trained :class:`~fem_ml.networks.CoefficientNetwork` evaluates small batches here, and so does the ParaView
-plugin (:mod:`fem_ml.paraview`), whose Python has NumPy but neither torch nor DOLFINx. The member networks of an
-ensemble share their architecture, so layer :math:`k` of all members is one array :math:`W_k` of shape
-``(members, n_in, n_out)`` with biases ``(members, 1, n_out)``:
+The member networks of an ensemble share their architecture, so layer :math:`k` of all members is one array
+:math:`W_k` of shape ``(members, n_in, n_out)`` with biases ``(members, 1, n_out)``:
 
 .. math:: h_0 = x, \qquad h_{k+1} = \sigma(h_k W_k + b_k), \qquad y = h_L W_L + b_L,
 
-evaluated for every member at once by batched matrix products. This module imports NumPy only (SciPy when it is
-there, for :math:`\operatorname{erf}` in GELU) and keeps to Python 3.11 syntax, so that ParaView's Python can load it
-from its file.
+evaluated for every member at once by one batched product per layer. The same pass runs on NumPy arrays (a
+trained :class:`~fem_ml.networks.CoefficientNetwork` for a few points, and the ParaView plugin) and on torch
+tensors (large batches; :mod:`fem_ml.inverse`, which differentiates it); :mod:`fem_ml.networks` stacks the torch
+models into either.
+
+This module imports NumPy only (SciPy when it is there, for :math:`\operatorname{erf}` in GELU) and keeps to Python
+3.11 syntax, so that ParaView's Python, which has neither torch nor DOLFINx, runs it too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +37,9 @@ except ImportError:  # pragma: no cover - exercised in ParaView's Python only
 
     def _expit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return np.exp(-np.logaddexp(0.0, -x))
+
+
+Array = TypeVar("Array")
 
 
 def _gelu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -76,69 +82,69 @@ def scale_inputs(
     return (parameters - shift) / scale
 
 
+def _numpy_affine(h: Any, W: Any, b: Any) -> Any:
+    """``h @ W + b`` for every member, by broadcasting."""
+    return h @ W + b
+
+
 @dataclass(frozen=True)
-class StackedMLP:
-    """The layers of all ensemble members, stacked: a forward pass is one batched product per layer.
+class StackedMLP(Generic[Array]):  # noqa: UP046 (type parameters need Python 3.12; ParaView runs 3.11)
+    r"""The members of an ensemble stacked layer by layer: the one forward pass of the ensemble.
 
-    Args:
-        weights: Per layer, ``(members, n_in, n_out)`` float64.
-        biases: Per layer, ``(members, 1, n_out)`` float64.
-        activation: Name of the activation between layers (a key of :data:`ACTIVATIONS`).
-
-    Raises:
-        ValueError: If the layers do not chain, the member counts differ or the activation is unknown.
+    Attributes:
+        weights: Per layer, the members' weights ``(members, in, out)`` (transposed from torch's layout).
+        biases: Per layer, the members' biases ``(members, 1, out)``.
+        activation: The activation between layers, for the array type of the weights.
+        affine: ``(h, W, b) -> h @ W + b`` for the array type (NumPy broadcasting by default; one ``baddbmm``
+            for torch tensors, see :func:`fem_ml.networks.stack_torch`).
     """
 
-    weights: Sequence[npt.NDArray[np.float64]]
-    biases: Sequence[npt.NDArray[np.float64]]
-    activation: str
-
-    def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        if not self.weights or len(self.weights) != len(self.biases):
-            raise ValueError(f"{len(self.weights)} weight arrays for {len(self.biases)} bias arrays")
-        members = self.weights[0].shape[0]
-        width = self.weights[0].shape[1]
-        for k, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if W.ndim != 3 or W.shape[0] != members or W.shape[1] != width or b.shape != (members, 1, W.shape[2]):
-                raise ValueError(f"layer {k}: weights {W.shape} and biases {b.shape} do not chain")
-            width = W.shape[2]
+    weights: tuple[Array, ...]
+    biases: tuple[Array, ...]
+    activation: Callable[[Array], Array]
+    affine: Callable[[Array, Array, Array], Array] = _numpy_affine
 
     @classmethod
     def from_members(
         cls, layers: Sequence[Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]], activation: str
-    ) -> StackedMLP:
-        """Stack members given as lists of ``(weight, bias)`` per layer; weights ``(n_out, n_in)``, as in torch."""
+    ) -> StackedMLP[npt.NDArray[np.float64]]:
+        """NumPy float64 stack of members given as ``(weight, bias)`` per layer, weights ``(out, in)`` as in torch.
+
+        Raises:
+            ValueError: If the members' layers do not match or the activation is unknown.
+        """
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         n_layers = len(layers[0])
         if any(len(member) != n_layers for member in layers):
             raise ValueError("the ensemble members have different numbers of layers")
-        weights = [np.stack([np.asarray(m[k][0], dtype=np.float64).T for m in layers]) for k in range(n_layers)]
-        biases = [np.stack([np.asarray(m[k][1], dtype=np.float64)[None, :] for m in layers]) for k in range(n_layers)]
-        return cls(weights, biases, activation)
+        try:
+            weights = tuple(np.stack([np.asarray(m[k][0], np.float64).T for m in layers]) for k in range(n_layers))
+            biases = tuple(
+                np.stack([np.asarray(m[k][1], np.float64)[None, :] for m in layers]) for k in range(n_layers)
+            )
+        except ValueError as err:
+            raise ValueError(f"the ensemble members' layers differ in shape: {err}") from None
+        for k in range(1, n_layers):
+            if weights[k].shape[1] != weights[k - 1].shape[2] or biases[k].shape[2] != weights[k].shape[2]:
+                raise ValueError(f"layer {k}: weights {weights[k].shape} do not follow {weights[k - 1].shape}")
+        return StackedMLP(weights, biases, ACTIVATIONS[activation])
 
     @property
     def n_members(self) -> int:
-        """Number of ensemble members."""
-        return int(self.weights[0].shape[0])
+        """Number of stacked members."""
+        return int(self.weights[0].shape[0])  # type: ignore[attr-defined]
 
-    @property
-    def n_in(self) -> int:
-        """Number of inputs."""
-        return int(self.weights[0].shape[1])
+    def hidden(self, inputs: Array) -> Array:
+        """The activations of the last hidden layer, ``(members, n, width)``, for inputs ``(n, in)``.
 
-    @property
-    def n_out(self) -> int:
-        """Number of outputs."""
-        return int(self.weights[-1].shape[2])
-
-    def __call__(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Outputs of every member for inputs ``(n, n_in)``: shape ``(members, n, n_out)``."""
-        act = ACTIVATIONS[self.activation]
-        h = inputs[None, :, :]
-        last = len(self.weights) - 1
-        for k, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = h @ W + b
-            if k < last:
-                h = act(h)
+        ``inputs`` may also be ``(members, n, in)``, one batch per member.
+        """
+        h = inputs if inputs.ndim == 3 else inputs[None]  # type: ignore[attr-defined,index]
+        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            h = self.activation(self.affine(h, W, b))
         return h
+
+    def __call__(self, inputs: Array) -> Array:
+        """The outputs of every member, ``(members, n, out)``, for inputs ``(n, in)`` (or ``(members, n, in)``)."""
+        return self.affine(self.hidden(inputs), self.weights[-1], self.biases[-1])

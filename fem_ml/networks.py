@@ -29,21 +29,23 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 import torch
-from scipy import special
 
 from fem_ml._mpi import run_distributed
 from fem_ml._progress import Progress
 from fem_ml._serialize import dataclass_kwargs, dataclass_tree, prefixed, subtree
+from fem_ml._stacked import ACTIVATIONS as NUMPY_ACTIVATIONS
+from fem_ml._stacked import StackedMLP
 
 __all__ = [
     "MLP",
     "AffineScaler",
     "CoefficientNetwork",
     "PhysicsLoss",
-    "StackedMLP",
     "TrainingHistory",
     "TrainingOptions",
     "resolve_device",
+    "stack_numpy",
+    "stack_torch",
     "train_network",
 ]
 
@@ -141,65 +143,29 @@ class MLP(torch.nn.Module):
         return self.layers(x)
 
 
-@dataclass(frozen=True)
-class StackedMLP[Array: (npt.NDArray[np.float64], torch.Tensor)]:
-    r"""The members of an ensemble of :class:`MLP`\ s stacked layer by layer: the one forward pass of the ensemble.
+def stack_numpy(models: list[MLP]) -> StackedMLP[npt.NDArray[np.float64]]:
+    """The members' weights stacked as float64 NumPy arrays, with the NumPy version of their activation."""
+    linears = _linear_layers(models)
+    return StackedMLP(
+        tuple(np.stack([layer.weight.detach().numpy().T for layer in k]).astype(np.float64) for k in linears),
+        tuple(np.stack([layer.bias.detach().numpy()[None, :] for layer in k]).astype(np.float64) for k in linears),
+        NUMPY_ACTIVATIONS[models[0].activation],
+    )
 
-    Layer :math:`k` of every member is held as one weight array ``(members, in, out)`` and one bias array
-    ``(members, 1, out)``, so a single batched product per layer evaluates the whole ensemble. The same pass runs
-    on NumPy arrays (:meth:`numpy_arrays`, float64: cheap for a few points) and on torch tensors
-    (:meth:`torch_tensors`: differentiable, and faster for large batches). :class:`CoefficientNetwork` and
-    :mod:`fem_ml.inverse` evaluate their networks through it.
 
-    Attributes:
-        weights: Per layer, the members' weights ``(members, in, out)`` (transposed from torch's layout).
-        biases: Per layer, the members' biases ``(members, 1, out)``.
-        activation: The activation between layers, for the array type of the weights.
+def stack_torch(models: list[MLP], dtype: torch.dtype | None = None) -> StackedMLP[torch.Tensor]:
+    """The members' weights stacked as detached torch tensors (in the models' dtype unless ``dtype`` is given).
+
+    The pass is differentiable in its inputs and runs one ``baddbmm`` per layer.
     """
-
-    weights: tuple[Array, ...]
-    biases: tuple[Array, ...]
-    activation: Callable[[Array], Array]
-
-    @staticmethod
-    def numpy_arrays(models: list[MLP]) -> StackedMLP[npt.NDArray[np.float64]]:
-        """The members' weights as float64 NumPy arrays, with the NumPy version of their activation."""
-        linears = _linear_layers(models)
-        return StackedMLP(
-            tuple(np.stack([layer.weight.detach().numpy().T for layer in k]).astype(np.float64) for k in linears),
-            tuple(np.stack([layer.bias.detach().numpy()[None, :] for layer in k]).astype(np.float64) for k in linears),
-            _NUMPY_ACTIVATIONS[models[0].activation],
-        )
-
-    @staticmethod
-    def torch_tensors(models: list[MLP], dtype: torch.dtype | None = None) -> StackedMLP[torch.Tensor]:
-        """The members' weights as detached torch tensors (in the models' dtype unless ``dtype`` is given)."""
-        linears = _linear_layers(models)
-        dtype = dtype or next(models[0].parameters()).dtype
-        return StackedMLP(
-            tuple(torch.stack([layer.weight.detach().to(dtype).T for layer in k]) for k in linears),
-            tuple(torch.stack([layer.bias.detach().to(dtype)[None, :] for layer in k]) for k in linears),
-            _ACTIVATIONS[models[0].activation](),
-        )
-
-    @property
-    def n_members(self) -> int:
-        """Number of stacked members."""
-        return int(self.weights[0].shape[0])
-
-    def hidden(self, inputs: Array) -> Array:
-        """The activations of the last hidden layer, ``(members, n, width)``, for inputs ``(n, in)``.
-
-        ``inputs`` may also be ``(members, n, in)``, one batch per member.
-        """
-        h = inputs if inputs.ndim == 3 else inputs[None]
-        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            h = self.activation(_affine(h, W, b))
-        return h
-
-    def __call__(self, inputs: Array) -> Array:
-        """The outputs of every member, ``(members, n, out)``, for inputs ``(n, in)`` (or ``(members, n, in)``)."""
-        return _affine(self.hidden(inputs), self.weights[-1], self.biases[-1])
+    linears = _linear_layers(models)
+    dtype = dtype or next(models[0].parameters()).dtype
+    return StackedMLP(
+        tuple(torch.stack([layer.weight.detach().to(dtype).T for layer in k]) for k in linears),
+        tuple(torch.stack([layer.bias.detach().to(dtype)[None, :] for layer in k]) for k in linears),
+        _ACTIVATIONS[models[0].activation](),
+        _torch_affine,
+    )
 
 
 def _linear_layers(models: list[MLP]) -> list[list[torch.nn.Linear]]:
@@ -208,12 +174,9 @@ def _linear_layers(models: list[MLP]) -> list[list[torch.nn.Linear]]:
     return [list(layers) for layers in zip(*members, strict=True)]
 
 
-def _affine[Array: (npt.NDArray[np.float64], torch.Tensor)](h: Array, W: Array, b: Array) -> Array:
-    """``h @ W + b`` for every member: one ``baddbmm`` in torch (fewest operations), broadcasting in NumPy."""
-    if isinstance(W, torch.Tensor):
-        assert isinstance(h, torch.Tensor) and isinstance(b, torch.Tensor)
-        return torch.baddbmm(b, h.expand(W.shape[0], -1, -1), W)
-    return h @ W + b
+def _torch_affine(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h @ W + b`` for every member in one ``baddbmm`` (the fewest torch operations)."""
+    return torch.baddbmm(b, h.expand(W.shape[0], -1, -1), W)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,8 +308,9 @@ class CoefficientNetwork:
 
     The parameters are transformed (identity or logarithm), scaled to :math:`[-1, 1]`, passed through each
     member network, averaged over the ensemble and unscaled. Evaluation runs in NumPy (float64) on weights
-    stacked over the ensemble (:class:`StackedMLP`): for one parameter point it costs a few microseconds, far below
-    a torch call, and agrees with the torch models to rounding (:meth:`torch_forward` evaluates in torch).
+    stacked over the ensemble (:class:`~fem_ml._stacked.StackedMLP`): for one parameter point it costs a few
+    microseconds, far below a torch call, and agrees with the torch models to rounding (:meth:`torch_forward`
+    evaluates in torch).
 
     Args:
         models: The member networks, all with the same architecture.
@@ -372,8 +336,8 @@ class CoefficientNetwork:
         self.input_scaler = input_scaler
         self.output_scaler = output_scaler
         self.input_transform = input_transform
-        self._stacked = StackedMLP.numpy_arrays(self.models)
-        self._stacked_torch = StackedMLP.torch_tensors(self.models)
+        self._stacked = stack_numpy(self.models)
+        self._stacked_torch = stack_torch(self.models)
 
     @property
     def n_params(self) -> int:
@@ -477,24 +441,6 @@ def _scale_inputs(
     parameters: npt.NDArray[np.float64], transform: Literal["linear", "log"], scaler: AffineScaler
 ) -> npt.NDArray[np.float64]:
     return scaler.transform(np.log(parameters) if transform == "log" else parameters)
-
-
-def _gelu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return 0.5 * x * (1.0 + special.erf(x * 0.7071067811865476))
-
-
-def _softplus(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    # torch.nn.Softplus(beta=1, threshold=20)
-    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
-
-
-_NUMPY_ACTIVATIONS: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]] = {
-    "gelu": _gelu,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "silu": lambda x: x * special.expit(x),
-    "softplus": _softplus,
-    "tanh": np.tanh,
-}
 
 
 @dataclass(frozen=True)

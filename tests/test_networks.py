@@ -11,11 +11,12 @@ from fem_ml.networks import (
     MLP,
     AffineScaler,
     CoefficientNetwork,
-    StackedMLP,
     TrainingHistory,
     TrainingOptions,
     _EarlyStopping,
     resolve_device,
+    stack_numpy,
+    stack_torch,
     train_network,
 )
 
@@ -86,8 +87,8 @@ def test_numpy_forward_matches_torch(activation):
     inputs = net.scale_inputs(x)
     with torch.no_grad():
         members = np.stack([m(torch.from_numpy(inputs)).numpy() for m in models])
-    np.testing.assert_allclose(StackedMLP.numpy_arrays(models)(inputs), members, rtol=1e-13, atol=1e-13)
-    stacked = StackedMLP.torch_tensors(models)
+    np.testing.assert_allclose(stack_numpy(models)(inputs), members, rtol=1e-13, atol=1e-13)
+    stacked = stack_torch(models)
     with torch.no_grad():
         np.testing.assert_allclose(stacked(torch.from_numpy(inputs)).numpy(), members, rtol=1e-13, atol=1e-13)
     assert stacked.n_members == 3 and stacked.hidden(torch.from_numpy(inputs)).shape == (3, 7, 8)

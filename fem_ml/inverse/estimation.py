@@ -11,7 +11,7 @@ r"""Estimation: the parameters behind observations, by optimization through the 
 
 (the second term only with a :class:`~fem_ml.inverse.Gaussian` prior) over the parameter box, by torch's L-BFGS
 on the gradient from automatic differentiation of the surrogate network (its stacked forward pass,
-:class:`~fem_ml.networks.StackedMLP`), from several starting points. It reports the Laplace (Gauss-Newton)
+:class:`~fem_ml._stacked.StackedMLP`), from several starting points. It reports the Laplace (Gauss-Newton)
 covariance :math:`(J_\mu^T \Sigma^{-1} J_\mu + \Sigma_0^{-1})^{-1}`, :math:`J_\mu = B\,\partial c / \partial \mu`,
 at the estimate.
 
@@ -41,7 +41,7 @@ from scipy.stats import qmc
 from fem_ml._mpi import collectively, run_distributed
 from fem_ml.inverse._checks import check_same_on_all_ranks, positive_std
 from fem_ml.inverse.observations import Observations
-from fem_ml.networks import StackedMLP
+from fem_ml.networks import stack_torch
 from fem_ml.parameters import ParameterSpace
 from fem_ml.surrogate import Surrogate
 
@@ -146,7 +146,7 @@ class IdentificationResult:
 class _TorchPosterior:
     r"""The surrogate's network in torch (float64, ensemble stacked) and the objective :math:`J`.
 
-    The network is the stacked forward pass of its members (:class:`~fem_ml.networks.StackedMLP`); the mean over
+    The network is the stacked forward pass of its members (:class:`~fem_ml._stacked.StackedMLP`); the mean over
     the members is the ensemble prediction, exactly as :class:`~fem_ml.networks.CoefficientNetwork` computes it.
 
     The optimizer's objective takes a shorter path with the same value: the network's input is affine in
@@ -167,7 +167,7 @@ class _TorchPosterior:
             return torch.as_tensor(np.asarray(a, dtype=np.float64))
 
         network = rom.network
-        self.network = StackedMLP.torch_tensors(network.models, torch.float64)
+        self.network = stack_torch(network.models, torch.float64)
         self.log = network.input_transform == "log"
         self.in_shift, self.in_scale = tensor(network.input_scaler.shift), tensor(network.input_scaler.scale)
         self.out_shift, self.out_scale = tensor(network.output_scaler.shift), tensor(network.output_scaler.scale)
