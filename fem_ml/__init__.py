@@ -21,6 +21,16 @@ from importlib.metadata import PackageNotFoundError, version
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load
+from fem_ml.constitutive import (
+    ConstitutiveSystem,
+    DiscoveredLaw,
+    EnergyTerm,
+    StrainEnergy,
+    assemble_system,
+    default_library,
+    discover_law,
+    solve_displacement_controlled,
+)
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
     FieldObservations,
@@ -66,7 +76,10 @@ __all__ = [
     "AdaptiveResult",
     "AffineReducedOperators",
     "CoefficientNetwork",
+    "ConstitutiveSystem",
     "CrossValidation",
+    "DiscoveredLaw",
+    "EnergyTerm",
     "Ensemble",
     "ErrorReport",
     "ExtrapolationWarning",
@@ -88,6 +101,7 @@ __all__ = [
     "SnapshotSet",
     "SnapshotStore",
     "SolveFailed",
+    "StrainEnergy",
     "Surrogate",
     "TrainingHistory",
     "TrainingOptions",
@@ -96,10 +110,13 @@ __all__ = [
     "adaptive_sampling",
     "assemble_inner_product",
     "assemble_reduced_systems",
+    "assemble_system",
     "check_converged",
     "collect_snapshots",
     "collect_trajectories",
     "cross_validate",
+    "default_library",
+    "discover_law",
     "effective_sample_size",
     "ensemble_estimator",
     "identify",
@@ -108,6 +125,7 @@ __all__ = [
     "pod",
     "residual_estimator",
     "sample_posterior",
+    "solve_displacement_controlled",
     "train_surrogate",
     "write_comparison",
     "write_fields",

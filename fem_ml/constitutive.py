@@ -426,7 +426,8 @@ class ConstitutiveSystem:
         force_matrix: ``(n_steps, n_boundaries, n_terms)``.
         forces: ``(n_steps, n_boundaries)``.
         balance: :math:`\lambda_r`, the weight of the force rows (EUCLID uses 100).
-        n_free_rows: Number of free-dof (equilibrium) rows per step, over all ranks.
+        n_free_rows: Number of equilibrium rows per step (free dofs, or bump test functions), over all ranks.
+        comm: The communicator of the mesh the system was assembled on.
     """
 
     library: list[EnergyTerm]
@@ -435,6 +436,29 @@ class ConstitutiveSystem:
     forces: npt.NDArray[np.float64]
     balance: float
     n_free_rows: int
+    comm: MPI.Comm = field(default_factory=lambda: MPI.COMM_WORLD, repr=False)
+
+    @classmethod
+    def concatenate(cls, systems: Sequence[ConstitutiveSystem]) -> ConstitutiveSystem:
+        """The steps of several systems (e.g. of load paths with other boundary conditions) in one system.
+
+        The systems must share the library (the same objects), the number of loaded boundaries and the balance.
+        """
+        first = systems[0]
+        for other in systems[1:]:
+            if other.library != first.library or other.forces.shape[1] != first.forces.shape[1]:
+                raise ValueError("Systems to concatenate need the same library and number of loaded boundaries.")
+            if other.balance != first.balance:
+                raise ValueError("Systems to concatenate need the same balance.")
+        return cls(
+            first.library,
+            np.concatenate([s.equilibrium for s in systems]),
+            np.concatenate([s.force_matrix for s in systems]),
+            np.concatenate([s.forces for s in systems]),
+            first.balance,
+            first.n_free_rows,
+            first.comm,
+        )
 
     @property
     def n_steps(self) -> int:
@@ -610,7 +634,9 @@ def assemble_system(
         ).reshape(len(reaction_dofs), n_terms)
         force_matrix[s] = comm.allreduce(local, op=MPI.SUM)
         logger.debug("assembled step %d of %d", s + 1, n_steps)
-    return ConstitutiveSystem(list(library), equilibrium, force_matrix, forces.copy(), float(balance), n_free_rows)
+    return ConstitutiveSystem(
+        list(library), equilibrium, force_matrix, forces.copy(), float(balance), n_free_rows, comm
+    )
 
 
 def _ramp_weights(
@@ -759,9 +785,8 @@ def discover_law(
     method: str = "auto",
     rtol: float = 0.1,
     atol: float = 1e-8,
-    comm: MPI.Comm | None = None,
 ) -> DiscoveredLaw:
-    r"""Select a sparse, physically admissible law from the system (replicated; collective on ``comm``).
+    r"""Select a sparse, physically admissible law from the system (collective on ``system.comm``).
 
     For each model size :math:`k \le` ``max_terms`` the support of smallest cost is found with non-negative
     least squares (coefficients of terms with ``nonnegative=True`` are bounded below by 0: physical
@@ -781,9 +806,8 @@ def discover_law(
         rtol: Relative tolerance on the cross-validated cost.
         atol: Absolute tolerance on the relative cross-validated cost (two models below it both fit the data
             to round-off).
-        comm: Communicator to broadcast on (default ``MPI.COMM_WORLD``).
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = system.comm
     n = len(system.library)
     check_collectively(
         comm,
