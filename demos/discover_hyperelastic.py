@@ -193,8 +193,14 @@ def main(
             coefficients.append([float(c) for c in law.coefficients])
             heldout_forces.append(check.reactions)
             fc.plot_discovery(law, out / f"{name}_noise{level:g}.png", truth=truth, comm=comm)
-            log.info("%s, noise %g: %s (coefficient error %.2e, held-out force error %.2e)", name, level, law,
-                     errors[-1], force_error)
+            log.info(
+                "%s, noise %g: %s (coefficient error %.2e, held-out force error %.2e)",
+                name,
+                level,
+                law,
+                errors[-1],
+                force_error,
+            )
         for key, value in (("support_recovered", supports), ("coef_rel_error_max", errors),
                            ("heldout_force_rel_error_max", heldout_errors), ("discovered", found_laws),
                            ("coefficients", coefficients)):  # fmt: skip

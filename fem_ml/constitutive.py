@@ -173,14 +173,16 @@ def default_library(max_degree: int = 3, *, log_i2: bool = True, volumetric: Seq
             def energy(inv: Invariants, i: int = i, j: int = j) -> Any:
                 return (inv.I1 - 3.0) ** i * (inv.I2 - 3.0) ** j
 
-            name = "".join(
-                _power(f"(Ĩ{n}-3)", p) for n, p in ((1, i), (2, j)) if p > 0
-            )  # e.g. (Ĩ1-3)²(Ĩ2-3)
+            name = "".join(_power(f"(Ĩ{n}-3)", p) for n, p in ((1, i), (2, j)) if p > 0)  # e.g. (Ĩ1-3)²(Ĩ2-3)
             terms.append(EnergyTerm(name=name, energy=energy, key=f"K1^{i}K2^{j}"))
     if log_i2:
         terms.append(EnergyTerm(name="log(Ĩ2/3)", energy=lambda inv: ufl.ln(inv.I2 / 3.0), key="logI2"))
     for m in volumetric:
-        terms.append(EnergyTerm(name=_power("(J-1)", m), energy=lambda inv, m=m: (inv.J - 1.0) ** m, key=f"J^{m}"))
+
+        def volume(inv: Invariants, m: int = m) -> Any:
+            return (inv.J - 1.0) ** m
+
+        terms.append(EnergyTerm(name=_power("(J-1)", m), energy=volume, key=f"J^{m}"))
     return terms
 
 
@@ -244,7 +246,7 @@ class StrainEnergy:
         return W
 
     def stress(self, u: fem.Function) -> Any:
-        """First Piola-Kirchhoff stress :math:`P = \\partial W / \\partial F` at ``u`` (UFL, one Constant per term)."""
+        r"""First Piola-Kirchhoff stress :math:`P = \partial W / \partial F` at ``u`` (UFL, one Constant per term)."""
         F = ufl.variable(ufl.Identity(len(u)) + ufl.grad(u))
         domain = u.function_space.mesh
         constants = [fem.Constant(domain, float(self.coefficients[k])) for k in self.support]
@@ -512,6 +514,52 @@ def _tsqr(comm: MPI.Comm, local: npt.NDArray[np.float64]) -> npt.NDArray[np.floa
     return np.asarray(comm.bcast(T, root=0))
 
 
+def _check_inputs(
+    library: Sequence[EnergyTerm],
+    V: fem.FunctionSpace,
+    displacements: Sequence[npt.ArrayLike | fem.Function],
+    fixed: npt.NDArray[np.int64],
+    reaction_dofs: Sequence[npt.ArrayLike],
+    forces: npt.NDArray[np.float64],
+    balance: float,
+    bumps: int | None,
+) -> None:
+    """Raise ValueError for bad inputs of :func:`assemble_system` (this rank's view; no collectives)."""
+    n_local = n_owned(V)
+    n_full = (V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts) * V.dofmap.index_map_bs
+    if not library:
+        raise ValueError("The library of terms is empty.")
+    if not displacements:
+        raise ValueError("No displacement fields given.")
+    if forces.shape != (len(displacements), len(reaction_dofs)):
+        raise ValueError(
+            f"reaction_forces has shape {forces.shape}, expected (n_steps, n_boundaries) = "
+            f"({len(displacements)}, {len(reaction_dofs)})."
+        )
+    if not np.all(np.isfinite(forces)):
+        raise ValueError("reaction_forces must be finite.")
+    if bumps is not None and not (isinstance(bumps, int | np.integer) and bumps >= 1):
+        raise ValueError(f"bumps must be None or an integer >= 1, got {bumps!r}.")
+    if not (math.isfinite(balance) and balance > 0):
+        raise ValueError(f"balance must be finite and > 0, got {balance}.")
+    for s, d in enumerate(displacements):
+        if isinstance(d, fem.Function):
+            if d.function_space is not V and d.function_space != V:
+                raise ValueError(f"Displacement {s} lives on another function space.")
+            continue
+        a = np.asarray(d)
+        if a.shape not in {(n_local,), (n_full,)}:
+            raise ValueError(f"Displacement {s} has shape {a.shape}, expected ({n_local},) owned values.")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"Displacement {s} holds NaN or inf.")
+    if fixed.size and (fixed.min() < 0 or fixed.max() >= n_full):
+        raise ValueError("dirichlet_dofs holds indices outside the local dof range.")
+    for b, d in enumerate(reaction_dofs):
+        idx = np.asarray(d, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_full):
+            raise ValueError(f"reaction_dofs[{b}] holds indices outside the local dof range.")
+
+
 def assemble_system(
     library: Sequence[EnergyTerm],
     V: fem.FunctionSpace,
@@ -553,53 +601,21 @@ def assemble_system(
 
     Returns:
         The system, the same on every rank.
+
+    Its length (over 80 lines) is mostly this docstring; the body is the setup of the forms and test functions
+    and one loop over the steps, kept together so the order of the collective calls is visible in one place.
     """
     comm = V.mesh.comm
-    bs = V.dofmap.index_map_bs
     n_local = n_owned(V)
-    n_full = (V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts) * bs
     forces = np.asarray(reaction_forces, dtype=np.float64)
     fixed = np.asarray(dirichlet_dofs, dtype=np.int64).reshape(-1)
     with collectively(comm):
-        if not library:
-            raise ValueError("The library of terms is empty.")
-        if not displacements:
-            raise ValueError("No displacement fields given.")
-        if forces.shape != (len(displacements), len(reaction_dofs)):
-            raise ValueError(
-                f"reaction_forces has shape {forces.shape}, expected (n_steps, n_boundaries) = "
-                f"({len(displacements)}, {len(reaction_dofs)})."
-            )
-        if not np.all(np.isfinite(forces)):
-            raise ValueError("reaction_forces must be finite.")
-        if bumps is not None and not (isinstance(bumps, int | np.integer) and bumps >= 1):
-            raise ValueError(f"bumps must be None or an integer >= 1, got {bumps!r}.")
-        if not (math.isfinite(balance) and balance > 0):
-            raise ValueError(f"balance must be finite and > 0, got {balance}.")
-        for s, d in enumerate(displacements):
-            if isinstance(d, fem.Function):
-                if d.function_space is not V and d.function_space != V:
-                    raise ValueError(f"Displacement {s} lives on another function space.")
-                continue
-            a = np.asarray(d)
-            if a.shape not in {(n_local,), (n_full,)}:
-                raise ValueError(f"Displacement {s} has shape {a.shape}, expected ({n_local},) owned values.")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"Displacement {s} holds NaN or inf.")
-        if fixed.size and (fixed.min() < 0 or fixed.max() >= n_full):
-            raise ValueError("dirichlet_dofs holds indices outside the local dof range.")
-        for b, d in enumerate(reaction_dofs):
-            idx = np.asarray(d, dtype=np.int64).reshape(-1)
-            if idx.size and (idx.min() < 0 or idx.max() >= n_full):
-                raise ValueError(f"reaction_dofs[{b}] holds indices outside the local dof range.")
+        _check_inputs(library, V, displacements, fixed, reaction_dofs, forces, balance, bumps)
     free = np.ones(n_local, dtype=bool)
     free[fixed[fixed < n_local]] = False
     owned_reactions = [_owned_dofs(V, d) for d in reaction_dofs]
     weights, radius = (None, 0.0) if bumps is None else _bump_weights(V, free, int(bumps))
-    force_weights = [
-        _ramp_weights(V, d, free, radius) if weights is not None else None
-        for d in owned_reactions
-    ]
+    force_weights = [_ramp_weights(V, d, free, radius) if weights is not None else None for d in owned_reactions]
     n_free_rows = int(comm.allreduce(int(free.sum()), op=MPI.SUM)) if weights is None else weights.shape[1]
 
     u = fem.Function(V)
@@ -629,9 +645,11 @@ def assemble_system(
             rows = comm.allreduce(weights.T @ columns, op=MPI.SUM)
             equilibrium[s] = _tsqr(MPI.COMM_SELF, rows) if comm.rank == 0 else 0.0
             comm.Bcast(equilibrium[s], root=0)
-        local = np.array(
-            [columns[d].sum(axis=0) if w is None else w @ columns for d, w in zip(owned_reactions, force_weights, strict=True)]
-        ).reshape(len(reaction_dofs), n_terms)
+        sums = [
+            columns[d].sum(axis=0) if w is None else w @ columns
+            for d, w in zip(owned_reactions, force_weights, strict=True)
+        ]
+        local = np.array(sums).reshape(len(reaction_dofs), n_terms)
         force_matrix[s] = comm.allreduce(local, op=MPI.SUM)
         logger.debug("assembled step %d of %d", s + 1, n_steps)
     return ConstitutiveSystem(
@@ -666,17 +684,16 @@ def _ramp_weights(
     return psi
 
 
-def _bump_weights(
-    V: fem.FunctionSpace, free: npt.NDArray[np.bool_], m: int
-) -> tuple[npt.NDArray[np.float64], float]:
+def _bump_weights(V: fem.FunctionSpace, free: npt.NDArray[np.bool_], m: int) -> tuple[npt.NDArray[np.float64], float]:
     """Owned dof values of the bump test functions, ``(n_owned, m**d * bs)`` (zero at Dirichlet dofs), radius."""
     comm = V.mesh.comm
     bs = V.dofmap.index_map_bs
     nodes = V.tabulate_dof_coordinates()[: V.dofmap.index_map.size_local]
     gdim = V.mesh.geometry.dim
     x = nodes[:, :gdim]
-    lo = comm.allreduce(x.min(axis=0) if len(x) else np.full(gdim, np.inf), op=MPI.MIN)
-    hi = comm.allreduce(x.max(axis=0) if len(x) else np.full(gdim, -np.inf), op=MPI.MAX)
+    lo, hi = np.empty(gdim), np.empty(gdim)
+    comm.Allreduce(x.min(axis=0) if len(x) else np.full(gdim, np.inf), lo, op=MPI.MIN)
+    comm.Allreduce(x.max(axis=0) if len(x) else np.full(gdim, -np.inf), hi, op=MPI.MAX)
     spacing = (hi - lo) / m
     radius = 1.5 * float(spacing.max())
     axes = [lo[i] + spacing[i] * (np.arange(m) + 0.5) for i in range(gdim)]
@@ -853,8 +870,13 @@ def _discover(
             x[cols] = _bounded_fit(Mt[:, cols], rt, nonneg[cols])
             cv += system.objective(x, [s])
         candidates.append(ModelCandidate(support, theta, system.objective(theta) / zero_cost, cv / zero_cost))
-        logger.info("%d terms: cost %.3e, cv %.3e  %s", len(support), candidates[-1].cost_rel, candidates[-1].cv_rel,
-                    StrainEnergy(system.library, theta))
+        logger.info(
+            "%d terms: cost %.3e, cv %.3e  %s",
+            len(support),
+            candidates[-1].cost_rel,
+            candidates[-1].cv_rel,
+            StrainEnergy(system.library, theta),
+        )
     best = min(c.cv_rel for c in candidates)
     selected = next(i for i, c in enumerate(candidates) if c.cv_rel <= (1 + rtol) * best + atol)
     return candidates, selected
@@ -884,7 +906,7 @@ def plate_with_hole(
         None if n >= 1 and 0 < radius < length and grading > 0
         else f"plate_with_hole needs n >= 1, 0 < radius < length and grading > 0; got {n}, {radius}, {length}.",
     )  # fmt: skip
-    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
+    element: Any = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
     if comm.rank != 0:
         return mesh.create_mesh(comm, np.empty((0, 3), dtype=np.int64), element, np.empty((0, 2)))
     n_t, n_s = 2 * n, n
