@@ -147,9 +147,11 @@ def main(
     max_terms: int = 6,
     seed: int = 0,
     out_dir: str | Path = "results/discover_hyperelastic",
+    progress: bool = True,
 ) -> dict[str, object]:
-    """Run the demo; returns the summary written to ``out_dir/summary.json``."""
+    """Run the demo; returns the summary written to ``out_dir/summary.json`` (``progress``: log each stage)."""
     log = logging.getLogger("discover_hyperelastic")
+    log.setLevel(logging.INFO if progress else logging.WARNING)
     start = time.perf_counter()
     out = Path(out_dir)
     specimen = Specimen(comm, n)
@@ -163,15 +165,19 @@ def main(
         "heldout_force_rel_error_max": [], "discovered": [], "coefficients": [],
     }  # fmt: skip
     forces_plot: dict[str, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] = {}
+    timings = dict.fromkeys(("data", "assemble", "discover", "heldout"), 0.0)
     for name in laws:
         truth = np.array([LAWS[name].get(term, 0.0) for term in names])
         hidden = fc.StrainEnergy(library, truth)
+        tic = time.perf_counter()
         paths = [specimen.solve(hidden, ratio, stretch, n_steps) for ratio in TRAINING_RATIOS]
         heldout = specimen.solve(hidden, HELDOUT_RATIO, stretch, n_steps)
+        timings["data"] += time.perf_counter() - tic
         log.info("%s: data generated (%.1f s)", name, time.perf_counter() - start)
         supports, errors, heldout_errors, found_laws, coefficients, heldout_forces = [], [], [], [], [], []
         noisy_first: list[np.ndarray] = []
         for level in noise_levels:
+            tic = time.perf_counter()
             systems = []
             for p, (ratio, path) in enumerate(zip(TRAINING_RATIOS, paths, strict=True)):
                 noisy = fc.add_displacement_noise(V, path.displacements, level, scale=1.0, seed=seed + p)
@@ -183,8 +189,13 @@ def main(
                         reaction_dofs=[specimen.right, specimen.top], reaction_forces=path.reactions, bumps=bumps,
                     )
                 )  # fmt: skip
+            timings["assemble"] += time.perf_counter() - tic
+            tic = time.perf_counter()
             law = fc.discover_law(fc.ConstitutiveSystem.concatenate(systems), max_terms=max_terms)
+            timings["discover"] += time.perf_counter() - tic
+            tic = time.perf_counter()
             check = specimen.solve(law, HELDOUT_RATIO, stretch, n_steps)
+            timings["heldout"] += time.perf_counter() - tic
             force_error = float(np.max(np.abs(check.reactions - heldout.reactions) / np.abs(heldout.reactions)))
             supports.append(bool(set(law.support) == set(np.flatnonzero(truth))))
             errors.append(rel_error(law.coefficients, truth))
@@ -219,6 +230,8 @@ def main(
             times=list(heldout.load_factors * stretch),
         )  # fmt: skip
     plot_forces(comm, out / "heldout_forces.png", forces_plot, noise_levels)
+    for key, seconds in timings.items():
+        summary[f"t_{key}_s"] = float(comm.allreduce(seconds, op=MPI.MAX))
     summary["t_total_s"] = float(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
     fem_ml.write_json(out / "summary.json", summary, comm=comm)
     if comm.rank == 0:
@@ -233,7 +246,7 @@ def plot_forces(
     forces: dict[str, tuple[np.ndarray, np.ndarray, list[np.ndarray]]],
     noise_levels: tuple[float, ...],
 ) -> None:
-    """Reaction forces on the held-out path: hidden law against the discovered ones (rank 0 draws)."""
+    """Reaction forces on the held-out path: hidden law against the discovered ones (rank 0 draws; collective)."""
     import gc
 
     gc.collect()
@@ -257,8 +270,10 @@ def plot_forces(
             axes[0][0].legend(fontsize=6)
             fig.tight_layout()
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, format="png")
+            tmp = path.with_name(f".{path.name}.tmp")
+            fig.savefig(tmp, format="png")  # then renamed into place: no half-written picture
             plt.close(fig)
+            tmp.replace(path)
         except Exception as err:
             error = f"Could not write {path}: {err}"
     gc.collect()
