@@ -942,9 +942,9 @@ def plot_discovery(
         law: The discovered law.
         path: Output PNG.
         truth: True coefficients to draw beside the discovered ones.
-        comm: Communicator (default ``MPI.COMM_WORLD``).
+        comm: Communicator (default the one of the law's system).
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
+    comm = law.system.comm if comm is None else comm
     target = Path(path)
     error: str | None = None
     gc.collect()  # on every rank at the same point (see fem_ml.plots)
