@@ -834,7 +834,7 @@ def discover_law(
     with collectively(comm):
         if system.n_steps < 2:
             raise ValueError("Cross-validation over load steps needs at least 2 load steps.")
-        if not 1 <= max_terms:
+        if max_terms < 1:
             raise ValueError(f"max_terms must be >= 1, got {max_terms}.")
         if not (rtol >= 0 and atol >= 0):
             raise ValueError("rtol and atol must be >= 0.")

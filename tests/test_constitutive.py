@@ -109,11 +109,14 @@ def test_law_string_and_library():
 
 @pytest.mark.parametrize("name", list(LAWS))
 def test_recovers_law_without_noise(plates, data, name):
-    law = fc.discover_law(plates["world"].system(data["world", name]))
+    system = plates["world"].system(data["world", name])
+    law = fc.discover_law(system)
     assert set(law.support) == set(np.flatnonzero(truth(name)))
     np.testing.assert_allclose(law.coefficients, truth(name), rtol=1e-7, atol=1e-9)
     assert law.candidates[law.selected].cv_rel < 1e-12
     assert all(c.cv_rel > 1e-6 for c in law.candidates[: law.selected])  # smaller models do not fit
+    thresholded = fc.discover_law(system, method="threshold")  # the sequential-thresholding path finds it too
+    np.testing.assert_allclose(thresholded.coefficients, law.coefficients, rtol=1e-9, atol=1e-12)
 
 
 def test_recovers_neo_hookean_with_noise(plates, data):
