@@ -151,7 +151,7 @@ def main(
 ) -> dict[str, object]:
     """Run the demo; returns the summary written to ``out_dir/summary.json`` (``progress``: log each stage)."""
     log = logging.getLogger("discover_hyperelastic")
-    log.setLevel(logging.INFO if progress else logging.WARNING)
+    log.setLevel(logging.INFO if progress and comm.rank == 0 else logging.WARNING)
     start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out_dir)
     specimen = Specimen(comm, n)
