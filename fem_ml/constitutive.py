@@ -651,7 +651,8 @@ def assemble_system(
         ]
         local = np.array(sums).reshape(len(reaction_dofs), n_terms)
         force_matrix[s] = comm.allreduce(local, op=MPI.SUM)
-        logger.debug("assembled step %d of %d", s + 1, n_steps)
+        if comm.rank == 0:
+            logger.debug("assembled step %d of %d", s + 1, n_steps)
     return ConstitutiveSystem(
         list(library), equilibrium, force_matrix, forces.copy(), float(balance), n_free_rows, comm
     )
