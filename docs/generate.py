@@ -118,6 +118,15 @@ DEMOS: dict[str, Demo] = {
                          "deviations.",
         "posterior.png": "Posterior of the first trial: MCMC marginals against the Laplace approximation.",
     }),
+    "discover_hyperelastic": Demo({  # tests/test_constitutive.py
+        "n": 10, "n_steps": 3, "laws": ("neo_hookean",),
+    }, figures={
+        "neo_hookean_noise0.0001.png": "Neo-Hookean data with noise 1e-4: the best model of each size (training "
+                                       "and cross-validated cost) and the discovered coefficients against the "
+                                       "true ones.",
+        "heldout_forces.png": "Reaction forces on the held-out biaxial path: the hidden law against the discovered "
+                              "laws, solved by DOLFINx.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.

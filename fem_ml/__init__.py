@@ -23,6 +23,16 @@ from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load, save
 from fem_ml.collection import collect_snapshots, collect_trajectories
+from fem_ml.constitutive import (
+    ConstitutiveSystem,
+    DiscoveredLaw,
+    EnergyTerm,
+    StrainEnergy,
+    assemble_system,
+    default_library,
+    discover_law,
+    solve_displacement_controlled,
+)
 from fem_ml.domain import ExtrapolationWarning, TrainingDomain
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
@@ -62,7 +72,10 @@ __all__ = [
     "AdaptiveResult",
     "AffineReducedOperators",
     "CoefficientNetwork",
+    "ConstitutiveSystem",
     "CrossValidation",
+    "DiscoveredLaw",
+    "EnergyTerm",
     "Ensemble",
     "ErrorReport",
     "ExtrapolationWarning",
@@ -85,6 +98,7 @@ __all__ = [
     "SnapshotSource",
     "SnapshotStore",
     "SolveFailed",
+    "StrainEnergy",
     "Surrogate",
     "TrainingDomain",
     "TrainingHistory",
@@ -94,10 +108,13 @@ __all__ = [
     "adaptive_sampling",
     "assemble_inner_product",
     "assemble_reduced_systems",
+    "assemble_system",
     "check_converged",
     "collect_snapshots",
     "collect_trajectories",
     "cross_validate",
+    "default_library",
+    "discover_law",
     "effective_sample_size",
     "ensemble_estimator",
     "identify",
@@ -107,6 +124,7 @@ __all__ = [
     "residual_estimator",
     "sample_posterior",
     "save",
+    "solve_displacement_controlled",
     "train_surrogate",
     "write_comparison",
     "write_fields",
