@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load
+from fem_ml.dynamics import NewmarkIntegrator, SecondOrderModel, fit_second_order
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
     FieldObservations,
@@ -76,6 +77,7 @@ __all__ = [
     "Gaussian",
     "IdentificationResult",
     "InnerProduct",
+    "NewmarkIntegrator",
     "Observations",
     "PODBasis",
     "ParameterSpace",
@@ -83,6 +85,7 @@ __all__ = [
     "ReducedSystems",
     "ResidualCheck",
     "ResidualReport",
+    "SecondOrderModel",
     "SensorObservations",
     "Sensors",
     "SnapshotSet",
@@ -102,6 +105,7 @@ __all__ = [
     "cross_validate",
     "effective_sample_size",
     "ensemble_estimator",
+    "fit_second_order",
     "identify",
     "load",
     "observe_field",

@@ -524,25 +524,8 @@ class SecondOrderModel:
         q0 = v0 = np.zeros(self.n_modes)
         s = np.zeros((t.size, self.n_inputs))
         with collectively(comm):
-            if t.size < 1 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
-                raise ValueError("times must be finite and strictly increasing.")
-            s = self._input_values(inputs, t)
-            if output_stride < 1:
-                raise ValueError(f"output_stride must be >= 1, got {output_stride}.")
-            if (functions or xdmf is not None) and self.basis is None:
-                raise ValueError("Functions and XDMF output need a model with a basis.")
-            if max_norm is not None and not max_norm > 0:
-                raise ValueError(f"max_norm must be > 0, got {max_norm}.")
-            if not guard_factor > 1:
-                raise ValueError(f"guard_factor must be > 1, got {guard_factor}.")
-            if initial is not None and (not isinstance(initial, tuple | list) or len(initial) != 2):
-                raise ValueError("initial must be a pair (q0, v0) or None.")
-            if initial is not None:
-                for item in initial:
-                    if not isinstance(item, fem.Function):
-                        self._check_state(item)
-                    elif self.basis is None:
-                        raise ValueError("Initial Functions need a model with a basis.")
+            s = self._check_simulation(t, inputs, initial, output_stride, functions or xdmf is not None, max_norm,
+                                       guard_factor)  # fmt: skip
         if initial is not None:
             q0, v0 = (self._state(item) for item in initial)
         bound = max_norm if max_norm is not None else guard_factor * self._reference(q0, s)
@@ -564,6 +547,38 @@ class SecondOrderModel:
                 path = write_fields(xdmf, self.basis.V, steps, times=[float(t[k]) for k in keep])
             result = dataclasses.replace(result, functions=out_functions, xdmf=path)
         return result
+
+    def _check_simulation(
+        self,
+        t: Array,
+        inputs: Inputs,
+        initial: object,
+        output_stride: int,
+        output: bool,
+        max_norm: float | None,
+        guard_factor: float,
+    ) -> Array:
+        """Validate the arguments of :meth:`simulate` (local); returns the input values ``(n, m)``."""
+        if t.size < 1 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
+            raise ValueError("times must be finite and strictly increasing.")
+        s = self._input_values(inputs, t)
+        if output_stride < 1:
+            raise ValueError(f"output_stride must be >= 1, got {output_stride}.")
+        if output and self.basis is None:
+            raise ValueError("Functions and XDMF output need a model with a basis.")
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"max_norm must be > 0, got {max_norm}.")
+        if not guard_factor > 1:
+            raise ValueError(f"guard_factor must be > 1, got {guard_factor}.")
+        if initial is not None and (not isinstance(initial, tuple | list) or len(initial) != 2):
+            raise ValueError("initial must be a pair (q0, v0) or None.")
+        if initial is not None:
+            for item in initial:
+                if not isinstance(item, fem.Function):
+                    self._check_state(item)
+                elif self.basis is None:
+                    raise ValueError("Initial Functions need a model with a basis.")
+        return s
 
     def _integrate(
         self, t: Array, s: Array, q0: Array, v0: Array, bound: float
@@ -708,6 +723,74 @@ def _as_list(value: object, n: int | None, what: str) -> list:
     return items
 
 
+def _trajectories(
+    coefficients: object, times: object, inputs: object, velocities: object, accelerations: object, fd_order: int
+) -> tuple[list[Array], list[Array], list[Array], list[Array], list[Array], str]:
+    """Validated per-trajectory ``(Q, Qdot, Qddot, times, inputs)`` and how the derivatives were obtained."""
+    Q = [np.asarray(q, dtype=np.float64) for q in _as_list(coefficients, None, "coefficients")]
+    n_traj = len(Q)
+    if n_traj == 0 or any(q.ndim != 2 for q in Q) or len({q.shape[1] for q in Q}) != 1:
+        raise ValueError("coefficients must be one (n_times, r) array or a sequence of them with the same r.")
+    times_in = times if not (isinstance(times, np.ndarray) and times.ndim == 1) else [times] * n_traj
+    T = [np.asarray(t, dtype=np.float64).reshape(-1) for t in _as_list(times_in, n_traj, "times")]
+    S_in = [None if s is None else np.asarray(s, dtype=np.float64) for s in _as_list(inputs, n_traj, "inputs")]
+    S = [
+        np.zeros((q.shape[0], 0)) if s is None else (s[:, None] if s.ndim == 1 else s)
+        for q, s in zip(Q, S_in, strict=True)
+    ]
+    if (velocities is None) != (accelerations is None):
+        raise ValueError("Give both velocities and accelerations, or neither.")
+    if len({s.shape[1] for s in S}) != 1:
+        raise ValueError("Every trajectory needs the same number of inputs.")
+    for i, (q, t, s) in enumerate(zip(Q, T, S, strict=True)):
+        if t.shape != (q.shape[0],) or s.shape[0] != q.shape[0]:
+            raise ValueError(f"Trajectory {i}: {q.shape[0]} samples, {t.size} times, {s.shape[0]} input rows.")
+        if not (np.isfinite(q).all() and np.isfinite(t).all() and np.isfinite(s).all()):
+            raise ValueError(f"Trajectory {i} contains NaN or inf.")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError(f"Trajectory {i}: times must be strictly increasing.")
+    if velocities is not None:
+        V_ = [np.asarray(v, dtype=np.float64) for v in _as_list(velocities, n_traj, "velocities")]
+        A_ = [np.asarray(a, dtype=np.float64) for a in _as_list(accelerations, n_traj, "accelerations")]
+        for i, (q, v, a) in enumerate(zip(Q, V_, A_, strict=True)):
+            if v.shape != q.shape or a.shape != q.shape or not (np.isfinite(v).all() and np.isfinite(a).all()):
+                raise ValueError(f"Trajectory {i}: velocities and accelerations must be finite, shaped {q.shape}.")
+        how = "given"
+    else:
+        derivatives = [finite_difference_derivatives(q, t, order=fd_order) for q, t in zip(Q, T, strict=True)]
+        V_, A_ = [d[0] for d in derivatives], [d[1] for d in derivatives]
+        how = f"fd{fd_order}"
+    return Q, V_, A_, T, S, how
+
+
+def _select_regularization(
+    trajectories: tuple[list[Array], list[Array], list[Array], list[Array], list[Array]],
+    stacked: tuple[Array, Array, Array, Array],
+    tries: Sequence[float],
+    stiffness_floor: float,
+    reference: float,
+) -> tuple[tuple[float, float, SecondOrderModel, int, int], list[tuple[float, float]]]:
+    """Fit with each regularization; keep the one whose re-simulated training trajectories are closest."""
+    Q, V_, _, T, S = trajectories
+    q_all, v_all, a_all, s_all = stacked
+    best: tuple[float, float, SecondOrderModel, int, int] | None = None
+    scores = []
+    for lam in tries:
+        K, C, B, n_k, n_c = _structured_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor)
+        model = SecondOrderModel(K, C, B, reference_norm=reference)
+        error = 0.0
+        for q, v, t, s in zip(Q, V_, T, S, strict=True):
+            run = model.simulate((q[0], v[0]), t, s if s.shape[1] else None)
+            error = max(error, float(np.linalg.norm(run.coefficients - q) / max(np.linalg.norm(q), 1e-300)))
+            error = error if run.completed else math.inf
+        scores.append((float(lam), error))
+        if best is None or error < best[1]:
+            best = (float(lam), error, model, n_k, n_c)
+    assert best is not None
+    assert best is not None
+    return best, scores
+
+
 def fit_second_order_coefficients(
     coefficients: npt.ArrayLike | Sequence[npt.ArrayLike],
     times: npt.ArrayLike | Sequence[npt.ArrayLike],
@@ -755,64 +838,21 @@ def fit_second_order_coefficients(
     Raises:
         ValueError: for inconsistent shapes, non-finite data, or bad options.
     """
-    Q = [np.asarray(q, dtype=np.float64) for q in _as_list(coefficients, None, "coefficients")]
-    n_traj = len(Q)
-    if n_traj == 0 or any(q.ndim != 2 for q in Q) or len({q.shape[1] for q in Q}) != 1:
-        raise ValueError("coefficients must be one (n_times, r) array or a sequence of them with the same r.")
-    r = Q[0].shape[1]
-    times_in = times if not (isinstance(times, np.ndarray) and times.ndim == 1) else [times] * n_traj
-    T = [np.asarray(t, dtype=np.float64).reshape(-1) for t in _as_list(times_in, n_traj, "times")]
-    S_in = [None if s is None else np.asarray(s, dtype=np.float64) for s in _as_list(inputs, n_traj, "inputs")]
-    S = [
-        np.zeros((q.shape[0], 0)) if s is None else (s[:, None] if s.ndim == 1 else s)
-        for q, s in zip(Q, S_in, strict=True)
-    ]
-    if (velocities is None) != (accelerations is None):
-        raise ValueError("Give both velocities and accelerations, or neither.")
     if regularization != "auto" and not (isinstance(regularization, int | float) and regularization >= 0):
         raise ValueError(f"regularization must be >= 0 or 'auto', got {regularization!r}.")
     if not 0.0 < stiffness_floor < 1.0:
         raise ValueError(f"stiffness_floor must be in (0, 1), got {stiffness_floor}.")
-    if len({s.shape[1] for s in S}) != 1:
-        raise ValueError("Every trajectory needs the same number of inputs.")
-    for i, (q, t, s) in enumerate(zip(Q, T, S, strict=True)):
-        if t.shape != (q.shape[0],) or s.shape[0] != q.shape[0]:
-            raise ValueError(f"Trajectory {i}: {q.shape[0]} samples, {t.size} times, {s.shape[0]} input rows.")
-        if not (np.isfinite(q).all() and np.isfinite(t).all() and np.isfinite(s).all()):
-            raise ValueError(f"Trajectory {i} contains NaN or inf.")
-        if np.any(np.diff(t) <= 0):
-            raise ValueError(f"Trajectory {i}: times must be strictly increasing.")
-    if velocities is not None:
-        V_ = [np.asarray(v, dtype=np.float64) for v in _as_list(velocities, n_traj, "velocities")]
-        A_ = [np.asarray(a, dtype=np.float64) for a in _as_list(accelerations, n_traj, "accelerations")]
-        for i, (q, v, a) in enumerate(zip(Q, V_, A_, strict=True)):
-            if v.shape != q.shape or a.shape != q.shape or not (np.isfinite(v).all() and np.isfinite(a).all()):
-                raise ValueError(f"Trajectory {i}: velocities and accelerations must be finite, shaped {q.shape}.")
-        how = "given"
-    else:
-        derivatives = [finite_difference_derivatives(q, t, order=fd_order) for q, t in zip(Q, T, strict=True)]
-        V_, A_ = [d[0] for d in derivatives], [d[1] for d in derivatives]
-        how = f"fd{fd_order}"
+    Q, V_, A_, T, S, how = _trajectories(coefficients, times, inputs, velocities, accelerations, fd_order)
+    r = Q[0].shape[1]
     q_all, v_all, a_all, s_all = (np.vstack(x) for x in (Q, V_, A_, S))
     reference = max(float(np.max(np.linalg.norm(q, axis=1))) for q in Q)
     tries = list(candidates) if regularization == "auto" else [float(regularization)]
     if not tries or any(not (c >= 0 and math.isfinite(c)) for c in tries):
         raise ValueError("candidates must be finite numbers >= 0.")
 
-    best: tuple[float, float, SecondOrderModel, int, int] | None = None
-    scores = []
-    for lam in tries:
-        K, C, B, n_k, n_c = _structured_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor)
-        model = SecondOrderModel(K, C, B, reference_norm=reference)
-        error = 0.0
-        for q, v, t, s in zip(Q, V_, T, S, strict=True):
-            run = model.simulate((q[0], v[0]), t, s if s.shape[1] else None)
-            error = max(error, float(np.linalg.norm(run.coefficients - q) / max(np.linalg.norm(q), 1e-300)))
-            error = error if run.completed else math.inf
-        scores.append((float(lam), error))
-        if best is None or error < best[1]:
-            best = (float(lam), error, model, n_k, n_c)
-    assert best is not None
+    best, scores = _select_regularization(
+        (Q, V_, A_, T, S), (q_all, v_all, a_all, s_all), tries, stiffness_floor, reference
+    )
     lam, error, model, n_k, n_c = best
     residual = a_all + v_all @ model.damping + q_all @ model.stiffness - s_all @ model.input_matrix.T
     info = FitInfo(
@@ -1051,22 +1091,10 @@ class NewmarkIntegrator:
             The trajectory.
         """
         t = np.asarray(times, dtype=np.float64).reshape(-1)
-        m = len(self.loads)
-        s = np.zeros((t.size, m))
+        s = np.zeros((t.size, len(self.loads)))
         with collectively(self.comm):
-            if t.size < 2 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
-                raise ValueError("times must be finite, strictly increasing, at least two.")
-            steps = np.diff(t)
-            if np.max(np.abs(steps - steps.mean())) > 1e-9 * steps.mean():
-                raise ValueError("NewmarkIntegrator.run needs uniformly spaced times.")
-            raw = np.array([np.asarray(inputs(float(x))).reshape(-1) for x in t]) if callable(inputs) else inputs
-            s = np.asarray(raw, dtype=np.float64)
-            s = s[:, None] if s.ndim == 1 else s
-            if s.shape != (t.size, m) or not np.isfinite(s).all():
-                raise ValueError(f"inputs must be finite with shape ({t.size}, {m}), got {s.shape}.")
-            if not set(store) <= {"u", "v", "a"}:
-                raise ValueError(f"store takes 'u', 'v', 'a', got {list(store)}.")
-        h = float(steps.mean())
+            s = self._check_run(t, inputs, store)
+        h = float(np.mean(np.diff(t)))
         u, v, a, rhs, tmp, pred = self._work
         for vec in (u, v, a):
             vec.zeroEntries()
@@ -1113,6 +1141,23 @@ class NewmarkIntegrator:
                 logger.info("Newmark: step %d of %d", k + 1, t.size - 1)
         del pred
         return NewmarkTrajectory(t, s, kept.get("u"), kept.get("v"), kept.get("a"), records)
+
+    def _check_run(self, t: Array, inputs: Inputs, store: Sequence[str]) -> Array:
+        """Validate the arguments of :meth:`run` (local); returns the input values ``(n, m)``."""
+        m = len(self.loads)
+        if t.size < 2 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
+            raise ValueError("times must be finite, strictly increasing, at least two.")
+        steps = np.diff(t)
+        if np.max(np.abs(steps - steps.mean())) > 1e-9 * steps.mean():
+            raise ValueError("NewmarkIntegrator.run needs uniformly spaced times.")
+        raw = np.array([np.asarray(inputs(float(x))).reshape(-1) for x in t]) if callable(inputs) else inputs
+        s = np.asarray(raw, dtype=np.float64)
+        s = s[:, None] if s.ndim == 1 else s
+        if s.shape != (t.size, m) or not np.isfinite(s).all():
+            raise ValueError(f"inputs must be finite with shape ({t.size}, {m}), got {s.shape}.")
+        if not set(store) <= {"u", "v", "a"}:
+            raise ValueError(f"store takes 'u', 'v', 'a', got {list(store)}.")
+        return s
 
     def _subtract_forces(self, rhs: PETSc.Vec, u: PETSc.Vec, v: PETSc.Vec, tmp: PETSc.Vec) -> None:
         """``rhs -= K u + C v``."""
