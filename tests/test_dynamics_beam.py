@@ -216,16 +216,16 @@ def beam(comm: MPI.Comm):
     return V, M, K, vector(ufl.inner(down, v) * ds(1)), vector(ufl.inner(-down / 0.16, v) * ds(1))
 
 
-def learn(comm: MPI.Comm, n_modes: int = 4):
+def learn(comm: MPI.Comm, n_modes: int = 8):
     """Step-response training on the beam over COMM ``comm``; the model, a full sine run and the tip on the modes."""
     V, M, K, load, tip = beam(comm)
     newmark = NewmarkIntegrator(M, K, load, damping=(0.05, 1e-4))
-    t = np.arange(301) * 0.01
+    t = np.arange(201) * 0.01
     train = newmark.run(t, np.ones(t.size), functionals={"tip": tip})
     basis = fem_ml.pod(train.displacements, inner_product=M, V=V, n_modes=n_modes)
     model = fit_second_order(basis, train.displacements, t, train.inputs,
                              velocities=train.velocities, accelerations=train.accelerations)  # fmt: skip
-    t_test = np.arange(601) * 0.01
+    t_test = np.arange(401) * 0.01
     sine = np.sin(2 * np.pi * 0.8 * t_test)
     full = newmark.run(t_test, sine, store=(), functionals={"tip": tip})
     ell = comm.allreduce(tip.getArray(readonly=True) @ basis.modes, op=MPI.SUM)

@@ -816,9 +816,8 @@ def fit_second_order_coefficients(
        refitted with it fixed; then :math:`C_r` by the nearest positive semi-definite matrix and :math:`B_r`
        refitted again. Each refit runs only if the projection changed something, so data from a structured model
        are fitted exactly. The reduced free-vibration energy of the result cannot grow.
-    4. ``regularization="auto"`` tries each of ``candidates``, re-simulates the training trajectories (from
-       their initial states, with their inputs, at their times) and keeps the one with the smallest relative
-       error of the coefficients.
+    4. ``regularization="auto"`` tries each of ``candidates``, re-simulates the training trajectories and keeps
+       the one with the smallest relative error of the coefficients.
 
     Args:
         coefficients: One trajectory ``(n_times, r)`` or a sequence of them.
