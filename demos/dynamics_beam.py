@@ -320,7 +320,7 @@ def main(
             ax.plot(t * 1e3, r["tip_full"] * 1e3, lw=1.5, label="full (Newmark)")
             ax.plot(t * 1e3, r["tip_reduced"] * 1e3, "--", lw=1.2, label=f"reduced, r = {model.n_modes}")
             ax.set_xlabel("t [ms]")
-            ax.set_title(f"{name}: max error {r['error']:.2%} of peak", fontsize="medium")
+            ax.set_title(f"{name}: max error {r['error']:.1e} of the peak", fontsize="medium")
         np.atleast_1d(axes)[0].set_ylabel("tip displacement [mm]")
         np.atleast_1d(axes)[0].legend(fontsize="small")
 
@@ -329,7 +329,7 @@ def main(
             ax.plot(t_free * 1e3, e, lw=1, ls="--" if label.startswith("noisy") else "-", label=label)
         ax.set_xlabel("t [ms]")
         ax.set_ylabel("E(t) / E(0)")
-        ax.set_title(f"Reduced free vibration: largest step increase {growth:.1e}", fontsize="medium")
+        ax.set_title(f"Reduced free vibration: max (E[k+1] - E[k]) / E[0] = {growth:.1e}", fontsize="medium")
         ax.legend(fontsize="x-small")
 
     plot(comm, out / "tip_displacement.png", draw_tips, ncols=1 + len(results))

@@ -5,6 +5,7 @@
 
 from fem_ml.dynamics.second_order import (
     FitInfo,
+    Inputs,
     ModalReport,
     NewmarkIntegrator,
     NewmarkTrajectory,
@@ -17,6 +18,7 @@ from fem_ml.dynamics.second_order import (
 
 __all__ = [
     "FitInfo",
+    "Inputs",
     "ModalReport",
     "NewmarkIntegrator",
     "NewmarkTrajectory",

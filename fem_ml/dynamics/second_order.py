@@ -51,6 +51,7 @@ from fem_ml.snapshots import check_converged
 
 __all__ = [
     "FitInfo",
+    "Inputs",
     "ModalReport",
     "NewmarkIntegrator",
     "NewmarkTrajectory",
@@ -63,9 +64,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Array = npt.NDArray[np.float64]
-#: Input histories: values at the output times, ``(n_times,)`` or ``(n_times, n_inputs)``, or a function of time
-#: returning ``n_inputs`` values.
+#: The input histories, given as values at the output times, ``(n_times,)`` or ``(n_times, n_inputs)``, or as a
+#: function of time returning ``n_inputs`` values (None for no input).
 Inputs = npt.ArrayLike | Callable[[float], npt.ArrayLike] | None
 
 
@@ -74,7 +74,7 @@ Inputs = npt.ArrayLike | Callable[[float], npt.ArrayLike] | None
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _fornberg(x0: float, x: Array, order: int) -> Array:
+def _fornberg(x0: float, x: npt.NDArray[np.float64], order: int) -> npt.NDArray[np.float64]:
     """Weights of the derivatives 0..``order`` at ``x0`` from values at ``x`` (Fornberg, Math. Comp. 1988)."""
     n = x.size
     c = np.zeros((n, order + 1))
@@ -99,7 +99,7 @@ def _fornberg(x0: float, x: Array, order: int) -> Array:
 
 def finite_difference_derivatives(
     values: npt.ArrayLike, times: npt.ArrayLike, *, order: int = 4
-) -> tuple[Array, Array]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     r"""First and second time derivatives of sampled values, by finite differences of accuracy ``order`` (local).
 
     At each sample the stencil is the window of nearest samples: centred inside (5 points for the first and 7 for
@@ -127,7 +127,7 @@ def finite_difference_derivatives(
     out = [np.empty_like(flat), np.empty_like(flat)]
     # Weights on the stencil scaled to unit span are cached (a uniform grid needs a handful); the actual weights of
     # the d-th derivative are those divided by span**d.
-    cache: dict[tuple[int, int, bytes], Array] = {}
+    cache: dict[tuple[int, int, bytes], npt.NDArray[np.float64]] = {}
     for d in (1, 2):
         width = order + d
         half = order // 2 + (d - 1)
@@ -158,10 +158,12 @@ class _Block:
     r"""One unknown operator :math:`X` of :math:`Y \approx \sum_j Z_j X_j^T`: ``"sym"`` (r x r) or ``"full"``."""
 
     kind: Literal["sym", "full"]
-    data: Array  # Z_j, shape (n_samples, s_j)
+    data: npt.NDArray[np.float64]  # Z_j, shape (n_samples, s_j)
 
 
-def _structured_lstsq(Y: Array, blocks: Sequence[_Block], regularization: float) -> list[Array]:
+def _structured_lstsq(
+    Y: npt.NDArray[np.float64], blocks: Sequence[_Block], regularization: float
+) -> list[npt.NDArray[np.float64]]:
     r"""Minimize :math:`\|Y - \sum_j Z_j X_j^T\|_F^2 + \lambda^2 \sum_j \|X_j\|_F^2` in scaled variables.
 
     Symmetric blocks are parametrized by their upper triangle, so the solution is exactly symmetric. Each block
@@ -228,7 +230,7 @@ def _structured_lstsq(Y: Array, blocks: Sequence[_Block], regularization: float)
     return result
 
 
-def _clip_spectrum(X: Array, floor: float) -> tuple[Array, int]:
+def _clip_spectrum(X: npt.NDArray[np.float64], floor: float) -> tuple[npt.NDArray[np.float64], int]:
     """The symmetric matrix nearest to ``X`` (Frobenius) with eigenvalues >= ``floor``; and how many were raised.
 
     Eigenvalues below the floor by no more than rounding (``1e-12`` of the largest modulus) are raised too, but not
@@ -283,8 +285,13 @@ class FitInfo:
 
 
 def _structured_fit(
-    q: Array, qdot: Array, qddot: Array, s: Array, regularization: float, stiffness_floor: float
-) -> tuple[Array, Array, Array, int, int]:
+    q: npt.NDArray[np.float64],
+    qdot: npt.NDArray[np.float64],
+    qddot: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+    regularization: float,
+    stiffness_floor: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], int, int]:
     """Fit symmetric K, C and B, then enforce K >= floor * max eig, C >= 0 with refits (see the module docstring)."""
     blocks = [_Block("sym", -q), _Block("sym", -qdot)] + ([_Block("full", s)] if s.shape[1] else [])
     K, C, *rest = _structured_lstsq(qddot, blocks, regularization)
@@ -323,9 +330,9 @@ class ModalReport:
     """
 
     eigenvalues: npt.NDArray[np.complex128]
-    natural_frequencies: Array
-    damping_ratios: Array
-    undamped_frequencies: Array
+    natural_frequencies: npt.NDArray[np.float64]
+    damping_ratios: npt.NDArray[np.float64]
+    undamped_frequencies: npt.NDArray[np.float64]
     max_real_part: float
 
     def as_dict(self) -> dict[str, object]:
@@ -355,12 +362,12 @@ class SecondOrderSimulation:
         xdmf: The XDMF file written, when asked for.
     """
 
-    times: Array
-    coefficients: Array
-    velocities: Array
-    accelerations: Array
-    inputs: Array
-    energy: Array
+    times: npt.NDArray[np.float64]
+    coefficients: npt.NDArray[np.float64]
+    velocities: npt.NDArray[np.float64]
+    accelerations: npt.NDArray[np.float64]
+    inputs: npt.NDArray[np.float64]
+    energy: npt.NDArray[np.float64]
     blowup: str | None = None
     functions: list[fem.Function] | None = field(default=None, repr=False)
     xdmf: Path | None = None
@@ -419,13 +426,13 @@ class SecondOrderModel:
                 if np.max(np.abs(X - X.T), initial=0.0) > 1e-12 * max(np.max(np.abs(X)), 1e-300):
                     error = f"{name} must be symmetric."
         check_collectively(comm, error)
-        self.stiffness: Array = 0.5 * (K + K.T)
-        self.damping: Array = 0.5 * (C + C.T)
-        self.input_matrix: Array = B
+        self.stiffness: npt.NDArray[np.float64] = 0.5 * (K + K.T)
+        self.damping: npt.NDArray[np.float64] = 0.5 * (C + C.T)
+        self.input_matrix: npt.NDArray[np.float64] = B
         self.basis = basis
         self.fit_info = fit_info
         self.reference_norm = float(reference_norm)
-        self._steppers: dict[float, tuple[Array, Array]] = {}
+        self._steppers: dict[float, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
 
     @property
     def n_modes(self) -> int:
@@ -463,7 +470,7 @@ class SecondOrderModel:
         undamped = np.sqrt(np.maximum(np.linalg.eigvalsh(self.stiffness), 0.0))
         return ModalReport(lam, omega[order], zeta[order], undamped, float(np.max(lam.real)))
 
-    def energy(self, coefficients: npt.ArrayLike, velocities: npt.ArrayLike) -> Array:
+    def energy(self, coefficients: npt.ArrayLike, velocities: npt.ArrayLike) -> npt.NDArray[np.float64]:
         r""":math:`E = \tfrac12 \dot q^T \dot q + \tfrac12 q^T K_r q` for states ``(n, r)`` (or one ``(r,)``)."""
         q = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
         v = np.atleast_2d(np.asarray(velocities, dtype=np.float64))
@@ -550,14 +557,14 @@ class SecondOrderModel:
 
     def _check_simulation(
         self,
-        t: Array,
+        t: npt.NDArray[np.float64],
         inputs: Inputs,
         initial: object,
         output_stride: int,
         output: bool,
         max_norm: float | None,
         guard_factor: float,
-    ) -> Array:
+    ) -> npt.NDArray[np.float64]:
         """Validate the arguments of :meth:`simulate` (local); returns the input values ``(n, m)``."""
         if t.size < 1 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
             raise ValueError("times must be finite and strictly increasing.")
@@ -581,8 +588,13 @@ class SecondOrderModel:
         return s
 
     def _integrate(
-        self, t: Array, s: Array, q0: Array, v0: Array, bound: float
-    ) -> tuple[Array, Array, Array, str | None, int]:
+        self,
+        t: npt.NDArray[np.float64],
+        s: npt.NDArray[np.float64],
+        q0: npt.NDArray[np.float64],
+        v0: npt.NDArray[np.float64],
+        bound: float,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], str | None, int]:
         r"""The Newmark loop; returns the states, a blow-up message or None, and the number of steps reached.
 
         The step is linear in the state :math:`z = (q, \dot q, \ddot q)`: :math:`z_{k+1} = T_h z_k + G_h
@@ -631,7 +643,7 @@ class SecondOrderModel:
                 k = stop
         return z[:, :r], z[:, r : 2 * r], z[:, 2 * r :], None, n
 
-    def _transition(self, h: float) -> tuple[Array, Array]:
+    def _transition(self, h: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """:math:`(T_h, G_h)` of one average-acceleration step of size ``h`` (cached)."""
         if h in self._steppers:
             return self._steppers[h]
@@ -652,7 +664,7 @@ class SecondOrderModel:
         self._steppers[h] = (T, G)
         return T, G
 
-    def _reference(self, q0: Array, s: Array) -> float:
+    def _reference(self, q0: npt.NDArray[np.float64], s: npt.NDArray[np.float64]) -> float:
         """Scale of the guard: training norm, initial norm and static response to the largest input."""
         static = 0.0
         if self.n_inputs and s.size:
@@ -664,7 +676,7 @@ class SecondOrderModel:
         reference = max(self.reference_norm, float(np.linalg.norm(q0)), static)
         return reference if reference > 0 and math.isfinite(reference) else 1.0
 
-    def _input_values(self, inputs: Inputs, t: Array) -> Array:
+    def _input_values(self, inputs: Inputs, t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         m = self.n_inputs
         if inputs is None:
             return np.zeros((t.size, m))
@@ -685,7 +697,7 @@ class SecondOrderModel:
         if x.shape != (self.n_modes,) or not np.isfinite(x).all():
             raise ValueError(f"An initial state must be {self.n_modes} finite reduced coefficients or a Function.")
 
-    def _state(self, value: npt.ArrayLike | fem.Function) -> Array:
+    def _state(self, value: npt.ArrayLike | fem.Function) -> npt.NDArray[np.float64]:
         if isinstance(value, fem.Function):
             assert self.basis is not None
             return self.basis.project(value.x.array[: n_owned(self.basis.V)])[:, 0]
@@ -725,7 +737,14 @@ def _as_list(value: object, n: int | None, what: str) -> list:
 
 def _trajectories(
     coefficients: object, times: object, inputs: object, velocities: object, accelerations: object, fd_order: int
-) -> tuple[list[Array], list[Array], list[Array], list[Array], list[Array], str]:
+) -> tuple[
+    list[npt.NDArray[np.float64]],
+    list[npt.NDArray[np.float64]],
+    list[npt.NDArray[np.float64]],
+    list[npt.NDArray[np.float64]],
+    list[npt.NDArray[np.float64]],
+    str,
+]:
     """Validated per-trajectory ``(Q, Qdot, Qddot, times, inputs)`` and how the derivatives were obtained."""
     Q = [np.asarray(q, dtype=np.float64) for q in _as_list(coefficients, None, "coefficients")]
     n_traj = len(Q)
@@ -764,8 +783,14 @@ def _trajectories(
 
 
 def _select_regularization(
-    trajectories: tuple[list[Array], list[Array], list[Array], list[Array], list[Array]],
-    stacked: tuple[Array, Array, Array, Array],
+    trajectories: tuple[
+        list[npt.NDArray[np.float64]],
+        list[npt.NDArray[np.float64]],
+        list[npt.NDArray[np.float64]],
+        list[npt.NDArray[np.float64]],
+        list[npt.NDArray[np.float64]],
+    ],
+    stacked: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
     tries: Sequence[float],
     stiffness_floor: float,
     reference: float,
@@ -909,7 +934,7 @@ def fit_second_order(
         raise TypeError(f"fit_second_order got unknown option(s) {unknown}; allowed: {sorted(allowed)}.")
     comm = basis.V.mesh.comm
     n_local = n_owned(basis.V)
-    fields: dict[str, list[Array]] = {}
+    fields: dict[str, list[npt.NDArray[np.float64]]] = {}
     with collectively(comm):
         if (velocities is None) != (accelerations is None):
             raise ValueError("Give both velocities and accelerations, or neither.")
@@ -928,7 +953,9 @@ def fit_second_order(
                 raise ValueError(f"{key} must have the shapes of the displacements.")
         _as_list(inputs, n_traj, "inputs")
     reduced = {key: [basis.project(u).T for u in items] for key, items in fields.items()}
-    fitted: tuple[Array, Array, Array, FitInfo | None, float] | None = None
+    fitted: (
+        tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], FitInfo | None, float] | None
+    ) = None
     with collectively(comm):
         if comm.rank == 0:
             model = fit_second_order_coefficients(
@@ -961,12 +988,12 @@ class NewmarkTrajectory:
             replicated on every rank.
     """
 
-    times: Array
-    inputs: Array
-    displacements: Array | None = field(default=None, repr=False)
-    velocities: Array | None = field(default=None, repr=False)
-    accelerations: Array | None = field(default=None, repr=False)
-    functionals: dict[str, Array] = field(default_factory=dict, repr=False)
+    times: npt.NDArray[np.float64]
+    inputs: npt.NDArray[np.float64]
+    displacements: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    velocities: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    accelerations: npt.NDArray[np.float64] | None = field(default=None, repr=False)
+    functionals: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, repr=False)
 
 
 class NewmarkIntegrator:
@@ -1141,7 +1168,7 @@ class NewmarkIntegrator:
         del pred
         return NewmarkTrajectory(t, s, kept.get("u"), kept.get("v"), kept.get("a"), records)
 
-    def _check_run(self, t: Array, inputs: Inputs, store: Sequence[str]) -> Array:
+    def _check_run(self, t: npt.NDArray[np.float64], inputs: Inputs, store: Sequence[str]) -> npt.NDArray[np.float64]:
         """Validate the arguments of :meth:`run` (local); returns the input values ``(n, m)``."""
         m = len(self.loads)
         if t.size < 2 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
