@@ -798,7 +798,7 @@ def _select_regularization(
     """Fit with each regularization; keep the one whose re-simulated training trajectories are closest."""
     Q, V_, _, T, S = trajectories
     q_all, v_all, a_all, s_all = stacked
-    best: tuple[float, float, SecondOrderModel, int, int] | None = None
+    fits: list[tuple[float, float, SecondOrderModel, int, int]] = []
     scores = []
     for lam in tries:
         K, C, B, n_k, n_c = _structured_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor)
@@ -809,10 +809,11 @@ def _select_regularization(
             error = max(error, float(np.linalg.norm(run.coefficients - q) / max(np.linalg.norm(q), 1e-300)))
             error = error if run.completed else math.inf
         scores.append((float(lam), error))
-        if best is None or error < best[1]:
-            best = (float(lam), error, model, n_k, n_c)
-    assert best is not None
-    assert best is not None
+        fits.append((float(lam), error, model, n_k, n_c))
+    # The smallest error; among errors equal to it within 1e-6 relative, the largest regularization. Near-ties
+    # then cannot flip with rounding (another rank count), and the choice is the most regularized of equals.
+    smallest = min(fit[1] for fit in fits)
+    best = max((fit for fit in fits if fit[1] <= smallest * (1 + 1e-6)), key=lambda fit: fit[0])
     return best, scores
 
 
@@ -842,7 +843,7 @@ def fit_second_order_coefficients(
        refitted again. Each refit runs only if the projection changed something, so data from a structured model
        are fitted exactly. The reduced free-vibration energy of the result cannot grow.
     4. ``regularization="auto"`` tries each of ``candidates``, re-simulates the training trajectories and keeps
-       the one with the smallest relative error of the coefficients.
+       the one with the smallest relative error of the coefficients (the largest of those within 1e-6 of it).
 
     Args:
         coefficients: One trajectory ``(n_times, r)`` or a sequence of them.
