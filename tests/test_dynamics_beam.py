@@ -243,7 +243,9 @@ def test_beam_serial_and_parallel_agree(tmp_dir):
         tip_reduced = run.coefficients @ ell
         peak = np.max(np.abs(full.functionals["tip"]))
         results[name] = (model, tip_reduced, np.max(np.abs(full.functionals["tip"] - tip_reduced)) / peak)
-        assert model.structure()["min_eig_stiffness"] > 0 and model.structure()["min_eig_damping"] >= 0
+        structure = model.structure()  # C_r >= 0 up to the rounding of its eigendecomposition
+        assert structure["min_eig_stiffness"] > 0
+        assert structure["min_eig_damping"] >= -1e-14 * np.linalg.norm(model.damping, 2)
         assert results[name][2] < 0.02  # an unseen input, twice the training interval
         # Functions and an XDMF time series on demand (collective on the basis' communicator).
         if name == "world":
