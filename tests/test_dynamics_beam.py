@@ -295,6 +295,8 @@ def test_input_validation_on_all_ranks():
     raises_on_all_ranks(comm, ValueError, "strictly increasing", model.simulate, None, t[::-1] if last else t, good)
     raises_on_all_ranks(comm, ValueError, "initial state", model.simulate,
                         (np.zeros(2 if last else 3), np.zeros(3)), t, good)  # fmt: skip
+    other = fem.Function(fem.functionspace(V.mesh, ("Lagrange", 2, (3,))))
+    raises_on_all_ranks(comm, ValueError, "Initial Function", model.simulate, (other, np.zeros(3)), t, good)
     bad_u = train.displacements[:-1] if last else train.displacements
     raises_on_all_ranks(comm, ValueError, "must have shape", fit_second_order, basis, bad_u, t, train.inputs)
     raises_on_all_ranks(comm, ValueError, "both velocities and accelerations", fit_second_order, basis,

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-from fem_ml._fem import n_owned
+from fem_ml._fem import n_owned, space_mismatch
 from fem_ml._mpi import check_collectively, collectively
 from fem_ml.pod import PODBasis
 from fem_ml.snapshots import check_converged
@@ -585,6 +585,8 @@ class SecondOrderModel:
                     self._check_state(item)
                 elif self.basis is None:
                     raise ValueError("Initial Functions need a model with a basis.")
+                elif (mismatch := space_mismatch(self.basis.V, item.function_space)) is not None:
+                    raise ValueError(f"Initial Function: {mismatch}.")
         return s
 
     def _integrate(
