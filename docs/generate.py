@@ -127,6 +127,14 @@ DEMOS: dict[str, Demo] = {
         "heldout_forces.png": "Reaction forces on the held-out biaxial path: the hidden law against the discovered "
                               "laws, solved by DOLFINx.",
     }),
+    "dynamics_beam": Demo({  # tests/test_dynamics_beam.py (its --small sizes)
+        "n_cells": (8, 2, 2), "degree": 1, "dt": 1e-4, "t_train": 0.02, "n_modes": 6, "free_periods": 5.0,
+    }, figures={
+        "tip_displacement.png": "Tip displacement of the full Newmark model and of the second-order reduced model "
+                                "learned from the step alone, for the step and the two unseen load histories.",
+        "free_energy.png": "Reduced energy in free vibration from the final state of each history, for the model and "
+                           "for a model fitted to noisy coefficients: it never grows.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.

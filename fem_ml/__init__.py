@@ -34,6 +34,7 @@ from fem_ml.constitutive import (
     solve_displacement_controlled,
 )
 from fem_ml.domain import ExtrapolationWarning, TrainingDomain
+from fem_ml.dynamics import NewmarkIntegrator, SecondOrderModel, fit_second_order
 from fem_ml.ensemble import Ensemble
 from fem_ml.inverse import (
     FieldObservations,
@@ -85,6 +86,7 @@ __all__ = [
     "Gaussian",
     "IdentificationResult",
     "InnerProduct",
+    "NewmarkIntegrator",
     "Observations",
     "PODBasis",
     "ParameterSpace",
@@ -92,6 +94,7 @@ __all__ = [
     "ReducedSystems",
     "ResidualCheck",
     "ResidualReport",
+    "SecondOrderModel",
     "SensorObservations",
     "Sensors",
     "SnapshotSet",
@@ -117,6 +120,7 @@ __all__ = [
     "discover_law",
     "effective_sample_size",
     "ensemble_estimator",
+    "fit_second_order",
     "identify",
     "load",
     "observe_field",

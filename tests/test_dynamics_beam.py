@@ -1,0 +1,349 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Second-order reduced dynamics (fem_ml.dynamics.second_order): fit, structure, integrator, guard, MPI, demo."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import numpy as np
+import pytest
+import ufl
+from conftest import clean_env, on_root, raises_on_all_ranks
+from dolfinx import fem, mesh
+from dolfinx.fem import petsc as fem_petsc
+from scipy import linalg
+
+import fem_ml
+from fem_ml.dynamics import (
+    NewmarkIntegrator,
+    SecondOrderModel,
+    finite_difference_derivatives,
+    fit_second_order,
+    fit_second_order_coefficients,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_structure(seed: int, r: int = 4, m: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random SPD stiffness, PSD damping (rank-deficient) and input matrix."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((r, r))
+    K = X @ X.T + 0.5 * np.eye(r)
+    Y = rng.standard_normal((r, r - 1))
+    C = 0.05 * Y @ Y.T
+    return K, C, rng.standard_normal((r, m))
+
+
+def exact_trajectory(K, C, B, q0, v0, s, t):
+    """Exact samples of q'' + C q' + K q = B s (constant input s) through the matrix exponential."""
+    r, m = B.shape
+    A = np.zeros((2 * r + m, 2 * r + m))
+    A[:r, r : 2 * r] = np.eye(r)
+    A[r : 2 * r, :r], A[r : 2 * r, r : 2 * r], A[r : 2 * r, 2 * r :] = -K, -C, B
+    x0 = np.concatenate([q0, v0, s])
+    states = np.array([linalg.expm(A * tk) @ x0 for tk in t])
+    return states[:, :r], np.tile(s, (t.size, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fit
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_exact_recovery_from_own_trajectories():
+    """Trajectories of a known structured model, with its Newmark derivatives, give back its operators."""
+    K, C, B = random_structure(0)
+    truth = SecondOrderModel(K, C, B)
+    t = np.linspace(0.0, 15.0, 1501)
+    initial = ([1.0, 0, 0, -1.0], [0, 0.5, 0, 0])
+    runs = [truth.simulate(None, t, np.column_stack([np.ones(t.size), np.sin(1.7 * t)])),
+            truth.simulate(initial, t, np.column_stack([np.cos(0.6 * t), 0 * t]))]  # fmt: skip
+    fitted = fit_second_order_coefficients(
+        [r.coefficients for r in runs], t, [r.inputs for r in runs],
+        velocities=[r.velocities for r in runs], accelerations=[r.accelerations for r in runs],
+    )  # fmt: skip
+    for got, want in ((fitted.stiffness, K), (fitted.damping, C), (fitted.input_matrix, B)):
+        assert np.linalg.norm(got - want) <= 1e-10 * np.linalg.norm(want)
+    info = fitted.fit_info
+    assert info.derivatives == "given" and info.training_error < 1e-10 and info.residual < 1e-10
+    assert info.n_clipped_stiffness == 0 and info.n_clipped_damping == 0
+    assert len(info.candidates) > 1 and info.regularization in [c for c, _ in info.candidates]
+
+
+def test_recovery_with_fourth_order_differences():
+    """From exact samples of q alone, fourth-order differences recover the operators with error O(h^4)."""
+    K, C, B = random_structure(1, r=3, m=1)
+    rng = np.random.default_rng(2)
+    errors = []
+    for n in (201, 401):
+        t = np.linspace(0.0, 8.0, n)
+        data = [exact_trajectory(K, C, B, rng.standard_normal(3), rng.standard_normal(3), np.array([s]), t)
+                for s in (1.0, -0.5, 0.0)]  # fmt: skip
+        fitted = fit_second_order_coefficients([d[0] for d in data], t, [d[1] for d in data], regularization=0.0)
+        assert fitted.fit_info.derivatives == "fd4"
+        errors.append(max(np.linalg.norm(fitted.stiffness - K) / np.linalg.norm(K),
+                          np.linalg.norm(fitted.input_matrix - B) / np.linalg.norm(B)))  # fmt: skip
+    assert errors[1] < 1e-5
+    assert errors[0] / errors[1] > 10.0  # about 2**4 = 16
+
+
+def test_finite_differences_order():
+    t = np.sort(np.random.default_rng(0).uniform(0.0, 2.0, 60))
+    for n in (60, 120):
+        t = np.linspace(0.0, 2.0, n) + 0.3 * (2.0 / n) * np.sin(np.arange(n))  # non-uniform
+        first, second = finite_difference_derivatives(np.sin(3 * t), t)
+        err = max(np.max(np.abs(first - 3 * np.cos(3 * t))), np.max(np.abs(second + 9 * np.sin(3 * t))) / 3)
+        if n == 60:
+            coarse = err
+    assert err < 1e-4 and coarse / err > 12.0
+    with pytest.raises(ValueError, match="even number"):
+        finite_difference_derivatives(np.zeros(10), np.arange(10.0), order=3)
+
+
+def test_structure_enforced_and_energy_never_grows():
+    """Property over random perturbed fits: K_r SPD, C_r PSD, and the free-vibration energy never grows."""
+    clipped = 0
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        K, C, B = random_structure(seed, r=5, m=1)
+        t = np.linspace(0.0, 10.0, 401)
+        run = SecondOrderModel(K, C, B).simulate(None, t, np.sin((0.5 + seed / 10) * t))
+        noise = rng.uniform(0.05, 2.0)
+        perturbed = [x + noise * np.std(x) * rng.standard_normal(x.shape)
+                     for x in (run.coefficients, run.velocities, run.accelerations)]  # fmt: skip
+        model = fit_second_order_coefficients(
+            perturbed[0], t, run.inputs, velocities=perturbed[1], accelerations=perturbed[2],
+            regularization=float(rng.choice([0.0, 1e-8, 1e-3])),
+        )  # fmt: skip
+        info = model.fit_info
+        clipped += info.n_clipped_stiffness + info.n_clipped_damping
+        structure = model.structure()
+        assert structure["min_eig_stiffness"] > 0.0
+        assert structure["min_eig_damping"] >= -1e-14 * np.linalg.norm(model.damping, 2)
+        assert np.array_equal(model.stiffness, model.stiffness.T) and np.array_equal(model.damping, model.damping.T)
+        assert model.modal_analysis().max_real_part <= 1e-12 * np.max(np.abs(model.modal_analysis().eigenvalues))
+        for dt in (1e-3, 0.1, 10.0):  # small and very large steps: the scheme is unconditionally stable
+            free = model.simulate((rng.standard_normal(5), rng.standard_normal(5)), np.arange(300) * dt)
+            assert free.completed
+            assert np.max(np.diff(free.energy)) <= 1e-12 * free.energy[0]
+    assert clipped > 0  # the projections onto the cones were exercised
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Integrator and guard
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_integrator_against_damped_oscillator():
+    """q'' + 2 zeta w q' + w^2 q = w^2 (a step): second-order convergence to the analytic solution."""
+    w, zeta = 3.0, 0.1
+    model = SecondOrderModel([[w * w]], [[2 * zeta * w]], [[w * w]])
+    wd = w * np.sqrt(1 - zeta**2)
+    errors = []
+    for n in (401, 801, 1601):
+        t = np.linspace(0.0, 10.0, n)
+        run = model.simulate(None, t, np.ones(n))
+        exact = 1 - np.exp(-zeta * w * t) * (np.cos(wd * t) + zeta * w / wd * np.sin(wd * t))
+        errors.append(np.max(np.abs(run.coefficients[:, 0] - exact)))
+    assert errors[-1] < 1e-3
+    assert 3.5 < errors[0] / errors[1] < 4.5 and 3.5 < errors[1] / errors[2] < 4.5
+    report = model.modal_analysis()
+    assert report.natural_frequencies == pytest.approx([w], rel=1e-12)
+    assert report.damping_ratios == pytest.approx([zeta], rel=1e-12)
+    # Undamped and unforced: the discrete energy is conserved.
+    free = SecondOrderModel([[w * w]]).simulate(([1.0], [0.0]), np.linspace(0, 100, 2001))
+    assert np.max(np.abs(free.energy / free.energy[0] - 1)) < 1e-12
+
+
+def test_guard_stops_and_reports():
+    unstable = SecondOrderModel([[-1.0]], [[0.0]], [[1.0]])  # not a structure: grows like exp(t)
+    assert unstable.structure()["min_eig_stiffness"] < 0
+    run = unstable.simulate(([1.0], [0.0]), np.linspace(0.0, 1000.0, 10001))
+    assert not run.completed and "bound" in run.blowup and "t = " in run.blowup
+    assert run.times.size < 10001 and np.isfinite(run.coefficients).all() and np.isfinite(run.energy).all()
+    assert np.all(np.abs(run.coefficients) <= 1e3 * 1.0)
+    # Undamped resonance grows linearly: an explicit bound stops it.
+    resonant = SecondOrderModel([[1.0]], None, [[1.0]])
+    t = np.linspace(0.0, 200.0, 4001)
+    run = resonant.simulate(None, t, np.sin(t), max_norm=10.0)
+    assert not run.completed and np.max(np.abs(run.coefficients)) <= 10.0
+    assert resonant.simulate(None, t, np.sin(t)).completed  # the default bound (1e3 x static) is not reached
+    # Without a bound, growth towards overflow is caught as a non-finite state; no inf or NaN is returned.
+    run = SecondOrderModel([[-1e10]]).simulate(([1.0], [0.0]), np.arange(400) * 1.98e-5, max_norm=np.inf)
+    assert not run.completed and "non-finite" in run.blowup and 10 < run.times.size < 400
+    assert np.isfinite(run.coefficients).all() and np.isfinite(run.energy).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Full order: a small clamped beam, serial against parallel
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def beam(comm: MPI.Comm):
+    """A small P1 cantilever (clamped at x = 0, vertical load on x = 2): V, M, K, load, tip functional."""
+    domain = mesh.create_box(comm, [np.zeros(3), np.array([2.0, 0.4, 0.4])], [8, 2, 2], mesh.CellType.tetrahedron)
+    V = fem.functionspace(domain, ("Lagrange", 1, (3,)))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    eps = ufl.sym(ufl.grad(u))
+    stress = 2 * 100.0 * eps + 150.0 * ufl.tr(eps) * ufl.Identity(3)
+    fdim = 2
+    end = mesh.locate_entities_boundary(domain, fdim, lambda x: np.isclose(x[0], 2.0))
+    ds = ufl.Measure("ds", domain=domain, subdomain_data=mesh.meshtags(domain, fdim, end, np.ones_like(end)))
+    clamped = fem.locate_dofs_topological(
+        V, fdim, mesh.locate_entities_boundary(domain, fdim, lambda x: np.isclose(x[0], 0.0))
+    )
+    bc = fem.dirichletbc(np.zeros(3), clamped, V)
+    M = fem_petsc.assemble_matrix(fem.form(ufl.inner(u, v) * ufl.dx), bcs=[bc], diag=1.0)
+    K = fem_petsc.assemble_matrix(fem.form(ufl.inner(stress, ufl.grad(v)) * ufl.dx), bcs=[bc], diag=1.0)
+    M.assemble()
+    K.assemble()
+
+    def vector(form):
+        b = fem_petsc.assemble_vector(fem.form(form))
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(b, [bc])
+        return b
+
+    down = ufl.as_vector((0.0, 0.0, -1.0))
+    return V, M, K, vector(ufl.inner(down, v) * ds(1)), vector(ufl.inner(-down / 0.16, v) * ds(1))
+
+
+def learn(comm: MPI.Comm, n_modes: int = 8):
+    """Step-response training on the beam over COMM ``comm``; the model, a full sine run and the tip on the modes."""
+    V, M, K, load, tip = beam(comm)
+    newmark = NewmarkIntegrator(M, K, load, damping=(0.05, 1e-4))
+    t = np.arange(201) * 0.01
+    train = newmark.run(t, np.ones(t.size), functionals={"tip": tip})
+    basis = fem_ml.pod(train.displacements, inner_product=M, V=V, n_modes=n_modes)
+    model = fit_second_order(basis, train.displacements, t, train.inputs,
+                             velocities=train.velocities, accelerations=train.accelerations)  # fmt: skip
+    t_test = np.arange(401) * 0.01
+    sine = np.sin(2 * np.pi * 0.8 * t_test)
+    full = newmark.run(t_test, sine, store=(), functionals={"tip": tip})
+    ell = comm.allreduce(tip.getArray(readonly=True) @ basis.modes, op=MPI.SUM)
+    newmark.destroy()
+    return V, M, K, load, tip, basis, model, full, ell, t_test, sine
+
+
+def test_beam_serial_and_parallel_agree(tmp_dir):
+    """Mesh on COMM_SELF (whole beam on each rank) against COMM_WORLD: operators to 1e-10, tip prediction."""
+    comm = MPI.COMM_WORLD
+    results = {}
+    for name, c in (("self", MPI.COMM_SELF), ("world", comm)):
+        V, M, K, load, tip, basis, model, full, ell, t_test, sine = learn(c)
+        run = model.simulate(None, t_test, sine)
+        tip_reduced = run.coefficients @ ell
+        peak = np.max(np.abs(full.functionals["tip"]))
+        results[name] = (model, tip_reduced, np.max(np.abs(full.functionals["tip"] - tip_reduced)) / peak)
+        structure = model.structure()  # C_r >= 0 up to the rounding of its eigendecomposition
+        assert structure["min_eig_stiffness"] > 0
+        assert structure["min_eig_damping"] >= -1e-14 * np.linalg.norm(model.damping, 2)
+        assert results[name][2] < 0.02  # an unseen input, twice the training interval
+        # Functions and an XDMF time series on demand (collective on the basis' communicator).
+        if name == "world":
+            out = model.simulate(None, t_test[:41], sine[:41], functions=True, xdmf=tmp_dir / "beam.xdmf",
+                                 output_stride=10)  # fmt: skip
+            assert len(out.functions) == 5 and all(f.function_space is V for f in out.functions)
+            np.testing.assert_allclose(out.functions[-1].x.array[: basis.modes.shape[0]],
+                                       basis.modes @ out.coefficients[-1], rtol=1e-12, atol=0)  # fmt: skip
+            assert (tmp_dir / "beam.xdmf").is_file() and (tmp_dir / "beam.h5").is_file()
+            times = on_root(comm, lambda: (tmp_dir / "beam.xdmf").read_text().count("<Time Value="))
+            assert times == 5
+            # An initial state given as Functions is projected in the mass product.
+            again = model.simulate((out.functions[-1], fem.Function(V)), t_test[:3], sine[40:43])
+            np.testing.assert_allclose(again.coefficients[0], out.coefficients[-1], rtol=1e-10, atol=1e-14)
+        basis.inner_product.destroy()
+        for obj in (M, K, load, tip):
+            obj.destroy()
+    (m_self, tip_self, _), (m_world, tip_world, _) = results["self"], results["world"]
+    for a, b in ((m_self.stiffness, m_world.stiffness), (m_self.damping, m_world.damping),
+                 (m_self.input_matrix, m_world.input_matrix)):  # fmt: skip
+        assert np.linalg.norm(a - b) <= 1e-10 * np.linalg.norm(a)
+    assert np.max(np.abs(tip_self - tip_world)) <= 1e-10 * np.max(np.abs(tip_self))
+    # Every rank holds the same operators, bit for bit.
+    gathered = comm.allgather(m_world.stiffness)
+    assert all(np.array_equal(g, gathered[0]) for g in gathered)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input validation (a bad value on one rank only is an error on every rank)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_input_validation_on_all_ranks():
+    comm = MPI.COMM_WORLD
+    last = comm.rank == comm.size - 1
+    V, M, K, load, tip = beam(comm)
+    newmark = NewmarkIntegrator(M, K, load, damping=(0.05, 1e-4))
+    t = np.arange(41) * 0.01
+    train = newmark.run(t, np.ones(t.size))
+    basis = fem_ml.pod(train.displacements, inner_product=M, V=V, n_modes=3)
+    model = fit_second_order(basis, train.displacements, t, train.inputs, regularization=1e-10)
+    good = np.ones(t.size)
+    raises_on_all_ranks(comm, ValueError, "inputs must have shape", model.simulate, None, t,
+                        good[:-1] if last else good)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "NaN or inf", model.simulate, None, t,
+                        np.where(t > 0.2, np.nan, 1.0) if last else good)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "strictly increasing", model.simulate, None, t[::-1] if last else t, good)
+    raises_on_all_ranks(comm, ValueError, "initial state", model.simulate,
+                        (np.zeros(2 if last else 3), np.zeros(3)), t, good)  # fmt: skip
+    other = fem.Function(fem.functionspace(V.mesh, ("Lagrange", 2, (3,))))
+    raises_on_all_ranks(comm, ValueError, "Initial Function", model.simulate, (other, np.zeros(3)), t, good)
+    bad_u = train.displacements[:-1] if last else train.displacements
+    raises_on_all_ranks(comm, ValueError, "must have shape", fit_second_order, basis, bad_u, t, train.inputs)
+    raises_on_all_ranks(comm, ValueError, "both velocities and accelerations", fit_second_order, basis,
+                        train.displacements, t, train.inputs, velocities=train.velocities)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "Trajectory 0", fit_second_order, basis, train.displacements,
+                        t[:-1], train.inputs)  # fmt: skip
+    raises_on_all_ranks(comm, TypeError, "unknown option", fit_second_order, basis, train.displacements, t,
+                        train.inputs, regularisation=1.0)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "uniformly spaced", newmark.run,
+                        np.concatenate([t[:-1], [t[-1] + (0.5 if last else 0.0)]]), np.ones(t.size))  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "symmetric", SecondOrderModel, [[1.0, 2.0], [0.0, 1.0]])
+    with pytest.raises(TypeError):
+        model.simulate(None, t, good, stride=2)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="symmetric"):
+        SecondOrderModel(np.eye(3), np.triu(np.ones((3, 3))))
+    newmark.destroy()
+    basis.inner_product.destroy()
+    for obj in (M, K, load, tip):
+        obj.destroy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo, run as a script
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_demo_runs_as_script(tmp_dir):
+    comm = MPI.COMM_WORLD
+
+    def run() -> dict:
+        env = clean_env()
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        out = tmp_dir / "demo"
+        proc = subprocess.run([sys.executable, str(ROOT / "demos" / "dynamics_beam.py"), "--small", "--out-dir",
+                               str(out)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        for name in ("tip_displacement.png", "free_energy.png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for name in ("displacement_sine.xdmf", "displacement_random.xdmf"):
+            assert "<Time Value=" in (out / name).read_text()
+        operators = json.loads((out / "reduced_operators.json").read_text())
+        assert np.allclose(operators["stiffness"], np.transpose(operators["stiffness"]))
+        return json.loads((out / "summary.json").read_text())
+
+    summary = on_root(comm, run)
+    assert {"n_histories", "tip_error_rel_peak_max", "free_energy_growth_max", "speedup_median"} <= set(summary)
+    assert summary["n_histories"] == 2 and summary["n_blowups"] == 0
+    assert summary["tip_error_rel_peak_max"] < 0.02
+    assert summary["free_energy_growth_max"] <= 1e-12 and summary["free_energy_growth_max_noisy_fit"] <= 1e-12
+    assert summary["speedup_median"] > 0
