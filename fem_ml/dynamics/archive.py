@@ -164,7 +164,7 @@ def _validate(source: Path, tree: Tree) -> None:
 
     def scalar(key: str, kind: type | tuple[type, ...]) -> Any:
         value = tree.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
             fail(f"the entry {key!r} is missing or not a {kind}")
         return value
 
@@ -228,7 +228,9 @@ def _model(small: dict[str, Any], basis: PODBasis | None) -> ReducedDynamics:
     )
 
 
-def load(path: str | os.PathLike, V: fem.FunctionSpace | None = None, *, comm: MPI.Comm | None = None) -> ReducedDynamics:
+def load(
+    path: str | os.PathLike, V: fem.FunctionSpace | None = None, *, comm: MPI.Comm | None = None
+) -> ReducedDynamics:
     """Load a model saved by :func:`save` (collective).
 
     Args:
@@ -285,8 +287,9 @@ def load(path: str | os.PathLike, V: fem.FunctionSpace | None = None, *, comm: M
         drift = float(np.max(np.abs(product.gram(modes) - np.eye(r))))
         check_collectively(
             comm,
-            None if drift <= max(1e-8, 100 * basis.orthonormality_error) else f"{source}: the modes are not "
-            f"orthonormal in their inner product ({drift:.2e}).",
+            None
+            if drift <= max(1e-8, 100 * basis.orthonormality_error)
+            else f"{source}: the modes are not orthonormal in their inner product ({drift:.2e}).",
             FileFormatError,
         )
     model = _model(small, basis)

@@ -173,7 +173,7 @@ def reduce_trajectories(
 
 
 def finite_difference_weights(nodes: npt.ArrayLike, at: float, derivative: int) -> npt.NDArray[np.float64]:
-    """Fornberg's finite-difference weights for the ``derivative``-th derivative at ``at`` from values at ``nodes``.
+    r"""Fornberg's finite-difference weights for the ``derivative``-th derivative at ``at`` from values at ``nodes``.
 
     Exact for polynomials of degree ``len(nodes) - 1`` (B. Fornberg, Math. Comp. 51, 1988).
 
@@ -183,7 +183,7 @@ def finite_difference_weights(nodes: npt.ArrayLike, at: float, derivative: int) 
         derivative: Order of the derivative (``< len(nodes)``).
 
     Returns:
-        Weights ``w`` with :math:`f^{(d)}(a) \\approx \\sum_j w_j f(x_j)`.
+        Weights ``w`` with :math:`f^{(d)}(a) \approx \sum_j w_j f(x_j)`.
     """
     x = np.asarray(nodes, dtype=np.float64)
     n, m = x.size, derivative

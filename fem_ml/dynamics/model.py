@@ -30,7 +30,6 @@ from fem_ml._mpi import collectively
 from fem_ml.dynamics.simulate import Integrator, Simulation, StabilityGuard, integrate_system
 
 if TYPE_CHECKING:
-
     from dolfinx import fem
 
     from fem_ml.pod import PODBasis
@@ -112,7 +111,7 @@ class ParameterFunction:
 
         def run(node: ast.AST) -> float:
             if isinstance(node, ast.Constant):
-                return float(node.value)
+                return float(node.value)  # type: ignore[arg-type]  # checked to be a number in _check
             if isinstance(node, ast.Name):
                 return values[node.id]
             if isinstance(node, ast.BinOp):
@@ -194,7 +193,9 @@ class ReducedDynamics:
         self.parameter_names = tuple(parameter_names)
         self.entries = {k: np.ascontiguousarray(entries[k], dtype=np.float64) for k in TERMS if k in entries}
         self.parameter_functions = {k: tuple(str(e) for e in parameter_functions[k]) for k in self.entries}
-        self._theta = {k: [ParameterFunction(e, self.parameter_names) for e in v] for k, v in self.parameter_functions.items()}
+        self._theta = {
+            k: [ParameterFunction(e, self.parameter_names) for e in v] for k, v in self.parameter_functions.items()
+        }
         first = next(iter(self.entries.values()))
         r = first.shape[1]
         widths = {"c": 1, "A": r, "H": r * (r + 1) // 2}
@@ -277,7 +278,7 @@ class ReducedDynamics:
         return out
 
     def eigenvalues(self, mu: npt.ArrayLike | Mapping[str, float] | None = None) -> npt.NDArray[np.complex128]:
-        """Eigenvalues of the linear part :math:`A(\\mu)`, sorted by real part, largest first (empty without A)."""
+        r"""Eigenvalues of the linear part :math:`A(\mu)`, sorted by real part, largest first (empty without A)."""
         ops = self.operators(mu)
         if "A" not in ops:
             return np.empty(0, dtype=np.complex128)
@@ -349,7 +350,7 @@ class ReducedDynamics:
         guard: StabilityGuard | float | None = None,
         raise_on_blowup: bool = False,
     ) -> Simulation:
-        """Integrate the reduced model from ``initial`` to the times ``t`` (local; collective for a Function).
+        r"""Integrate the reduced model from ``initial`` to the times ``t`` (local; collective for a Function).
 
         Args:
             mu: The parameters (a mapping by name, a ``(p,)`` sequence, or None without parameters).
@@ -361,7 +362,7 @@ class ReducedDynamics:
             method: ``"bdf"`` (VODE, default) or ``"scipy-bdf"``; both implicit, with the analytic Jacobian.
             rtol: Relative tolerance of the integrator.
             atol: Absolute tolerance (default ``1e-10`` times the guard's bound).
-            guard: A :class:`StabilityGuard`, or a bound on :math:`\\|q\\|_2` (default: the model's
+            guard: A :class:`StabilityGuard`, or a bound on :math:`\|q\|_2` (default: the model's
                 ``state_bound``, a multiple of the largest training state).
             raise_on_blowup: Raise :class:`~fem_ml.dynamics.simulate.BlowUpError` instead of returning an
                 incomplete :class:`Simulation`.
@@ -375,7 +376,8 @@ class ReducedDynamics:
         if not isinstance(initial, np.ndarray | list | tuple):  # a Function: projected collectively
             if self.basis is None:
                 raise ValueError("Initial fields need a model with a POD basis; give coefficients.")
-            q0 = self.basis.project(initial.x.array[: self.basis.modes.shape[0]]).reshape(-1)
+            values = initial.x.array[: self.basis.modes.shape[0]]  # type: ignore[union-attr]
+            q0 = self.basis.project(values).reshape(-1)
         with collectively(comm):
             vector = self.parameter_vector(mu)
             times = np.asarray(t, dtype=np.float64).reshape(-1)
@@ -432,8 +434,10 @@ class ReducedDynamics:
                     continue
                 number = f"{abs(value):.{precision}g}"
                 sign = "-" if value < 0 else "+"
-                text += f" {sign} {number}" + (f" {name}" if name else "") if text else (
-                    ("-" if value < 0 else "") + number + (f" {name}" if name else "")
+                text += (
+                    f" {sign} {number}" + (f" {name}" if name else "")
+                    if text
+                    else (("-" if value < 0 else "") + number + (f" {name}" if name else ""))
                 )
             lines.append(f"dq{a}/dt = {text or '0'}")
         return "\n".join(lines)

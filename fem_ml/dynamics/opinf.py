@@ -109,7 +109,9 @@ class _Problem:
         self.G = self.D.T @ self.D
         self.Z = self.D.T @ self.Y
         diag = np.diag(self.G)
-        self.scale = np.array([float(np.mean(diag[self.group == g])) if np.any(self.group == g) else 1.0 for g in (0, 1)])
+        self.scale = np.array(
+            [float(np.mean(diag[self.group == g])) if np.any(self.group == g) else 1.0 for g in (0, 1)]
+        )
         self.scale = np.where(self.scale > 0, self.scale, 1.0)
 
     @property
@@ -121,7 +123,10 @@ class _Problem:
         return weights[self.group]
 
     def solve(self, lam: tuple[float, float], active: npt.NDArray[np.bool_] | None = None) -> npt.NDArray[np.float64]:
-        """Regularized least squares; ``active`` ``(n_unknowns, r)`` restricts each equation's columns (STLSQ)."""
+        """Regularized least squares by the normal equations (fast, for the selection).
+
+        ``active`` ``(n_unknowns, r)`` restricts each equation's columns (STLSQ).
+        """
         penalty = self.penalty(lam)
         if active is None:
             return _spd_solve(self.G + np.diag(penalty), self.Z)
@@ -131,6 +136,14 @@ class _Problem:
             if on.size:
                 X[on, a] = _spd_solve(self.G[np.ix_(on, on)] + np.diag(penalty[on]), self.Z[on, a])
         return X
+
+    def solve_accurately(self, lam: tuple[float, float]) -> npt.NDArray[np.float64]:
+        """The same solution, by an SVD solve of the column-equilibrated augmented system (no squared condition)."""
+        norms = np.sqrt(np.diag(self.G))
+        norms = np.where(norms > 0, norms, 1.0)
+        augmented = np.vstack([self.D / norms, np.diag(np.sqrt(self.penalty(lam)) / norms)])
+        rhs = np.vstack([self.Y, np.zeros((self.n_unknowns, self.r))])
+        return linalg.lstsq(augmented, rhs, lapack_driver="gelsd")[0] / norms[:, None]
 
     def entries(self, X: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
         return {k: np.stack([X[s].T for s in self.slices[k]]) for k in self.terms}
@@ -143,9 +156,137 @@ def _spd_solve(matrix: npt.NDArray[np.float64], rhs: npt.NDArray[np.float64]) ->
         return np.linalg.lstsq(matrix, rhs, rcond=None)[0]
 
 
-def _input_history(t: npt.NDArray[np.float64], u: npt.NDArray[np.float64]) -> Callable[[float], npt.NDArray[np.float64]]:
+def _input_history(
+    t: npt.NDArray[np.float64], u: npt.NDArray[np.float64]
+) -> Callable[[float], npt.NDArray[np.float64]]:
     """Linear interpolation of sampled inputs, held at the last value beyond the samples."""
     return lambda s: np.array([np.interp(s, t, row) for row in u])
+
+
+def _prepare(
+    data: Trajectories,
+    terms: str,
+    parameter_functions: Mapping[str, Sequence[str]] | None,
+    basis: PODBasis | None,
+    options: dict[str, Any],
+) -> tuple[str, dict[str, list[str]], _Problem, npt.NDArray[np.float64]]:
+    """Check the options and build the least-squares problem (local; raises ValueError or TypeError)."""
+    stability_factor, guard_factor = options["stability_factor"], options["guard_factor"]
+    sparse_threshold, derivatives = options["sparse_threshold"], options["derivatives"]
+    stability_parameters = options["stability_parameters"]
+    if not isinstance(data, Trajectories):
+        raise TypeError(f"trajectories must be a Trajectories object, got {type(data).__name__}.")
+    if not terms or set(terms) - set(TERMS) or len(set(terms)) != len(terms):
+        raise ValueError(f"terms must be distinct letters of {''.join(TERMS)!r}, got {terms!r}.")
+    terms = "".join(k for k in TERMS if k in terms)
+    if ("B" in terms) != (data.inputs is not None):
+        raise ValueError("The input term 'B' needs trajectories with inputs, and inputs need the term 'B'.")
+    functions = {k: ["1"] for k in terms}
+    for k, v in (parameter_functions or {}).items():
+        if k not in terms:
+            raise ValueError(f"parameter_functions names {k!r}, which is not among the terms {terms!r}.")
+        if isinstance(v, str) or len(v) == 0:
+            raise ValueError(f"parameter_functions[{k!r}] must be a non-empty list of expressions.")
+        functions[k] = [str(e) for e in v]
+        for e in v:
+            ParameterFunction(e, data.parameter_names)  # a syntax check
+    if basis is not None and basis.n_modes != data.n_modes:
+        raise ValueError(f"The basis has {basis.n_modes} modes, the trajectories {data.n_modes}.")
+    if stability_factor <= 1 or guard_factor <= 1:
+        raise ValueError("stability_factor and guard_factor must be > 1.")
+    if sparse_threshold is not None and not sparse_threshold > 0:
+        raise ValueError(f"sparse_threshold must be positive, got {sparse_threshold!r}.")
+    extra = np.zeros((0, data.parameters.shape[1]))
+    if stability_parameters is not None:
+        extra = np.atleast_2d(np.asarray(stability_parameters, dtype=np.float64))
+        if extra.shape[1] != data.parameters.shape[1] or not np.isfinite(extra).all():
+            raise ValueError(f"stability_parameters must be finite with {data.parameters.shape[1]} columns.")
+    if derivatives is not None:
+        dq = [np.asarray(d, dtype=np.float64) for d in derivatives]
+        if len(dq) != len(data) or any(d.shape != q.shape for d, q in zip(dq, data.states, strict=True)):
+            raise ValueError("derivatives must match the trajectories' states in number and shape.")
+        if not all(np.isfinite(d).all() for d in dq):
+            raise ValueError("derivatives contain NaN or inf.")
+    else:
+        dq = [
+            time_derivative(t, q, order=options["derivative_order"])
+            for t, q in zip(data.times, data.states, strict=True)
+        ]
+    problem = _Problem(data, terms, functions, dq)
+    if problem.D.shape[0] < 1:
+        raise ValueError("No data.")
+    return terms, functions, problem, extra
+
+
+class _Scorer:
+    """Scores a regularization: mean relative error of the re-simulated training trajectories, inf if unstable."""
+
+    def __init__(
+        self,
+        problem: _Problem,
+        data: Trajectories,
+        build: Callable[[npt.NDArray[np.float64]], ReducedDynamics],
+        extra: npt.NDArray[np.float64],
+        horizon: float,
+        guard: StabilityGuard,
+        rtol: float,
+    ):
+        self.problem, self.data, self.build, self.extra = problem, data, build, extra
+        self.horizon, self.guard, self.rtol = horizon, guard, rtol
+
+    def __call__(self, lam: tuple[float, float]) -> float:
+        """The score of ``lam`` (local)."""
+        problem, data, build, extra, horizon = self.problem, self.data, self.build, self.extra, self.horizon
+        selection_guard, selection_rtol = self.guard, self.rtol
+        try:
+            model = build(problem.solve(lam))
+        except ValueError:  # non-finite operators
+            return float("inf")
+        errors = []
+        for i in range(len(data)):
+            t, q = data.times[i], data.states[i]
+            step = (t[-1] - t[0]) / max(t.size - 1, 1)
+            extension = t[-1] + step * np.arange(1, int(np.ceil(horizon / step)) + 1) if horizon > 0 else np.empty(0)
+            u = None if data.inputs is None else _input_history(t, data.inputs[i])
+            sim = model.simulate(
+                data.parameters[i], q[:, 0], np.concatenate([t, extension]), u, guard=selection_guard,
+                rtol=selection_rtol,
+            )  # fmt: skip
+            if not sim.completed:
+                return float("inf")
+            errors.append(float(np.linalg.norm(sim.coefficients[:, : t.size] - q) / max(np.linalg.norm(q), 1e-300)))
+        for mu in extra:
+            i = int(np.argmin(np.linalg.norm(data.parameters - mu, axis=1)))
+            t = data.times[i]
+            end = t[-1] + horizon
+            u = None if data.inputs is None else _input_history(t, data.inputs[i])
+            sim = model.simulate(mu, data.states[i][:, 0], np.linspace(t[0], end, 2 * t.size), u,
+                                 guard=selection_guard, rtol=selection_rtol)  # fmt: skip
+            if not sim.completed:
+                return float("inf")
+        return float(np.mean(errors))
+
+
+def _search(
+    comm: MPI.Comm, score: Callable[[tuple[float, float]], float], grid: Sequence[float], has_h: bool
+) -> tuple[tuple[float, float] | None, list[tuple[float, float, float]]]:
+    """Grid of a common lambda, then refine lambda_2 and lambda_1 around the best (collective: spread over ranks)."""
+    tried: list[tuple[float, float, float]] = []
+
+    def evaluate(pairs: list[tuple[float, float]]) -> None:
+        tasks: list[Callable[[], float]] = [lambda p=p: score(p) for p in pairs]  # type: ignore[misc]
+        results = run_distributed(comm, tasks)
+        tried.extend((p[0], p[1], e) for p, e in zip(pairs, results, strict=True))
+
+    evaluate([(c, c) for c in grid])
+    chosen = _best(tried)
+    if chosen is not None and has_h:
+        evaluate([(chosen[0], chosen[1] * f) for f in _REFINE])
+        chosen = _best(tried)
+        assert chosen is not None
+        evaluate([(chosen[0] * f, chosen[1]) for f in _REFINE])
+        chosen = _best(tried)
+    return chosen, tried
 
 
 def fit_operator_inference(
@@ -196,53 +337,23 @@ def fit_operator_inference(
     Raises:
         ValueError: on every rank, for bad options or data, or when no candidate regularization gives a model
             that stays bounded.
+
+    (Over 80 lines because of the documentation of its options; the work is in ``_prepare``, ``_Scorer`` and
+    ``_search``.)
     """
     start_time = time.perf_counter()
     comm = comm if comm is not None else (basis.V.mesh.comm if basis is not None else MPI.COMM_SELF)
     data: Trajectories = comm.bcast(trajectories, root=0)  # bit-identical data on every rank
+    options = {
+        "stability_factor": stability_factor, "guard_factor": guard_factor, "sparse_threshold": sparse_threshold,
+        "derivatives": derivatives, "stability_parameters": stability_parameters, "derivative_order": derivative_order,
+    }  # fmt: skip
     with collectively(comm):
-        if not isinstance(data, Trajectories):
-            raise TypeError(f"trajectories must be a Trajectories object, got {type(data).__name__}.")
-        if not terms or set(terms) - set(TERMS) or len(set(terms)) != len(terms):
-            raise ValueError(f"terms must be distinct letters of {''.join(TERMS)!r}, got {terms!r}.")
-        terms = "".join(k for k in TERMS if k in terms)
-        if ("B" in terms) != (data.inputs is not None):
-            raise ValueError("The input term 'B' needs trajectories with inputs, and inputs need the term 'B'.")
-        functions = {k: ["1"] for k in terms}
-        for k, v in (parameter_functions or {}).items():
-            if k not in terms:
-                raise ValueError(f"parameter_functions names {k!r}, which is not among the terms {terms!r}.")
-            if isinstance(v, str) or len(v) == 0:
-                raise ValueError(f"parameter_functions[{k!r}] must be a non-empty list of expressions.")
-            functions[k] = [str(e) for e in v]
-            for e in v:
-                ParameterFunction(e, data.parameter_names)  # a syntax check
-        if basis is not None and basis.n_modes != data.n_modes:
-            raise ValueError(f"The basis has {basis.n_modes} modes, the trajectories {data.n_modes}.")
-        if stability_factor <= 1 or guard_factor <= 1:
-            raise ValueError("stability_factor and guard_factor must be > 1.")
+        terms, functions, problem, extra = _prepare(data, terms, parameter_functions, basis, options)
         lam_fixed = _fixed_regularization(regularization)
         grid = tuple(float(c) for c in (candidates if candidates is not None else _DEFAULT_GRID))
         if not grid or not all(np.isfinite(c) and c >= 0 for c in grid):
             raise ValueError("candidates must be non-negative finite numbers.")
-        if sparse_threshold is not None and not sparse_threshold > 0:
-            raise ValueError(f"sparse_threshold must be positive, got {sparse_threshold!r}.")
-        extra = np.zeros((0, data.parameters.shape[1]))
-        if stability_parameters is not None:
-            extra = np.atleast_2d(np.asarray(stability_parameters, dtype=np.float64))
-            if extra.shape[1] != data.parameters.shape[1] or not np.isfinite(extra).all():
-                raise ValueError(f"stability_parameters must be finite with {data.parameters.shape[1]} columns.")
-        if derivatives is not None:
-            dq = [np.asarray(d, dtype=np.float64) for d in derivatives]
-            if len(dq) != len(data) or any(d.shape != q.shape for d, q in zip(dq, data.states, strict=True)):
-                raise ValueError("derivatives must match the trajectories' states in number and shape.")
-            if not all(np.isfinite(d).all() for d in dq):
-                raise ValueError("derivatives contain NaN or inf.")
-        else:
-            dq = [time_derivative(t, q, order=derivative_order) for t, q in zip(data.times, data.states, strict=True)]
-        problem = _Problem(data, terms, functions, dq)
-        if problem.D.shape[0] < 1:
-            raise ValueError("No data.")
     largest = max(float(np.max(np.linalg.norm(q, axis=0))) for q in data.states)
     window = max(float(t[-1] - t[0]) for t in data.times)
     horizon = window if test_time_length is None else float(test_time_length)
@@ -255,54 +366,13 @@ def fit_operator_inference(
             initial_parameters=data.parameters,
         )  # fmt: skip
 
-    def score(lam: tuple[float, float]) -> float:
-        """Mean relative error of the re-simulated training trajectories; inf if unstable."""
-        try:
-            model = build(problem.solve(lam))
-        except ValueError:  # non-finite operators
-            return float("inf")
-        errors = []
-        for i in range(len(data)):
-            t, q = data.times[i], data.states[i]
-            step = (t[-1] - t[0]) / max(t.size - 1, 1)
-            extension = t[-1] + step * np.arange(1, int(np.ceil(horizon / step)) + 1) if horizon > 0 else np.empty(0)
-            u = None if data.inputs is None else _input_history(t, data.inputs[i])
-            sim = model.simulate(
-                data.parameters[i], q[:, 0], np.concatenate([t, extension]), u, guard=selection_guard,
-                rtol=selection_rtol,
-            )  # fmt: skip
-            if not sim.completed:
-                return float("inf")
-            errors.append(float(np.linalg.norm(sim.coefficients[:, : t.size] - q) / max(np.linalg.norm(q), 1e-300)))
-        for mu in extra:
-            i = int(np.argmin(np.linalg.norm(data.parameters - mu, axis=1)))
-            t = data.times[i]
-            end = t[-1] + horizon
-            u = None if data.inputs is None else _input_history(t, data.inputs[i])
-            sim = model.simulate(mu, data.states[i][:, 0], np.linspace(t[0], end, 2 * t.size), u,
-                                 guard=selection_guard, rtol=selection_rtol)  # fmt: skip
-            if not sim.completed:
-                return float("inf")
-        return float(np.mean(errors))
-
-    tried: list[tuple[float, float, float]] = []
-
-    def evaluate(pairs: list[tuple[float, float]]) -> None:
-        results = run_distributed(comm, [lambda p=p: score(p) for p in pairs])
-        tried.extend((p[0], p[1], e) for p, e in zip(pairs, results, strict=True))
-
+    score = _Scorer(problem, data, build, extra, horizon, selection_guard, selection_rtol)
     has_h = "H" in terms
+    tried: list[tuple[float, float, float]] = []
     if lam_fixed is not None:
-        chosen = lam_fixed
+        chosen: tuple[float, float] | None = lam_fixed
     else:
-        evaluate([(c, c) for c in grid])
-        chosen = _best(tried)
-        if chosen is not None and has_h:
-            evaluate([(chosen[0], chosen[1] * f) for f in _REFINE])
-            chosen = _best(tried)
-            assert chosen is not None
-            evaluate([(chosen[0] * f, chosen[1]) for f in _REFINE])
-            chosen = _best(tried)
+        chosen, tried = _search(comm, score, grid, has_h)
         if chosen is None:
             with collectively(comm):
                 raise ValueError(
@@ -313,7 +383,7 @@ def fit_operator_inference(
     assert chosen is not None
     X = None
     if comm.rank == 0:
-        X = problem.solve(chosen)
+        X = problem.solve_accurately(chosen)
         if sparse_threshold is not None:
             X = _stlsq(problem, chosen, X, sparse_threshold)
     X = comm.bcast(X, root=0)

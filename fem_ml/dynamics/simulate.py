@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,9 @@ class StabilityGuard:
             factor: Margin over the largest training norm (> 1).
         """
         arrays = states if isinstance(states, list) else [states]
-        largest = max(float(np.max(np.linalg.norm(np.atleast_2d(np.asarray(q, dtype=np.float64)), axis=0))) for q in arrays)
+        largest = max(
+            float(np.max(np.linalg.norm(np.atleast_2d(np.asarray(q, dtype=np.float64)), axis=0))) for q in arrays
+        )
         if factor <= 1 or not np.isfinite(factor):
             raise ValueError(f"factor must be finite and > 1, got {factor!r}.")
         return cls(factor * max(largest, np.finfo(np.float64).tiny))
@@ -203,11 +205,11 @@ def integrate_system(
     check = guard if guard is not None else StabilityGuard(np.finfo(np.float64).max)
     if not check.allows(y0):
         return Simulation(t, np.empty((y0.size, 0)), False, float(t[0]), "The initial state is outside the guard.")
-    state = {"tripped": None, "n": 0}
+    state: dict[str, Any] = {"tripped": None, "n": 0}
     zero = np.zeros_like(y0)
 
     def f(s: float, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        state["n"] += 1  # type: ignore[operator]
+        state["n"] += 1
         if state["tripped"] is not None or not check.allows(y):
             if state["tripped"] is None:
                 state["tripped"] = s
@@ -223,39 +225,11 @@ def integrate_system(
 
     out = np.empty((y0.size, t.size))
     out[:, 0] = y0
-    reached = 1
-    failure = ""
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # VODE's "excess work" warning becomes the result's message instead
-        if method == "bdf":
-            solver = integrate.ode(f, jac if jacobian is not None else None)
-            solver.set_integrator("vode", method="bdf", rtol=rtol, atol=atol, nsteps=max_steps, order=5)
-            solver.set_initial_value(y0, t[0])
-            for k in range(1, t.size):
-                y = solver.integrate(t[k])
-                if state["tripped"] is not None or not check.allows(y):
-                    break
-                if not solver.successful():
-                    failure = f"VODE stopped before t = {t[k]:.6g} (status {solver.get_return_code()})"
-                    break
-                out[:, k] = y
-                reached = k + 1
-        else:
-            solution = integrate.solve_ivp(
-                f, (t[0], t[-1]), y0, method="BDF", t_eval=t, jac=jac if jacobian is not None else None,
-                rtol=rtol, atol=atol,
-            )  # fmt: skip
-            ys = np.asarray(solution.y)
-            for k in range(1, min(ys.shape[1], t.size)):
-                if state["tripped"] is not None and t[k] >= state["tripped"]:  # type: ignore[operator]
-                    break
-                if not check.allows(ys[:, k]):
-                    break
-                out[:, k] = ys[:, k]
-                reached = k + 1
-            if reached < t.size and state["tripped"] is None and not solution.success:
-                failure = f"solve_ivp stopped: {solution.message}"
+        run = _run_vode if method == "bdf" else _run_solve_ivp
+        reached, failure = run(f, jac if jacobian is not None else None, t, out, state, check, rtol, atol, max_steps)
     elapsed = time.perf_counter() - start
     if reached == t.size:
         return Simulation(t, out, True, None, "completed", wall_time_s=elapsed, n_rhs=int(state["n"]))  # type: ignore[arg-type]
@@ -267,3 +241,56 @@ def integrate_system(
         f"stopped after {reached} of {t.size} output times."
     )
     return Simulation(t, out[:, :reached], False, when, message, wall_time_s=elapsed, n_rhs=int(state["n"]))  # type: ignore[arg-type]
+
+
+def _run_vode(
+    f: Rhs,
+    jac: Rhs | None,
+    t: npt.NDArray,
+    out: npt.NDArray,
+    state: dict[str, Any],
+    check: StabilityGuard,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+) -> tuple[int, str]:
+    """Fill ``out`` with VODE's BDF solution; returns the number of output times reached and a failure message."""
+    solver = integrate.ode(f, jac)
+    solver.set_integrator("vode", method="bdf", rtol=rtol, atol=atol, nsteps=max_steps, order=5)
+    solver.set_initial_value(out[:, 0], t[0])
+    for k in range(1, t.size):
+        y = solver.integrate(t[k])
+        if state["tripped"] is not None or not check.allows(y):
+            return k, ""
+        if not solver.successful():
+            return k, f"VODE stopped before t = {t[k]:.6g} (status {solver.get_return_code()})"
+        out[:, k] = y
+    return t.size, ""
+
+
+def _run_solve_ivp(
+    f: Rhs,
+    jac: Rhs | None,
+    t: npt.NDArray,
+    out: npt.NDArray,
+    state: dict[str, Any],
+    check: StabilityGuard,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+) -> tuple[int, str]:
+    """Fill ``out`` with solve_ivp's BDF solution; returns the number of output times reached and a failure."""
+    solution = integrate.solve_ivp(f, (t[0], t[-1]), out[:, 0], method="BDF", t_eval=t, jac=jac, rtol=rtol, atol=atol)
+    ys = np.asarray(solution.y)
+    reached = 1
+    for k in range(1, min(ys.shape[1], t.size)):
+        if state["tripped"] is not None and t[k] >= state["tripped"]:
+            break
+        if not check.allows(ys[:, k]):
+            break
+        out[:, k] = ys[:, k]
+        reached = k + 1
+    failure = ""
+    if reached < t.size and state["tripped"] is None and not solution.success:
+        failure = f"solve_ivp stopped: {solution.message}"
+    return reached, failure
