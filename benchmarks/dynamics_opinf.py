@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-cells", type=int, default=96)
+    parser.add_argument("--n-cells", type=int, default=48)
     parser.add_argument("--n-modes", type=int, default=24)
     parser.add_argument("--adam-epochs", type=int, default=2000)
     parser.add_argument("--lbfgs-iterations", type=int, default=500)

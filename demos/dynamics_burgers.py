@@ -169,7 +169,7 @@ def fit_opinf_package(
 def main(
     comm: MPI.Comm = MPI.COMM_WORLD,
     *,
-    n_cells: int = 96,
+    n_cells: int = 48,
     n_train: int = 5,
     n_test: int = 4,
     t_end: float = 0.5,
@@ -349,7 +349,7 @@ def _plot_errors(comm: MPI.Comm, path: Path, t: np.ndarray, t_end: float, *curve
 # %%
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-cells", type=int, default=96)
+    parser.add_argument("--n-cells", type=int, default=48)
     parser.add_argument("--n-train", type=int, default=5)
     parser.add_argument("--n-test", type=int, default=4)
     parser.add_argument("--n-modes", type=int, default=24)

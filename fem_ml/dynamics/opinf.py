@@ -18,7 +18,7 @@ where the row :math:`D_k = [\theta_c(\mu) \otimes 1, \theta_A(\mu) \otimes q_k^T
 relative and independent of the data's scale). One factorization of the small normal matrix per candidate
 :math:`(\lambda_1, \lambda_2)`.
 
-The regularization is chosen as in :cite:`mcquarrie2021combustion` (the opinf package's ``fit_regselect``): each
+The regularization is chosen as in McQuarrie, Huang and Willcox (2021) (the opinf package's ``fit_regselect``): each
 candidate model re-simulates every training trajectory, from its first state, over the training window and
 ``test_time_length`` beyond it; candidates whose states leave ``stability_factor`` times the largest training
 state (or that cannot be integrated) are rejected, and the one with the smallest mean relative error of the
