@@ -137,7 +137,7 @@ def test_regularization_selection_picks_the_best_stable_candidate():
     fit = dyn.fit_operator_inference(noisy)
     report = fit.fit_report
     finite = [e for _, _, e in report["candidates"] if e is not None]
-    assert report["training_error"] == min(finite)
+    assert min(finite) <= report["training_error"] <= min(finite) * (1 + 1e-3)
     assert len(report["candidates"]) == 13 + 6 + 6 and report["n_stable_candidates"] == len(finite)
     assert report["regularization"][0] > 0
     # The selected model's training error is a relative error of the re-simulated trajectories.
@@ -245,7 +245,7 @@ def fit_heat(comm):
     V, solve = heat_problem(comm)
     times = np.arange(21) * 0.02
     snapshots = fem_ml.collect_trajectories(solve, [[0.05], [0.1], [0.2]], V, times=times, progress=False)
-    basis = fem_ml.pod(snapshots, inner_product="l2", n_modes=5)
+    basis = fem_ml.pod(snapshots, inner_product="l2", n_modes=4)
     data = dyn.reduce_trajectories(basis, snapshots, parameter_names=["kappa"])
     model = dyn.fit_operator_inference(data, basis=basis, terms="cA", parameter_functions={"A": ["kappa"]})
     return V, solve, basis, data, model
@@ -276,8 +276,8 @@ def test_operators_agree_between_serial_and_parallel(heat_fit):
     *_, serial = fit_heat(MPI.COMM_SELF)  # the whole mesh on every rank
     assert model.fit_report["regularization"] == serial.fit_report["regularization"]
     for k, E in model.entries.items():
-        scale = np.max(np.abs(serial.entries[k]))
-        assert np.max(np.abs(E - serial.entries[k])) <= 1e-10 * scale, k
+        relative = np.linalg.norm(E - serial.entries[k]) / np.linalg.norm(serial.entries[k])
+        assert relative <= 1e-10, (k, relative)
     # Bit-identical on every rank of the parallel fit.
     gathered = comm.allgather(model.entries["A"])
     assert all(np.array_equal(g, gathered[0]) for g in gathered)

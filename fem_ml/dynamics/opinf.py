@@ -22,7 +22,8 @@ The regularization is chosen as in McQuarrie, Huang and Willcox (2021) (the opin
 candidate model re-simulates every training trajectory, from its first state, over the training window and
 ``test_time_length`` beyond it; candidates whose states leave ``stability_factor`` times the largest training
 state (or that cannot be integrated) are rejected, and the one with the smallest mean relative error of the
-re-simulated training trajectories wins. The search runs on a log-scale grid of a common :math:`\lambda`, then
+re-simulated training trajectories wins (of near-ties within 0.1 %, the largest regularization: the choice is then
+the same on any number of ranks). The search runs on a log-scale grid of a common :math:`\lambda`, then
 refines :math:`\lambda_2` and :math:`\lambda_1` separately around the best; the candidates of each stage are spread
 over the ranks. Extra ``stability_parameters`` (parameter points without data) must stay stable too.
 
@@ -359,10 +360,11 @@ def fit_operator_inference(
     horizon = window if test_time_length is None else float(test_time_length)
     selection_guard = StabilityGuard(stability_factor * largest)
 
-    def build(X: npt.NDArray[np.float64]) -> ReducedDynamics:
+    def build(X: npt.NDArray[np.float64], with_basis: bool = False) -> ReducedDynamics:
+        # Candidates are scored on one rank each: without the basis, their simulations are local (no collectives).
         return ReducedDynamics(
             problem.entries(X), functions, parameter_names=data.parameter_names, state_bound=guard_factor * largest,
-            basis=basis, initial_states=np.stack([q[:, 0] for q in data.states]),
+            basis=basis if with_basis else None, initial_states=np.stack([q[:, 0] for q in data.states]),
             initial_parameters=data.parameters,
         )  # fmt: skip
 
@@ -387,7 +389,7 @@ def fit_operator_inference(
         if sparse_threshold is not None:
             X = _stlsq(problem, chosen, X, sparse_threshold)
     X = comm.bcast(X, root=0)
-    model = build(X)
+    model = build(X, with_basis=True)
     score_chosen = next((e for a, b, e in tried if (a, b) == chosen), None)
     model.fit_report = {
         "regularization": [float(chosen[0]), float(chosen[1] if has_h else chosen[0])],
@@ -421,12 +423,17 @@ def _fixed_regularization(regularization: Any) -> tuple[float, float] | None:
     return (float(values[0]), float(values[-1]))
 
 
-def _best(tried: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+def _best(tried: list[tuple[float, float, float]], rtol: float = 1e-3) -> tuple[float, float] | None:
+    """The largest regularization whose error is within ``rtol`` of the smallest (None if all are unstable).
+
+    Near-ties are common among weak regularizations; taking the largest of them makes the choice insensitive to
+    rounding (the same on any number of ranks) and the model no less stable.
+    """
     finite = [(e, a, b) for a, b, e in tried if np.isfinite(e)]
     if not finite:
         return None
-    _, a, b = min(finite)
-    return (a, b)
+    smallest = min(e for e, _, _ in finite)
+    return max((a, b) for e, a, b in finite if e <= smallest * (1 + rtol))
 
 
 def _stlsq(problem: _Problem, lam: tuple[float, float], X: npt.NDArray[np.float64], threshold: float) -> npt.NDArray:
