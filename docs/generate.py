@@ -135,6 +135,13 @@ DEMOS: dict[str, Demo] = {
         "free_energy.png": "Reduced energy in free vibration from the final state of each history, for the model and "
                            "for a model fitted to noisy coefficients: it never grows.",
     }),
+    "dynamics_burgers": Demo({  # tests/test_dynamics.py
+        "n_cells": 6, "n_train": 3, "n_test": 2, "n_modes": 5, "t_end": 0.05, "adam_epochs": 10,
+        "lbfgs_iterations": 2,
+    }, figures={
+        "errors.png": "Mean relative L2 error over time at the test viscosities: fem_ml's operator inference, the "
+                      "opinf package and the time-as-input network; training window to the dotted line.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.

@@ -8,6 +8,10 @@
     python -m fem_ml info model.femml
     python -m fem_ml predict model.femml --mu k0=0.3,k1=0.7 -o out.xdmf
     mpirun -n 4 python -m fem_ml predict model.femml --mu k0=0.3,k1=0.7 --mu k0=0.5,k1=0.5 -o sweep.xdmf
+    python -m fem_ml predict dynamics.femml --t 0:2:41 --mu nu=0.03 -o trajectory.xdmf
+
+A reduced dynamics file (:mod:`fem_ml.dynamics`) is simulated at the times ``--t`` instead; see
+:mod:`fem_ml.dynamics.cli`.
 
 ``predict`` loads the surrogate on all ranks of ``mpirun`` (any number, whatever the number that saved it) and
 writes one step per ``--mu`` to XDMF (``.xdmf``), VTX (``.bp``) or a format meshio writes (``.vtu``, ...), with
@@ -32,6 +36,8 @@ from mpi4py import MPI
 
 from fem_ml._mpi import collectively
 from fem_ml.archive import describe, load
+from fem_ml.dynamics.archive import is_dynamics_file
+from fem_ml.dynamics.cli import main as dynamics_main
 from fem_ml.io import write_fields
 from fem_ml.paraview import load_script, plugin_path, write_model_plugin
 
@@ -122,6 +128,9 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
         comm: Communicator for ``predict`` (default ``MPI.COMM_WORLD``).
     """
     comm = MPI.COMM_WORLD if comm is None else comm
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if len(args_list) > 1 and args_list[0] == "predict" and is_dynamics_file(args_list[1], comm=comm):
+        return dynamics_main(args_list[1:], comm=comm)  # a reduced dynamics model: simulate at given times
     parser = argparse.ArgumentParser(prog="python -m fem_ml", description="Inspect and evaluate fem_ml surrogates.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print what a saved surrogate holds")
