@@ -43,6 +43,7 @@ __all__ = [
     "plot_predicted_vs_true",
     "plot_singular_values",
     "plot_training",
+    "save_plot",
     "write_report_plots",
 ]
 
@@ -89,6 +90,15 @@ def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], 
     gc.collect()
     check_collectively(comm, error, OSError)
     return target
+
+
+def save_plot(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
+    """Write a PNG drawn by ``draw(ax)`` on rank 0, collective-safe as every plot here (collective).
+
+    For plots of other modules: ``draw`` gets the axes (a row of ``ncols`` axes if ``ncols > 1``); garbage is
+    collected on every rank before and after, and a failure is raised on every rank.
+    """
+    return _save(comm, path, draw, ncols=ncols)
 
 
 def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
