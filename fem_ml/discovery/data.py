@@ -129,7 +129,7 @@ class FieldData:
             if not level >= 0:
                 raise ValueError(f"The noise level must be >= 0, got {level}.")
             element = V.ufl_element()
-            if element.embedded_superdegree != 1 or V.dofmap.dof_layout.num_dofs != V.mesh.geometry.cmap.dim:
+            if element.embedded_superdegree != 1 or V.dofmap.dof_layout.num_dofs != V.mesh.geometry.cmaps[0].dim:
                 raise ValueError("with_noise needs a degree-1 Lagrange space (dofs at the mesh vertices).")
         bs, nc = V.dofmap.index_map_bs, self.n_components
         n_local = V.dofmap.index_map.size_local
@@ -137,7 +137,7 @@ class FieldData:
         # reference ordering of the cell's vertices
         node_input = np.full(n_local, -1, dtype=np.int64)
         dofs = V.dofmap.list
-        geom = V.mesh.geometry.dofmap
+        geom = V.mesh.geometry.dofmaps[0]
         inputs = V.mesh.geometry.input_global_indices
         mask = dofs < n_local
         node_input[dofs[mask]] = np.asarray(inputs)[geom[mask]]

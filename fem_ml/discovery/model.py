@@ -67,7 +67,7 @@ def format_equation(component: str, names: Sequence[str], coefficients: npt.Arra
     if not parts:
         return f"{component}_t = 0"
     text = " ".join(parts)
-    text = text[2:] if text.startswith("+ ") else "-" + text[1:]
+    text = text[2:] if text.startswith("+ ") else "-" + text[2:]
     return f"{component}_t = {text}"
 
 
