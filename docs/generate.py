@@ -118,6 +118,21 @@ DEMOS: dict[str, Demo] = {
                          "deviations.",
         "posterior.png": "Posterior of the first trial: MCMC marginals against the Laplace approximation.",
     }),
+    "discover_reaction_diffusion": Demo({  # tests/test_discovery.py
+        "n_cells": 10, "t_end": 1.0, "grid": (24, 12),
+    }, figures={
+        "pareto_noise_0.05.png": "Pareto curve at 5 % noise: cross-validation residual against the number of terms, "
+                                 "the chosen model starred.",
+        "coefficients.png": "Discovered over true coefficients at each noise level, with two bootstrap standard "
+                            "deviations.",
+    }),
+    "discover_burgers": Demo({  # tests/test_discovery.py
+        "n_cells": 10, "t_end": 0.3, "grid": (16, 16),
+    }, figures={
+        "pareto_noise_0.05.png": "Pareto curves of both velocity components at 5 % noise, the chosen models starred.",
+        "coefficients.png": "Discovered over true coefficients at each noise level, with two bootstrap standard "
+                            "deviations.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.

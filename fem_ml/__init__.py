@@ -18,6 +18,7 @@ from mpi4py import MPI  # noqa: F401  isort: skip
 
 from importlib.metadata import PackageNotFoundError, version
 
+from fem_ml import discovery
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load
@@ -100,6 +101,7 @@ __all__ = [
     "collect_snapshots",
     "collect_trajectories",
     "cross_validate",
+    "discovery",
     "effective_sample_size",
     "ensemble_estimator",
     "identify",

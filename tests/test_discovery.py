@@ -154,7 +154,7 @@ def test_resimulation_matches_truth(world, world_model):
 
 
 def test_from_snapshots(world):
-    V, data, library = world
+    V, data, _ = world
     import fem_ml
 
     def solve(mu, times):

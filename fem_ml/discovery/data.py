@@ -11,6 +11,7 @@ Gaussian noise that does not depend on the number of ranks (drawn per mesh verte
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,8 +108,8 @@ class FieldData:
         t = snapshots.parameters[:, -1]
         starts = [0] + [i for i in range(1, len(t)) if not np.array_equal(mu[i], mu[i - 1]) or t[i] <= t[i - 1]]
         bounds = [*starts, len(t)]
-        times = [t[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        values = [snapshots.values[:, a:b].T for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        times = [t[a:b] for a, b in itertools.pairwise(bounds)]
+        values = [snapshots.values[:, a:b].T for a, b in itertools.pairwise(bounds)]
         return cls.from_arrays(snapshots.V, times, values)
 
     def with_noise(self, level: float, *, seed: int = 0) -> FieldData:

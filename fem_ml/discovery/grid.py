@@ -159,8 +159,8 @@ def pysindy_weak(
             captured.append((np.asarray(x_), np.asarray(y)))
             return super().fit(x_, y, **kwargs)
 
-    state = np.random.get_state()
-    np.random.seed(seed)
+    state = np.random.get_state()  # noqa: NPY002  PySINDy draws its subdomains from the legacy global generator
+    np.random.seed(seed)  # noqa: NPY002
     try:
         t0 = np.asarray(times[0], dtype=float)
         grids = np.meshgrid(*[np.asarray(a, dtype=float) for a in axes], t0, indexing="ij")
@@ -176,7 +176,7 @@ def pysindy_weak(
         model = ps.SINDy(feature_library=library, optimizer=Capture(threshold=0.0, normalize_columns=True))
         model.fit(list(grid_values), t=[np.asarray(t, dtype=float) for t in times])
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
     theta, lhs = captured[-1]
     lhs = lhs.reshape(theta.shape[0], -1)
     names = library.get_feature_names(list(variables))

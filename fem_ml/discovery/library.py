@@ -35,7 +35,7 @@ _AXES = "xyz"
 
 @dataclass(frozen=True)
 class Term:
-    """A named candidate term.
+    r"""A named candidate term.
 
     Attributes:
         name: How the term prints in an equation, e.g. ``"u^3"`` or ``"u Δu"``.
@@ -132,6 +132,15 @@ def _exponents(n: int, degree: int) -> list[tuple[int, ...]]:
     return out
 
 
+def _monomial_term(names: Sequence[str], powers: tuple[int, ...]) -> Term:
+    """The term ``u^a v^b ...``."""
+
+    def integrand(u: ufl.core.expr.Expr, v: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
+        return _monomial(u, powers) * v
+
+    return Term(_monomial_name(names, powers), integrand)
+
+
 def _derivative_term(names: Sequence[str], powers: tuple[int, ...], k: int, op: str) -> Term:
     """The term ``monomial * D u_k`` for the derivative ``op`` ("x", "y", "z", "Δ", "xx", "xy", ...)."""
     n = len(names)
@@ -140,11 +149,11 @@ def _derivative_term(names: Sequence[str], powers: tuple[int, ...], k: int, op: 
     if op == "Δ":
         name = f"{prefix}Δ{names[k]}"
 
-        def weak(u, v, powers=powers, k=k):
+        def laplacian(u, v, powers=powers, k=k):
             uk = _component(u, k, n)
             return -ufl.inner(ufl.grad(uk), ufl.grad(_monomial(u, powers) * v))
 
-        return Term(name, weak)
+        return Term(name, laplacian)
     axes = [_AXES.index(a) for a in op]
     name = f"{prefix}{names[k]}_{op}"
     if len(axes) == 1:
@@ -157,10 +166,10 @@ def _derivative_term(names: Sequence[str], powers: tuple[int, ...], k: int, op: 
         if only_k:  # u_k^p d_j u_k = d_j(u_k^(p+1)) / (p+1): the derivative moves onto v entirely
             p = powers[k]
 
-            def weak(u, v, p=p, k=k, j=j):
+            def moved(u, v, p=p, k=k, j=j):
                 return -(_component(u, k, n) ** (p + 1)) / (p + 1) * v.dx(j)
 
-            return Term(name, weak, model)
+            return Term(name, moved, model)
         return Term(name, model)
     i, j = axes
 
@@ -209,10 +218,7 @@ def polynomial_library(
     for op in derivatives:
         if op != "Δ" and not (1 <= len(op) <= 2 and all(a in axes for a in op)):
             raise ValueError(f"Unknown derivative {op!r}: use 'Δ' or one or two of the axes {list(axes)}.")
-    terms = [
-        Term(_monomial_name(names, powers), lambda u, v, powers=powers: _monomial(u, powers) * v)
-        for powers in _exponents(len(names), degree)
-    ]
+    terms = [_monomial_term(names, powers) for powers in _exponents(len(names), degree)]
     for op in derivatives:
         for k in range(len(names)):
             terms += [_derivative_term(names, p, k, op) for p in _exponents(len(names), derivative_degree)]

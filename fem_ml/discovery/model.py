@@ -35,7 +35,7 @@ __all__ = ["Candidate", "DiscoveredModel", "format_equation"]
 
 @dataclass(frozen=True)
 class Candidate:
-    """A candidate model of one component met during model selection.
+    r"""A candidate model of one component met during model selection.
 
     Attributes:
         support: Boolean mask of the active terms.
@@ -201,7 +201,9 @@ class DiscoveredModel:
         options = {"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12, "ksp_type": "preonly",
                    "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}  # fmt: skip
         options.update(petsc_options or {})
-        problem = NonlinearProblem(F, u, bcs=list(bcs), petsc_options_prefix="fem_ml_discovered_", petsc_options=options)
+        problem = NonlinearProblem(
+            F, u, bcs=list(bcs), petsc_options_prefix="fem_ml_discovered_", petsc_options=options
+        )
         steps = np.rint(out / dt).astype(int)
         try:
             for step in range(1, int(steps[-1]) + 1):

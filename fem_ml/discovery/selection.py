@@ -92,9 +92,7 @@ def _select_component(
         candidates.append(Candidate(support, float(threshold), mean, se))
     best = min(range(len(candidates)), key=lambda i: candidates[i].cv_error)
     limit = candidates[best].cv_error + max(candidates[best].cv_std_error, abs_tol)
-    chosen = min(
-        (i for i, c in enumerate(candidates) if c.cv_error <= limit), key=lambda i: (candidates[i].n_terms, i)
-    )
+    chosen = min((i for i, c in enumerate(candidates) if c.cv_error <= limit), key=lambda i: (candidates[i].n_terms, i))
     pick = candidates[chosen]
     coefficients = system.to_original(least_squares(system.theta, system.y, pick.support))
     samples = system.to_original(bagged_fits(system, groups, method, pick.threshold, n_models=n_models, seed=seed))
@@ -144,9 +142,16 @@ def fit_system(
         if comm.rank == 0:
             result = [
                 _select_component(
-                    system.theta, system.lhs[:, c], system.groups, method=method, n_thresholds=n_thresholds,
-                    n_folds=n_folds, abs_tol=abs_tol, n_models=n_models, seed=seed + c,
-                )  # fmt: skip
+                    system.theta,
+                    system.lhs[:, c],
+                    system.groups,
+                    method=method,
+                    n_thresholds=n_thresholds,
+                    n_folds=n_folds,
+                    abs_tol=abs_tol,
+                    n_models=n_models,
+                    seed=seed + c,
+                )
                 for c in range(system.lhs.shape[1])
             ]
     result = comm.bcast(result, root=0)

@@ -93,7 +93,9 @@ def bump_functions(domain: mesh.Mesh, *, radius: float, spacing: float, degree: 
     x = domain.geometry.x[:, :gdim]
     lower = comm.allreduce(x.min(axis=0) if x.size else np.full(gdim, np.inf), op=MPI.MIN)
     upper = comm.allreduce(x.max(axis=0) if x.size else np.full(gdim, -np.inf), op=MPI.MAX)
-    axes = [np.arange(lo + radius, hi - radius + 1e-12 * (hi - lo), spacing) for lo, hi in zip(lower, upper)]
+    axes = [
+        np.arange(lo + radius, hi - radius + 1e-12 * (hi - lo), spacing) for lo, hi in zip(lower, upper, strict=True)
+    ]
     centers = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1).reshape(-1, gdim)
     tdim = domain.topology.dim
     domain.topology.create_connectivity(tdim - 1, tdim)
@@ -168,7 +170,7 @@ class WeakSystem:
 
 
 def _tested(data: FieldData, library: Library, bumps: BumpFunctions, quadrature_degree: int | None) -> list:
-    """Per trajectory: ``G (n_terms, n_times, n_bumps)`` and ``H (n_components, n_times, n_bumps)``, summed over ranks."""
+    """Per trajectory: ``G (n_terms, n_times, n_bumps)``, ``H (n_components, n_times, n_bumps)``, summed over ranks."""
     V, comm = data.V, data.comm
     domain = V.mesh
     nt, nc = len(library), data.n_components
@@ -259,7 +261,9 @@ def assemble_system(
             t = times
             h0, h1 = (t[1:-1] - t[:-2]), (t[2:] - t[1:-1])
             a, c = -h1 / (h0 * (h0 + h1)), h0 / (h1 * (h0 + h1))
-            derivative = a[None, :, None] * H[:, :-2] + (-a - c)[None, :, None] * H[:, 1:-1] + c[None, :, None] * H[:, 2:]
+            derivative = (
+                a[None, :, None] * H[:, :-2] + (-a - c)[None, :, None] * H[:, 1:-1] + c[None, :, None] * H[:, 2:]
+            )
             thetas.append(G[:, 1:-1].transpose(1, 2, 0).reshape(-1, G.shape[0]))
             lhss.append(derivative.transpose(1, 2, 0).reshape(-1, H.shape[0]))
             block = np.minimum((np.arange(t.size - 2) * windows.n_windows) // (t.size - 2), windows.n_windows - 1)
