@@ -145,8 +145,10 @@ class FieldData:
         n_global = int(comm.allreduce(int(node_input.max(initial=-1)) + 1, op=MPI.MAX))
         stacked = np.concatenate([v.reshape(v.shape[0], n_local, bs) for v in self.values], axis=0)
         n_total = comm.allreduce(n_local)
-        sums = comm.allreduce(stacked.sum(axis=(0, 1)))
-        squares = comm.allreduce((stacked**2).sum(axis=(0, 1)))
+        sums = np.ascontiguousarray(stacked.sum(axis=(0, 1)), dtype=np.float64)
+        squares = np.ascontiguousarray((stacked**2).sum(axis=(0, 1)), dtype=np.float64)
+        comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        comm.Allreduce(MPI.IN_PLACE, squares, op=MPI.SUM)
         count = stacked.shape[0] * n_total
         std = np.sqrt(np.maximum(squares / count - (sums / count) ** 2, 0.0))
         rng = np.random.default_rng(seed)

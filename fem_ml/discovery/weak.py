@@ -91,8 +91,10 @@ def bump_functions(domain: mesh.Mesh, *, radius: float, spacing: float, degree: 
     n_local = W.dofmap.index_map.size_local
     coords = W.tabulate_dof_coordinates()[:, :gdim]
     x = domain.geometry.x[:, :gdim]
-    lower = comm.allreduce(x.min(axis=0) if x.size else np.full(gdim, np.inf), op=MPI.MIN)
-    upper = comm.allreduce(x.max(axis=0) if x.size else np.full(gdim, -np.inf), op=MPI.MAX)
+    lower = np.array(x.min(axis=0) if x.size else np.full(gdim, np.inf), dtype=np.float64)
+    upper = np.array(x.max(axis=0) if x.size else np.full(gdim, -np.inf), dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, lower, op=MPI.MIN)
+    comm.Allreduce(MPI.IN_PLACE, upper, op=MPI.MAX)
     axes = [
         np.arange(lo + radius, hi - radius + 1e-12 * (hi - lo), spacing) for lo, hi in zip(lower, upper, strict=True)
     ]
@@ -105,10 +107,11 @@ def bump_functions(domain: mesh.Mesh, *, radius: float, spacing: float, degree: 
         r2 = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2) / radius**2
         return np.where(r2 < 1.0, np.clip(1.0 - r2, 0.0, None) ** degree, 0.0)
 
-    on_boundary = values(coords[boundary]).max(axis=0, initial=0.0) if centers.size else np.zeros(0)
-    on_boundary = comm.allreduce(on_boundary, op=MPI.MAX)
+    on_boundary = np.ascontiguousarray(values(coords[boundary]).max(axis=0, initial=0.0), dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, on_boundary, op=MPI.MAX)
     phi = values(coords[:n_local])
-    mass = comm.allreduce(phi.sum(axis=0))
+    mass = np.ascontiguousarray(phi.sum(axis=0), dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, mass, op=MPI.SUM)
     keep = (on_boundary == 0.0) & (mass > 0.0)
     error = None if keep.any() else f"No bump of radius {radius} fits inside the domain."
     check_collectively(comm, error)
