@@ -161,6 +161,8 @@ def main(
     n_windows: int = 12,
     grid: tuple[int, int] = (40, 40),
     pysindy: bool = True,
+    pysindy_subdomains: int = 500,
+    n_models: int = 50,
     seed: int = 0,
     out_dir: str | Path = "results/discover_burgers",
 ) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def main(
     for level in noise_levels:
         data = clean.with_noise(level, seed=seed + 1)
         start = time.perf_counter()
-        model = discovery.discover(data, library, radius=radius, windows=windows, seed=seed)
+        model = discovery.discover(data, library, radius=radius, windows=windows, n_models=n_models, seed=seed)
         rows["t_identify_s"].append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
         recovered, error = model.score(TRUTH)
         rows["support_recovered"].append(recovered)
@@ -208,7 +210,9 @@ def main(
         )
         discovery.plot_pareto(model, out / f"pareto_noise_{level:g}.png", comm=comm)
         models.append(model)
-        fd_model = discovery.discover(data, library, radius=radius, windows=windows, time_derivative="fd", seed=seed)
+        fd_model = discovery.discover(
+            data, library, radius=radius, windows=windows, time_derivative="fd", n_models=n_models, seed=seed
+        )
         fd_recovered, fd_error = fd_model.score(TRUTH)
         rows["fd_support_recovered"].append(fd_recovered)
         rows["fd_coef_rel_error_max"].append(fd_error)
@@ -236,7 +240,8 @@ def main(
             result = None
             if comm.rank == 0:
                 path = discovery.pysindy_weak(
-                    sampled, axes, [times], variables=["u", "v"], degree=2, derivative_order=2, n_subdomains=500,
+                    sampled, axes, [times], variables=["u", "v"], degree=2, derivative_order=2,
+                    n_subdomains=pysindy_subdomains,
                     half_widths=[radius, radius, 0.125 * t_end], thresholds=np.geomspace(1e-5, 1.0, 41), seed=seed,
                 )  # fmt: skip
                 result = path.best(PYSINDY_TRUTH, ["u", "v"])
@@ -282,8 +287,11 @@ if __name__ == "__main__":
     parser.add_argument("--t-end", type=float, default=0.5)
     parser.add_argument("--grid", type=int, nargs=2, default=(40, 40))
     parser.add_argument("--no-pysindy", action="store_true")
+    parser.add_argument("--pysindy-subdomains", type=int, default=500)
+    parser.add_argument("--n-models", type=int, default=50, help="bootstrap fits per discovery")
     parser.add_argument("--out-dir", default="results/discover_burgers")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
     main(n_cells=args.n_cells, t_end=args.t_end, grid=tuple(args.grid), pysindy=not args.no_pysindy,
+         pysindy_subdomains=args.pysindy_subdomains, n_models=args.n_models,
          out_dir=args.out_dir)  # fmt: skip

@@ -119,7 +119,7 @@ DEMOS: dict[str, Demo] = {
         "posterior.png": "Posterior of the first trial: MCMC marginals against the Laplace approximation.",
     }),
     "discover_reaction_diffusion": Demo({  # tests/test_discovery.py
-        "n_cells": 10, "t_end": 1.0, "grid": (24, 12),
+        "n_cells": 8, "t_end": 1.0, "grid": (16, 8), "pysindy_subdomains": 100, "n_models": 5,
     }, figures={
         "pareto_noise_0.05.png": "Pareto curve at 5 % noise: cross-validation residual against the number of terms, "
                                  "the chosen model starred.",
@@ -127,7 +127,7 @@ DEMOS: dict[str, Demo] = {
                             "deviations.",
     }),
     "discover_burgers": Demo({  # tests/test_discovery.py
-        "n_cells": 10, "t_end": 0.3, "grid": (16, 16),
+        "n_cells": 10, "t_end": 0.3, "grid": (16, 16), "pysindy_subdomains": 100, "n_models": 5,
     }, figures={
         "pareto_noise_0.05.png": "Pareto curves of both velocity components at 5 % noise, the chosen models starred.",
         "coefficients.png": "Discovered over true coefficients at each noise level, with two bootstrap standard "

@@ -114,6 +114,15 @@ def test_fd_time_derivative(world):
     assert recovered and error < 0.02
 
 
+def test_sr3_recovers_known_equation(world, comm):
+    _, data, library = world
+    bumps = discovery.bump_functions(data.V.mesh, radius=0.3, spacing=0.15)
+    system = discovery.assemble_system(data, library, bumps, windows=discovery.TimeWindows(n_windows=6, width=0.4))
+    model = discovery.fit_system(system, comm, method="sr3", n_models=5, n_thresholds=20)
+    recovered, error = model.score(TRUTH)
+    assert recovered and error < 0.01, model.equation()
+
+
 def test_equation_string():
     text = discovery.format_equation("u", ["Δu", "u", "u^2", "u^3", "1"], [0.01, 1.002, 0.0, -0.998, -2.0])
     assert text == "u_t = 0.01 Δu + 1.002 u - 0.998 u^3 - 2"
@@ -214,8 +223,11 @@ def test_pareto_plot(world_model, comm, tmp_dir):
 @pytest.mark.parametrize(
     ("demo", "arguments"),
     [
-        ("discover_reaction_diffusion", ["--n-cells", "10", "--t-end", "1.0", "--grid", "24", "12"]),
-        ("discover_burgers", ["--n-cells", "10", "--t-end", "0.3", "--no-pysindy"]),
+        (
+            "discover_reaction_diffusion",
+            ["--n-cells", "8", "--t-end", "1.0", "--grid", "16", "8", "--pysindy-subdomains", "100", "--n-models", "5"],
+        ),
+        ("discover_burgers", ["--n-cells", "10", "--t-end", "0.3", "--no-pysindy", "--n-models", "5"]),
     ],
 )
 def test_demo_smoke(demo, arguments, comm, tmp_dir):
