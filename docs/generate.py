@@ -142,6 +142,21 @@ DEMOS: dict[str, Demo] = {
         "errors.png": "Mean relative L2 error over time at the test viscosities: fem_ml's operator inference, the "
                       "opinf package and the time-as-input network; training window to the dotted line.",
     }),
+    "discover_reaction_diffusion": Demo({  # tests/test_discovery.py
+        "n_cells": 8, "t_end": 1.0, "grid": (16, 8), "pysindy_subdomains": 100, "n_models": 5,
+    }, figures={
+        "pareto_noise_0.05.png": "Pareto curve at 5 % noise: cross-validation residual against the number of terms, "
+                                 "the chosen model starred.",
+        "coefficients.png": "Discovered over true coefficients at each noise level, with two bootstrap standard "
+                            "deviations.",
+    }),
+    "discover_burgers": Demo({  # tests/test_discovery.py
+        "n_cells": 10, "t_end": 0.3, "grid": (16, 16), "pysindy_subdomains": 100, "n_models": 5,
+    }, figures={
+        "pareto_noise_0.05.png": "Pareto curves of both velocity components at 5 % noise, the chosen models starred.",
+        "coefficients.png": "Discovered over true coefficients at each noise level, with two bootstrap standard "
+                            "deviations.",
+    }),
 }  # fmt: skip
 
 #: ``docs/wrap_your_own.py``'s ``main`` arguments in the build: a small mesh, a short training.

@@ -19,7 +19,7 @@ from mpi4py import MPI  # noqa: F401  isort: skip
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fem_ml import dynamics
+from fem_ml import discovery, dynamics
 from fem_ml._h5 import FileFormatError
 from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
 from fem_ml.archive import load, save
@@ -119,6 +119,7 @@ __all__ = [
     "cross_validate",
     "default_library",
     "discover_law",
+    "discovery",
     "dynamics",
     "effective_sample_size",
     "ensemble_estimator",

@@ -43,12 +43,15 @@ __all__ = [
     "plot_predicted_vs_true",
     "plot_singular_values",
     "plot_training",
+    "save_plot",
     "write_report_plots",
 ]
 
 
-def _save(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
-    """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank.
+def save_plot(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
+    """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank (collective).
+
+    Every plot of this module goes through here; other modules draw their own plots with it too.
 
     With ``ncols > 1``, ``draw`` gets the row of ``ncols`` axes.
     """
@@ -107,7 +110,7 @@ def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
         ax.set_title(f"POD spectrum ({basis.inner_product.name} inner product)")
         ax.legend()
 
-    return _save(basis.V.mesh.comm, path, draw)
+    return save_plot(basis.V.mesh.comm, path, draw)
 
 
 def plot_training(history: Sequence[TrainingHistory], path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
@@ -125,7 +128,7 @@ def plot_training(history: Sequence[TrainingHistory], path: str | os.PathLike, *
         ax.set_title("Training")
         ax.legend(fontsize="small")
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def plot_error_histogram(report: ErrorReport, path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
@@ -156,7 +159,7 @@ def plot_error_histograms(
         ax.set_ylabel("test samples")
         ax.legend(fontsize="small")
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def plot_deviation_vs_error(
@@ -175,7 +178,7 @@ def plot_deviation_vs_error(
         ax.set_ylabel("true relative H1 error")
         ax.set_title(f"Spearman correlation {rho:.2f}")
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def plot_convergence(
@@ -198,7 +201,7 @@ def plot_convergence(
         ax.set_ylabel("mean relative H1 test error")
         ax.legend(fontsize="small")
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def plot_estimates(
@@ -237,7 +240,7 @@ def plot_estimates(
         ax.set_ylabel("(estimate - truth) / truth, ±2 std")
         ax.legend(fontsize="small", ncols=min(p + 1, 5))
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def plot_posterior(
@@ -266,7 +269,7 @@ def plot_posterior(
             ax.set_yticks([])
         np.atleast_1d(axes)[0].legend(fontsize="small")
 
-    return _save(comm, path, draw, ncols=p)
+    return save_plot(comm, path, draw, ncols=p)
 
 
 def plot_predicted_vs_true(
@@ -283,7 +286,7 @@ def plot_predicted_vs_true(
         ax.set_ylabel(f"predicted {label}")
         ax.set_aspect("equal")
 
-    return _save(comm, path, draw)
+    return save_plot(comm, path, draw)
 
 
 def write_report_plots(
