@@ -200,7 +200,10 @@ def output_set(
         wait_for_all(comm)  # every rank has closed its files
         with collectively(comm):
             if comm.rank == 0:
-                _commit(tmp_dir, paths, fsync=fsync, exclusive=exclusive)
+                try:
+                    _commit(tmp_dir, paths, fsync=fsync, exclusive=exclusive)
+                finally:  # before the other ranks leave: they see no temporary folder
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
     finally:
         if comm.rank == 0:
             shutil.rmtree(tmp_dir, ignore_errors=True)
