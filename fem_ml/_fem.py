@@ -9,7 +9,12 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
-__all__ = ["function_from_owned", "n_global", "n_owned", "space_mismatch"]
+__all__ = ["element_signature", "function_from_owned", "n_global", "n_owned", "space_mismatch"]
+
+
+def element_signature(V: fem.FunctionSpace) -> str:
+    """A readable description of ``V``'s element and cell, used to recognise the same space in files."""
+    return f"{V.ufl_element()!s} on {V.mesh.topology.cell_name()}"
 
 
 def n_owned(V: fem.FunctionSpace) -> int:

@@ -54,18 +54,19 @@ import dolfinx
 import numpy as np
 import numpy.typing as npt
 import torch
-from dolfinx import fem, mesh
+from dolfinx import fem
 
 from fem_ml._atomic import output_set
+from fem_ml._fem import element_signature
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import DEFAULT_MAX_BYTES, FileFormatError, Tree, read_tree, resolve_key, write_tree
 from fem_ml._layout import DofLayout
+from fem_ml._mesh import element_from_tree, element_tree, gather_mesh, mesh_from_tree
 from fem_ml._mpi import collectively
 from fem_ml._serialize import prefixed, subtree
 from fem_ml.networks import CoefficientNetwork, TrainingHistory
 from fem_ml.parameters import ParameterSpace
 from fem_ml.pod import PODBasis
-from fem_ml.store import element_signature
 from fem_ml.surrogate import ErrorReport, Surrogate
 
 __all__ = ["FORMAT", "VERSION", "describe", "load", "save", "versions"]
@@ -127,12 +128,12 @@ def save(
     comm: MPI.Comm = V.mesh.comm
     target = Path(path)
     with collectively(comm):
-        element = _element_tree(V)
+        element = element_tree(V)
         meta = json.dumps(rom.metadata if metadata is None else metadata, allow_nan=False)
         secret = resolve_key(key)
     layout = DofLayout(V)
     coordinates = layout.coordinates()
-    cells, nodes = _gather_mesh(V.mesh)
+    cells, nodes = gather_mesh(V.mesh)
     basis = rom.basis.to_tree(layout)
     report = test_errors if test_errors is not None else rom.test_errors
     with output_set(comm, [target], overwrite=overwrite) as tmp, collectively(comm):
@@ -222,7 +223,7 @@ def load(
             tree = _read(source, key, max_bytes)
     small = comm.bcast({k: v for k, v in tree.items() if k not in _BIG and not k.startswith("basis/matrix/")}, root=0)
     with collectively(comm):
-        element = _stage(source, "element", lambda: _element_from_tree(small))
+        element = _stage(source, "element", lambda: element_from_tree(small))
         if V is not None and element_signature(V) != f"{element!s} on {small['mesh/cell_type']}":
             raise ValueError(
                 f"{source}: the surrogate was trained on {element!s} on {small['mesh/cell_type']}; the given "
@@ -230,7 +231,7 @@ def load(
             )
     rebuilt = V is None
     if V is None:
-        V = fem.functionspace(_mesh_from_tree(comm, source, tree, small), element)
+        V = fem.functionspace(_stage(source, "mesh", lambda: mesh_from_tree(comm, tree, small)), element)
 
     layout = DofLayout(V)
     problem = layout.mismatch(tree.get("layout/keys"), tree.get("layout/coordinates"))  # type: ignore[arg-type]
@@ -356,93 +357,3 @@ def _retained(sigma: npt.NDArray[np.float64], r: int, total: Any) -> float:
     """Retained energy of ``r`` modes, as :attr:`~fem_ml.pod.PODBasis.retained_energy` computes it."""
     energy = float(np.sum(sigma**2)) if total is None else float(total)
     return float(np.sum(sigma[:r] ** 2) / energy) if energy > 0 else 1.0
-
-
-# --- element -------------------------------------------------------------------------------------------------------
-
-
-def _element_tree(V: fem.FunctionSpace) -> dict[str, Any]:
-    """Describe ``V``'s element well enough to rebuild it."""
-    e = V.ufl_element()
-    shape = tuple(e.reference_value_shape)
-    base = e.sub_elements[0] if shape else e
-    if getattr(e, "is_mixed", False) or (shape and len(e.sub_elements) != int(np.prod(shape))):
-        raise ValueError(f"saving surrogates on the mixed element {e} is not supported; save a collapsed sub-space")
-    family = base.element_family
-    if family not in (basix.ElementFamily.P,):
-        raise ValueError(f"saving surrogates on {family.name} elements is not supported (Lagrange/DG only)")
-    return {
-        "family": family.name,
-        "degree": int(base.degree),
-        "lagrange_variant": int(base.lagrange_variant),
-        "discontinuous": bool(base.discontinuous),
-        "shape": np.asarray(shape if shape else (0,), dtype=np.int64),
-        "scalar": not shape,
-        "signature": element_signature(V),
-    }
-
-
-def _element_from_tree(small: dict[str, Any]) -> basix.ufl._ElementBase:
-    shape = None if small["element/scalar"] else tuple(int(s) for s in small["element/shape"])
-    return basix.ufl.element(
-        basix.ElementFamily[str(small["element/family"])],
-        str(small["mesh/cell_type"]),
-        int(small["element/degree"]),
-        lagrange_variant=basix.LagrangeVariant(int(small["element/lagrange_variant"])),
-        discontinuous=bool(small["element/discontinuous"]),
-        shape=shape,
-        dtype=np.float64,
-    )
-
-
-# --- mesh ----------------------------------------------------------------------------------------------------------
-
-
-def _gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None]:
-    """Cells (rows in input cell order, input node numbers) and node coordinates on rank 0 (collective)."""
-    comm = msh.comm
-    tdim = msh.topology.dim
-    n_cells = msh.topology.index_map(tdim).size_local
-    geometry = msh.geometry
-    input_ids = np.asarray(geometry.input_global_indices, dtype=np.int64)
-    cells = input_ids[geometry.dofmaps[0][:n_cells]]
-    original = np.asarray(msh.topology.original_cell_index[:n_cells], dtype=np.int64)
-    n_nodes = geometry.index_map().size_local
-    x = geometry.x[:n_nodes, : geometry.dim]
-    parts = comm.gather((original, cells, input_ids[:n_nodes], x), root=0)
-    result: tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None] = (None, None)
-    with collectively(comm):
-        if comm.rank == 0:
-            assert parts is not None
-            original = np.concatenate([p[0] for p in parts])
-            cells = np.vstack([p[1] for p in parts])
-            ids = np.concatenate([p[2] for p in parts])
-            x = np.vstack([p[3] for p in parts])
-            if not np.array_equal(np.sort(original), np.arange(original.size)):
-                raise ValueError("Cannot store the mesh: its original cell indices are not a permutation of 0..n-1.")
-            unique_ids, first = np.unique(ids, return_index=True)
-            cells_out = np.empty_like(cells)
-            cells_out[original] = np.searchsorted(unique_ids, cells)
-            result = (cells_out, np.ascontiguousarray(x[first], dtype=np.float64))
-    return result
-
-
-def _mesh_from_tree(comm: MPI.Comm, source: Path, tree: Tree, small: dict[str, Any]) -> mesh.Mesh:
-    """Rebuild the mesh from a validated file (collective; rank 0 passes all cells, DOLFINx distributes them)."""
-    shape = comm.bcast((np.shape(tree["mesh/cells"])[1], np.shape(tree["mesh/x"])[1]) if comm.rank == 0 else None)
-    with collectively(comm):
-        coordinate_element = _stage(
-            source,
-            "mesh",
-            lambda: basix.ufl.element(
-                "Lagrange",
-                str(small["mesh/cell_type"]),
-                int(small["mesh/degree"]),
-                lagrange_variant=basix.LagrangeVariant(int(small["mesh/lagrange_variant"])),
-                shape=(shape[1],),
-                dtype=np.float64,
-            ),
-        )
-    cells = np.asarray(tree["mesh/cells"], dtype=np.int64) if comm.rank == 0 else np.empty((0, shape[0]), np.int64)
-    x = np.asarray(tree["mesh/x"], dtype=np.float64) if comm.rank == 0 else np.empty((0, shape[1]), np.float64)
-    return mesh.create_mesh(comm, cells, coordinate_element, x)  # type: ignore[arg-type]

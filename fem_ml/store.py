@@ -35,6 +35,7 @@ import numpy.typing as npt
 from dolfinx import fem
 
 from fem_ml._atomic import write_file
+from fem_ml._fem import element_signature
 from fem_ml._formats import SAMPLE, STORE
 from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
@@ -45,11 +46,6 @@ from fem_ml.snapshots import FailedSolve, SnapshotSet
 __all__ = ["SampleRecord", "SnapshotStore", "element_signature"]
 
 logger = logging.getLogger(__name__)
-
-
-def element_signature(V: fem.FunctionSpace) -> str:
-    """A readable description of ``V``'s element and cell, used to recognise the same space in files."""
-    return f"{V.ufl_element()!s} on {V.mesh.topology.cell_name()}"
 
 
 @dataclass(frozen=True)

@@ -18,25 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fem_ml"
 PAGE = ROOT / "docs" / "architecture.md"
 
-#: The violations the package still has while the structure work of issue 13 (import cycles, private imports) is
-#: merged branch by branch. The test fails on any violation not listed here and on a listed one that no longer
-#: exists: remove an entry as soon as its fix lands, and never add one.
-KNOWN_VIOLATIONS = frozenset(
-    {
-        # archive <-> surrogate: Surrogate.save imports archive.save inside the method.
-        "fem_ml.surrogate imports fem_ml.archive (layer 6 imports layer 7)",
-        # residual -> surrogate: an isinstance inside ResidualCheck.report.
-        "fem_ml.residual imports fem_ml.surrogate (layer 4 imports layer 6)",
-        # store <-> snapshots: collect_snapshots works with the store (imported for its type).
-        "fem_ml.snapshots imports fem_ml.store (layer 2 imports layer 3)",
-        # pod -> store: pod() imports the store for an isinstance.
-        "fem_ml.pod imports fem_ml.store (both in layer 3)",
-        # reduced uses private pieces of residual and pod.
-        "fem_ml.reduced imports the private name _LocalOperator of fem_ml.pod",
-        "fem_ml.reduced imports the private name _DualNorm of fem_ml.residual",
-        "fem_ml.reduced imports the private name _owned_dirichlet_dofs of fem_ml.residual",
-    }
-)
+#: Violations allowed: none (the structure work of issue 13 removed the last ones). Never add one.
+KNOWN_VIOLATIONS: frozenset[str] = frozenset()
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:

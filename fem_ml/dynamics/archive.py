@@ -30,19 +30,18 @@ from typing import Any
 
 from mpi4py import MPI
 
-import basix
-import basix.ufl
 import numpy as np
 import numpy.typing as npt
-from dolfinx import fem, mesh
+from dolfinx import fem
 
+from fem_ml._fem import element_signature
 from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
+from fem_ml._mesh import element_from_tree, element_tree, gather_mesh, mesh_from_tree
 from fem_ml._mpi import check_collectively, collectively
 from fem_ml.archive import versions
 from fem_ml.dynamics.model import TERMS, ReducedDynamics
 from fem_ml.pod import PODBasis, assemble_inner_product
-from fem_ml.store import element_signature
 
 __all__ = ["FORMAT", "VERSION", "describe", "is_dynamics_file", "load", "save"]
 
@@ -93,13 +92,13 @@ def save(model: ReducedDynamics, path: str | os.PathLike, *, metadata: dict[str,
                     f"Saving a model whose basis uses the inner product {basis.inner_product.name!r} is not "
                     f"supported; use one of {_NAMED_PRODUCTS}."
                 )
-            tree |= {f"element/{k}": v for k, v in _element_tree(basis.V).items()}
+            tree |= {f"element/{k}": v for k, v in element_tree(basis.V, what="models").items()}
     if basis is not None:
         V = basis.V
         layout = DofLayout(V)
         coordinates = layout.coordinates()
         modes = layout.gather(basis.modes)
-        cells, nodes = _gather_mesh(V.mesh)
+        cells, nodes = gather_mesh(V.mesh)
         if comm.rank == 0:
             assert modes is not None and coordinates is not None and cells is not None and nodes is not None
             cmap = V.mesh.geometry.cmaps[0]
@@ -264,14 +263,14 @@ def load(
     basis = None
     if small["has_basis"]:
         with collectively(comm):
-            element = _element_from_tree(small)
+            element = element_from_tree(small)
             if V is not None and element_signature(V) != str(small["element/signature"]):
                 raise ValueError(
                     f"{source}: the model's basis lives on {small['element/signature']}; the given space has "
                     f"{element_signature(V)}."
                 )
         if V is None:
-            V = fem.functionspace(_mesh_from_tree(comm, tree, small), element)
+            V = fem.functionspace(mesh_from_tree(comm, tree, small), element)
         layout = DofLayout(V)
         problem = layout.mismatch(tree.get("layout/keys"), tree.get("layout/coordinates"))  # type: ignore[arg-type]
         if problem is not None:
@@ -320,75 +319,3 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "saved_on_ranks": int(tree["saved_on_ranks"]),  # type: ignore[arg-type]
         "metadata": json.loads(str(tree["metadata"])),
     }
-
-
-# --- element and mesh (the same encoding as fem_ml.archive's surrogate files) ---------------------------------------
-
-
-def _element_tree(V: fem.FunctionSpace) -> dict[str, Any]:
-    """Describe ``V``'s (Lagrange) element well enough to rebuild it."""
-    e = V.ufl_element()
-    shape = tuple(e.reference_value_shape)
-    base = e.sub_elements[0] if shape else e
-    if getattr(e, "is_mixed", False) or (shape and len(e.sub_elements) != int(np.prod(shape))):
-        raise ValueError(f"saving models on the mixed element {e} is not supported; use a collapsed sub-space")
-    if base.element_family not in (basix.ElementFamily.P,):
-        raise ValueError(f"saving models on {base.element_family.name} elements is not supported (Lagrange/DG only)")
-    return {
-        "family": base.element_family.name,
-        "degree": int(base.degree),
-        "lagrange_variant": int(base.lagrange_variant),
-        "discontinuous": bool(base.discontinuous),
-        "shape": np.asarray(shape if shape else (0,), dtype=np.int64),
-        "scalar": not shape,
-        "signature": element_signature(V),
-    }
-
-
-def _element_from_tree(small: dict[str, Any]) -> basix.ufl._ElementBase:
-    shape = None if small["element/scalar"] else tuple(int(s) for s in small["element/shape"])
-    return basix.ufl.element(
-        basix.ElementFamily[str(small["element/family"])],
-        str(small["mesh/cell_type"]),
-        int(small["element/degree"]),
-        lagrange_variant=basix.LagrangeVariant(int(small["element/lagrange_variant"])),
-        discontinuous=bool(small["element/discontinuous"]),
-        shape=shape,
-        dtype=np.float64,
-    )
-
-
-def _gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None]:
-    """Cells (rows in input cell order, input node numbers) and node coordinates on rank 0 (collective)."""
-    comm = msh.comm
-    n_cells = msh.topology.index_map(msh.topology.dim).size_local
-    geometry = msh.geometry
-    input_ids = np.asarray(geometry.input_global_indices, dtype=np.int64)
-    cells = input_ids[geometry.dofmaps[0][:n_cells]]
-    original = np.asarray(msh.topology.original_cell_index[:n_cells], dtype=np.int64)
-    n_nodes = geometry.index_map().size_local
-    parts = comm.gather((original, cells, input_ids[:n_nodes], geometry.x[:n_nodes, : geometry.dim]), root=0)
-    if comm.rank != 0:
-        return None, None
-    assert parts is not None
-    original = np.concatenate([p[0] for p in parts])
-    cells = np.vstack([p[1] for p in parts])
-    ids = np.concatenate([p[2] for p in parts])
-    x = np.vstack([p[3] for p in parts])
-    unique_ids, first = np.unique(ids, return_index=True)
-    cells_out = np.empty_like(cells)
-    cells_out[original] = np.searchsorted(unique_ids, cells)
-    return cells_out, np.ascontiguousarray(x[first], dtype=np.float64)
-
-
-def _mesh_from_tree(comm: MPI.Comm, tree: Tree, small: dict[str, Any]) -> mesh.Mesh:
-    """Rebuild the mesh from the file (collective; rank 0 passes all cells, DOLFINx distributes them)."""
-    cell_type = str(small["mesh/cell_type"])
-    variant = basix.LagrangeVariant(int(small["mesh/lagrange_variant"]))
-    shape = comm.bcast((np.shape(tree["mesh/cells"])[1], np.shape(tree["mesh/x"])[1]) if comm.rank == 0 else None)
-    cells = np.asarray(tree["mesh/cells"], dtype=np.int64) if comm.rank == 0 else np.empty((0, shape[0]), np.int64)
-    x = np.asarray(tree["mesh/x"], dtype=np.float64) if comm.rank == 0 else np.empty((0, shape[1]), np.float64)
-    coordinate_element = basix.ufl.element(
-        "Lagrange", cell_type, int(small["mesh/degree"]), lagrange_variant=variant, shape=(shape[1],), dtype=np.float64
-    )
-    return mesh.create_mesh(comm, cells, coordinate_element, x)  # type: ignore[arg-type]
