@@ -276,6 +276,7 @@ def _surrogate(small: Tree, basis: PODBasis) -> Surrogate:
         history=histories or None,
         test_errors=report,
         training_parameters=np.asarray(small["training/parameters"]) if "training/parameters" in small else None,
+        owns_basis=True,
     )
     rom.metadata = json.loads(str(small.get("metadata", "{}")))
     rom.versions = {k: str(v) for k, v in subtree(small, "versions").items()}

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
+from fem_ml._atomic import output_set
 from fem_ml._fem import element_signature
 from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
@@ -51,13 +52,20 @@ FORMAT, VERSION = "fem_ml.dynamics", 1
 _NAMED_PRODUCTS = ("euclidean", "l2", "h1", "h1_semi")
 
 
-def save(model: ReducedDynamics, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
+def save(
+    model: ReducedDynamics,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the model (and its POD basis and mesh, if it has a basis) to one file (collective; rank 0 writes).
 
     Args:
         model: The model.
         path: Destination, conventionally ``*.femml``; replaced atomically.
         metadata: JSON-serialisable user data.
+        overwrite: Replace an existing file that fem_ml did not write (as :func:`fem_ml.save`).
 
     Returns:
         The path written.
@@ -117,13 +125,9 @@ def save(model: ReducedDynamics, path: str | os.PathLike, *, metadata: dict[str,
             }
             if basis.total_energy is not None:
                 tree["basis/total_energy"] = float(basis.total_energy)
-    error: str | None = None
-    if comm.rank == 0:
-        try:
-            write_tree(target, tree, kind=FORMAT, version=VERSION)
-        except Exception as err:  # reported on every rank
-            error = f"Could not write {target}: {type(err).__name__}: {err}"
-    check_collectively(comm, error, OSError)
+    with output_set(comm, [target], overwrite=overwrite) as tmp, collectively(comm):
+        if comm.rank == 0:
+            write_tree(tmp[target], tree, kind=FORMAT, version=VERSION)
     logger.info("Saved reduced dynamics (r = %d, terms %s) to %s", model.n_modes, model.terms, target)
     return target
 
