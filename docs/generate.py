@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -261,7 +262,8 @@ def run_demo(name: str, demo: Demo) -> float:
     arguments = {k: v.build(module) if isinstance(v, FromDemo) else v for k, v in demo.arguments.items()}
     log.info("running demo %s", name)
     start = time.perf_counter()
-    module.main(MPI.COMM_WORLD, **arguments, out_dir=out_dir, progress=False)
+    quiet = {"progress": False} if "progress" in inspect.signature(module.main).parameters else {}
+    module.main(MPI.COMM_WORLD, **arguments, out_dir=out_dir, **quiet)
     seconds = time.perf_counter() - start
     log.info("demo %s: %.1f s", name, seconds)
     return seconds
