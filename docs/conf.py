@@ -55,6 +55,7 @@ _EXTERNAL = (
 )  # fmt: skip
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..+)?"),
-    (r"py:.*", r"fem_ml(\.\w+)*\._\w+"),  # private helpers (leading underscore) are not documented
-    (r"py:class", r"Array"),  # the type parameter of fem_ml.networks.StackedMLP (NumPy arrays or torch tensors)
+    (r"py:.*", r"fem_ml(\.\w+)*\._\w+(\.\w+)*"),  # private helpers and modules (leading underscore)
+    (r"py:.*", r"(fem_ml\._stacked\.)?Array"),  # the type variable of fem_ml._stacked.StackedMLP (NumPy or torch)
+    (r"py:class", r"Path|re\.Match|Integrator"),  # annotations: pathlib.Path, re.Match, dynamics' integrator names
 ]

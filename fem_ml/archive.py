@@ -25,7 +25,7 @@ root attributes         format tag and version, checksum (and signature), versio
 
 This module keeps only the container, the mesh and the dof layout; each stage writes and reads its own entries.
 Loading validates the file before reading its data (see :mod:`fem_ml._h5` and the schema in
-:mod:`fem_ml._formats`): anything wrong is a :class:`~fem_ml.FileFormatError` naming the file and the entry, on
+:mod:`fem_ml._formats`): anything wrong is a :class:`~fem_ml._h5.FileFormatError` naming the file and the entry, on
 every rank. Loading reads numbers and strings only: no pickle and no ``torch.load``, so a file cannot run code.
 The modes are stored in a dof order that does not depend on the number of ranks, so a file saved on N ranks loads
 on M ranks and rebuilds the same field. Loading onto a user's function space checks that it has the same element

@@ -327,7 +327,7 @@ def solve_displacement_controlled(
     Newton's method (PETSc SNES through :class:`dolfinx.fem.petsc.NonlinearProblem`) solves
     :math:`\int_\Omega P(u) : \nabla v \,\mathrm{d}x = 0` for each load factor in turn, each step starting from the
     previous solution; ``set_load(t)`` updates the prescribed displacements (the ``fem.Constant`` or Function
-    values of ``bcs``). A step whose Newton iteration fails raises :class:`fem_ml.SolveFailed` on every rank.
+    values of ``bcs``). A step whose Newton iteration fails raises :class:`fem_ml.snapshots.SolveFailed` on every rank.
     The PETSc objects are destroyed before returning (collective).
 
     Args:
@@ -577,7 +577,7 @@ def assemble_system(
     One form per library term, :math:`\int_\Omega P_k(u):\nabla v\,\mathrm{d}x` with
     :math:`P_k = \partial Q_k/\partial F` by :func:`ufl.diff`, is compiled once; for each step the measured
     displacement is copied into its coefficient and each term's vector is assembled (one vector assembly per term
-    and step). The free-dof rows are reduced by a tall-skinny QR (:func:`_tsqr`), the force rows are summed over
+    and step). The free-dof rows are reduced by a tall-skinny QR (``_tsqr``), the force rows are summed over
     the ranks.
 
     Args:

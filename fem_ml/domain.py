@@ -25,7 +25,7 @@ from fem_ml.parameters import ParameterSpace
 
 __all__ = ["ExtrapolationPolicy", "ExtrapolationWarning", "TrainingDomain"]
 
-#: What an extrapolation does: warn once per kind, or raise.
+#: What an extrapolation does, warn once per kind or raise.
 ExtrapolationPolicy = Literal["warn", "raise"]
 
 

@@ -52,7 +52,7 @@ __all__ = [
 
 OutputFormat = Literal["xdmf", "vtx", "meshio"]
 
-#: Largest meshio output (values gathered on rank 0: nodes x components x steps).
+#: Largest meshio output, in values gathered on rank 0 (nodes x components x steps).
 MESHIO_MAX_VALUES = 50_000_000
 
 

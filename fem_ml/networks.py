@@ -419,7 +419,7 @@ class CoefficientNetwork:
 
     @classmethod
     def from_tree(cls, tree: dict[str, Any]) -> CoefficientNetwork:
-        """The networks stored by :meth:`to_tree` (entries validated beforehand, as :func:`fem_ml.load` does)."""
+        """The networks stored by :meth:`to_tree` (entries validated first, as :func:`~fem_ml.archive.load` does)."""
         hidden = tuple(int(w) for w in np.asarray(tree["hidden_layers"])[: int(tree["n_hidden"])])
         dtype = {"float64": torch.float64, "float32": torch.float32}[str(tree["dtype"])]
         models = []

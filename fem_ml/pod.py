@@ -329,7 +329,7 @@ class PODBasis:
         """Rebuild a basis on ``V`` from entries written by :meth:`to_tree` (collective).
 
         Rank 0 passes every entry; the other ranks need only the small ones (all but ``modes`` and ``matrix/*``).
-        The entries must have been validated (shapes, finite values), as :func:`fem_ml.load` does.
+        The entries must have been validated (shapes, finite values), as :func:`fem_ml.archive.load` does.
 
         Raises:
             ValueError: on every rank, if the modes are not orthonormal in their inner product.

@@ -142,7 +142,7 @@ class SnapshotSet:
 
     @property
     def in_memory(self) -> bool:
-        """Always True: the values are an array (see :class:`SnapshotSource`)."""
+        """True, since the values are an array (see :class:`SnapshotSource`)."""
         return True
 
     def column_count(self) -> int:

@@ -254,7 +254,7 @@ class SnapshotStore:
 
     @property
     def in_memory(self) -> bool:
-        """False: columns are read from disk (see :class:`~fem_ml.snapshots.SnapshotSource`)."""
+        """False, since columns are read from disk (see :class:`~fem_ml.snapshots.SnapshotSource`)."""
         return False
 
     def column_count(self) -> int:

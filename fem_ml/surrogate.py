@@ -109,7 +109,7 @@ class Surrogate:
         basis: The reduced basis.
         network: The trained map from parameters to coefficients.
         history: Training history of each ensemble member, if known.
-        test_errors: Errors measured on a test set, if known (stored by :meth:`save`).
+        test_errors: Errors measured on a test set, if known (stored by :func:`~fem_ml.archive.save`).
         training_parameters: The parameter points the network was trained on, ``(n, p)``; with them, points far
             from every training point are reported as extrapolation too.
         owns_basis: The surrogate owns ``basis`` (a loaded surrogate does): :meth:`destroy` destroys its inner

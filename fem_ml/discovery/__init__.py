@@ -14,7 +14,8 @@ The workflow::
 Modules: :mod:`~fem_ml.discovery.library` (candidate terms), :mod:`~fem_ml.discovery.data` (snapshots, noise),
 :mod:`~fem_ml.discovery.weak` (test functions and the assembled regression system),
 :mod:`~fem_ml.discovery.sparse` (PySINDy's optimizers on the normalized system),
-:mod:`~fem_ml.discovery.selection` (threshold path, cross-validation, Pareto curve, :func:`discover`),
+:mod:`~fem_ml.discovery.selection` (threshold path, cross-validation, Pareto curve,
+:func:`~fem_ml.discovery.selection.discover`),
 :mod:`~fem_ml.discovery.model` (the result: equation, uncertainty, UFL residual, re-simulation),
 :mod:`~fem_ml.discovery.grid` (data on a grid for other tools, e.g. PySINDy).
 """

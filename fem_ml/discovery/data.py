@@ -5,7 +5,7 @@
 
 :class:`FieldData` holds one or more trajectories, each a set of snapshots at increasing times, as this rank's
 owned degrees of freedom. It comes from arrays (:meth:`FieldData.from_arrays`) or from the trajectories of
-:func:`fem_ml.collect_trajectories` (:meth:`FieldData.from_snapshots`). :meth:`FieldData.with_noise` adds
+:func:`fem_ml.collection.collect_trajectories` (:meth:`FieldData.from_snapshots`). :meth:`FieldData.with_noise` adds
 Gaussian noise that does not depend on the number of ranks (drawn per mesh vertex in the mesh's input order).
 """
 
@@ -100,7 +100,7 @@ class FieldData:
 
     @classmethod
     def from_snapshots(cls, snapshots: SnapshotSet) -> FieldData:
-        """Data from :func:`fem_ml.collect_trajectories`: the time is the last parameter (collective).
+        """Data from :func:`fem_ml.collection.collect_trajectories`: the time is the last parameter (collective).
 
         Consecutive columns with the same other parameters form one trajectory.
         """

@@ -73,7 +73,7 @@ def format_equation(component: str, names: Sequence[str], coefficients: npt.Arra
 
 @dataclass(frozen=True)
 class DiscoveredModel:
-    """The result of :func:`~fem_ml.discovery.discover`.
+    """The result of :func:`~fem_ml.discovery.selection.discover`.
 
     Attributes:
         library: The candidate terms.

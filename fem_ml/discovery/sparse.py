@@ -5,7 +5,7 @@ r"""Sparse regression for equation discovery: PySINDy's optimizers on a column-n
 
 The system :math:`\Theta \xi \approx y` is first normalized: each column of :math:`\Theta` and :math:`y` to unit
 Euclidean norm, so that a threshold compares the terms' contributions, not their units. The optimizers are
-PySINDy's (:class:`pysindy.STLSQ`, sequentially thresholded least squares, and :class:`pysindy.SR3`, sparse
+PySINDy's (``pysindy.STLSQ``, sequentially thresholded least squares, and ``pysindy.SR3``, sparse
 relaxed regularized regression with an :math:`\ell_0` penalty), called as ``fit(Theta, y)``; the coefficients on
 the support they select are then refitted by plain least squares. Bagging (:func:`bagged_fits`) repeats a fit on
 bootstrap resamples of the row groups for inclusion probabilities and coefficient spreads.
@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 __all__ = ["METHODS", "NormalizedSystem", "bagged_fits", "least_squares", "normalize", "sparse_support"]
 
-#: Sparse methods: ``"stlsq"`` (PySINDy's STLSQ) and ``"sr3"`` (PySINDy's SR3, :math:`\ell_0`).
+#: The sparse methods, ``"stlsq"`` (PySINDy's STLSQ) and ``"sr3"`` (PySINDy's SR3, :math:`\ell_0`).
 METHODS: tuple[str, ...] = ("sr3", "stlsq")
 
 

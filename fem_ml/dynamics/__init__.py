@@ -14,7 +14,7 @@ First-order models (operator inference, :mod:`~fem_ml.dynamics.opinf`)::
     fem_ml.dynamics.save(model, "model.femml")
 
 Second-order, structure-preserving models of structural dynamics (:mod:`~fem_ml.dynamics.second_order`):
-:func:`fit_second_order`, :class:`SecondOrderModel`.
+:func:`~fem_ml.dynamics.second_order.fit_second_order`, :class:`~fem_ml.dynamics.second_order.SecondOrderModel`.
 """
 
 from fem_ml.dynamics.archive import describe, is_dynamics_file, load, save

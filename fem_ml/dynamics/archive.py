@@ -6,17 +6,17 @@ r"""Save a reduced dynamical model to a ``.femml`` file and load it on any numbe
 The file is checked HDF5 (written by rank 0, atomically, with a SHA-256 checksum; format tag
 ``"fem_ml.dynamics"``), holding:
 
-======================  ====================================================================================
-``model/``              terms, operator entries ``(n_theta, r, n)`` per term, parameter functions and names,
-                        guard bound, training initial states, the fit report (JSON)
-``mesh/``, ``element/`` the mesh (cells in input order, nodes) and the element, when the model has a basis
-``layout/``, ``basis/`` canonical dof keys and coordinates, POD modes in canonical order, singular values and the
-                        named inner product
-root attributes         format tag and version, versions, metadata
-======================  ====================================================================================
+==========================  ====================================================================================
+``model/``                  terms, operator entries ``(n_theta, r, n)`` per term, parameter functions and names,
+                            guard bound, training initial states, the fit report (JSON)
+``mesh/``, ``element/``     the mesh (cells in input order, nodes) and the element, when the model has a basis
+``layout/``, ``basis/``     canonical dof keys and coordinates, POD modes in canonical order, singular values and the
+                            named inner product
+root attributes             format tag and version, versions, metadata
+==========================  ====================================================================================
 
 Loading validates every entry (shapes, dtypes, finiteness, parameter-function syntax) on rank 0 and raises
-:class:`~fem_ml.FileFormatError` on every rank for a bad file. The modes are stored in a rank-independent dof order
+:class:`~fem_ml._h5.FileFormatError` on every rank for a bad file. The modes are stored in a rank-independent dof order
 (:mod:`fem_ml._layout`), so a model saved on N ranks loads on M.
 """
 
@@ -65,7 +65,7 @@ def save(
         model: The model.
         path: Destination, conventionally ``*.femml``; replaced atomically.
         metadata: JSON-serialisable user data.
-        overwrite: Replace an existing file that fem_ml did not write (as :func:`fem_ml.save`).
+        overwrite: Replace an existing file that fem_ml did not write (as :func:`fem_ml.archive.save`).
 
     Returns:
         The path written.

@@ -6,7 +6,8 @@ r"""Training data of reduced dynamics: trajectories of POD coefficients over tim
 A trajectory is the reduced state :math:`q(t_k) = \Phi^T M u(t_k) \in \mathbb{R}^r` at increasing times
 :math:`t_0 < t_1 < \dots`, for one parameter point :math:`\mu` and, optionally, one input history
 :math:`u(t_k) \in \mathbb{R}^m`. :func:`reduce_trajectories` builds them from the snapshots of
-:func:`fem_ml.collect_trajectories` (a :class:`~fem_ml.snapshots.SnapshotSet` whose last parameter is the time) or
+:func:`~fem_ml.collection.collect_trajectories` (a :class:`~fem_ml.snapshots.SnapshotSet` whose last parameter is
+the time) or
 from a :class:`~fem_ml.store.SnapshotStore` holding such samples, written on any number of ranks;
 :meth:`Trajectories.from_arrays` takes coefficients computed elsewhere.
 
@@ -131,7 +132,8 @@ def reduce_trajectories(
 ) -> Trajectories:
     r"""Project trajectories onto a POD basis: :math:`q(t_k) = \Phi^T M u(t_k)` (collective).
 
-    The snapshots are those of :func:`fem_ml.collect_trajectories`: each column's parameter point ends with its
+    The snapshots are those of :func:`~fem_ml.collection.collect_trajectories`: each column's parameter point ends
+    with its
     time. Columns with the same leading parameters form one trajectory, sorted by time. A store (written on any
     number of ranks) is read through :meth:`~fem_ml.store.SnapshotStore.snapshots`.
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TERMS", "ParameterFunction", "ReducedDynamics", "quadratic_features"]
 
-#: The operator terms: constant, linear, quadratic, input.
+#: The operator terms, constant, linear, quadratic and input.
 TERMS = ("c", "A", "H", "B")
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
@@ -153,8 +153,8 @@ def _symmetric_tensor(H: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class ReducedDynamics:
     r"""A reduced model :math:`\dot q = c(\mu) + A(\mu) q + H(\mu)(q \hat\otimes q) + B(\mu) u(t)`.
 
-    Built by :func:`fem_ml.dynamics.fit_operator_inference` or :func:`fem_ml.dynamics.load`. All arrays are small
-    and replicated on every rank; only turning coefficients into fields is collective.
+    Built by :func:`~fem_ml.dynamics.opinf.fit_operator_inference` or :func:`~fem_ml.dynamics.archive.load`. All
+    arrays are small and replicated on every rank; only turning coefficients into fields is collective.
 
     Args:
         entries: For each term present (``"c"``, ``"A"``, ``"H"``, ``"B"``), its affine components, shape
@@ -362,14 +362,14 @@ class ReducedDynamics:
             method: ``"bdf"`` (VODE, default) or ``"scipy-bdf"``; both implicit, with the analytic Jacobian.
             rtol: Relative tolerance of the integrator.
             atol: Absolute tolerance (default ``1e-10`` times the guard's bound).
-            guard: A :class:`StabilityGuard`, or a bound on :math:`\|q\|_2` (default: the model's
-                ``state_bound``, a multiple of the largest training state).
+            guard: A :class:`~fem_ml.dynamics.simulate.StabilityGuard`, or a bound on :math:`\|q\|_2` (default:
+                the model's ``state_bound``, a multiple of the largest training state).
             raise_on_blowup: Raise :class:`~fem_ml.dynamics.simulate.BlowUpError` instead of returning an
-                incomplete :class:`Simulation`.
+                incomplete :class:`~fem_ml.dynamics.simulate.Simulation`.
 
         Returns:
-            The :class:`Simulation`: coefficients at the times reached (all finite), whether it completed, the
-            eigenvalues of the linear part, and the basis for fields.
+            The :class:`~fem_ml.dynamics.simulate.Simulation`: coefficients at the times reached (all finite),
+            whether it completed, the eigenvalues of the linear part, and the basis for fields.
         """
         comm: MPI.Comm = self.basis.V.mesh.comm if self.basis is not None else MPI.COMM_SELF
         q0 = None

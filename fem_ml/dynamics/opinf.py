@@ -4,7 +4,7 @@
 r"""Operator inference: fit :math:`\dot q = c + A q + H (q \hat\otimes q) + B u` to reduced trajectories.
 
 Given reduced states :math:`q(t_k)`, their estimated time derivatives :math:`\dot q(t_k)` (finite differences of
-order :math:`\ge 4`, :func:`fem_ml.dynamics.time_derivative`) and inputs, the operators solve the regularized least
+order :math:`\ge 4`, :func:`fem_ml.dynamics.data.time_derivative`) and inputs, the operators solve the regularized least
 squares problem (Peherstorfer and Willcox, CMAME 306, 2016; McQuarrie, Huang and Willcox, J. R. Soc. N. Z. 51, 2021)
 
 .. math::
@@ -30,7 +30,7 @@ over the ranks. Extra ``stability_parameters`` (parameter points without data) m
 With ``sparse_threshold``, sequentially thresholded least squares (STLSQ, Brunton, Proctor and Kutz, PNAS 113,
 2016) then drops, equation by equation, every term whose typical contribution
 :math:`|O_{aj}|\,\mathrm{rms}(D_{:,j})` is below ``sparse_threshold`` times :math:`\mathrm{rms}(\dot q_a)`, and refits
-the rest, so :meth:`~fem_ml.dynamics.ReducedDynamics.equations` prints short equations.
+the rest, so :meth:`~fem_ml.dynamics.model.ReducedDynamics.equations` prints short equations.
 
 Every rank gets the same model: the data are broadcast from rank 0, the final solve happens on rank 0 and is
 broadcast, so operators are bit-identical across ranks and agree with a serial fit to rounding of the inputs.
@@ -311,7 +311,7 @@ def fit_operator_inference(
     r"""Fit a reduced model :math:`\dot q = c + A q + H (q \hat\otimes q) + B u` by operator inference (collective).
 
     Args:
-        trajectories: Reduced trajectories (see :func:`fem_ml.dynamics.reduce_trajectories`).
+        trajectories: Reduced trajectories (see :func:`fem_ml.dynamics.data.reduce_trajectories`).
         terms: The operator terms, a string of ``"c"``, ``"A"``, ``"H"``, ``"B"`` (``"B"`` needs inputs).
         parameter_functions: For each term, the expressions :math:`\theta^{(a)}(\mu)` it is affine in, e.g.
             ``{"A": ["1", "nu"]}``; terms not named are constant (``["1"]``).

@@ -8,9 +8,11 @@ the integrators are implicit and use the analytic Jacobian: ``"bdf"`` is VODE's 
 Byrne and Hindmarsh, SIAM J. Sci. Stat. Comput. 10, 1989; through :class:`scipy.integrate.ode`, the stepping loop
 in Fortran), ``"scipy-bdf"`` is :func:`scipy.integrate.solve_ivp`'s BDF (pure Python, slower, same accuracy).
 
-A learned model can be unstable. The :class:`StabilityGuard` watches every evaluation of :math:`f`: once the
+A learned model can be unstable. The :class:`~fem_ml.dynamics.simulate.StabilityGuard` watches every evaluation of
+:math:`f`: once the
 state leaves the ball :math:`\|y\|_2 \le` ``bound`` or stops being finite, the integration stops and the
-:class:`Simulation` says so (``completed`` False, ``blowup_time``), holding only the finite states reached before;
+:class:`~fem_ml.dynamics.simulate.Simulation` says so (``completed`` False, ``blowup_time``), holding only the finite
+states reached before;
 no inf or NaN is ever returned. :meth:`Simulation.raise_if_blowup` turns that into a :class:`BlowUpError`.
 """
 
@@ -192,7 +194,7 @@ def integrate_system(
         max_steps: Most internal steps between two output times.
 
     Returns:
-        The :class:`Simulation` (without basis or eigenvalues; the caller adds them).
+        The :class:`~fem_ml.dynamics.simulate.Simulation` (without basis or eigenvalues; the caller adds them).
     """
     t = np.asarray(times, dtype=np.float64).reshape(-1)
     y0 = np.array(initial, dtype=np.float64).reshape(-1)

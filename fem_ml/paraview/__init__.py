@@ -5,7 +5,7 @@
 
 Two plugins, both Python plugins for ParaView 5.11 and later:
 
-- the reader :mod:`fem_ml.paraview.plugin` (its path: :func:`plugin_path`, or ``python -m fem_ml
+- the reader ``fem_ml/paraview/plugin.py`` (its path: :func:`plugin_path`, or ``python -m fem_ml
   paraview-plugin``) opens any ``.femml`` file, with one ``Parameters`` list;
 - a model's own plugin, written by :func:`write_model_plugin` (``python -m fem_ml paraview-plugin model.femml -o
   DIR``), adds a source with one slider per parameter, named like the parameter and bounded by its box.

@@ -5,7 +5,8 @@ r"""Evaluate a saved surrogate without DOLFINx or torch: the engine of the ParaV
 
 ParaView's Python (Debian's ParaView 5.11 runs Python 3.11 with Debian's NumPy and h5py) has neither DOLFINx nor
 torch, so the plugin cannot ``import fem_ml``. This module needs only NumPy and h5py. It reads a ``.femml`` file
-with fem_ml's own validating reader (the schema, checksum and value checks of :func:`fem_ml.load`), evaluates the
+with fem_ml's own validating reader (the schema, checksum and value checks of :func:`fem_ml.archive.load`), evaluates
+the
 network with fem_ml's own stacked forward pass (:mod:`fem_ml._stacked`) and reconstructs the field
 :math:`u = \Phi \bar c(\mu)` at the points of an unstructured grid:
 
@@ -37,8 +38,8 @@ from fem_ml._stacked import StackedMLP, scale_inputs
 
 __all__ = ["SUPPORTED", "SurrogateModel"]
 
-#: VTK cell type and the grid points of one cell, per (cell type, Lagrange degree): each point is the midpoint
-#: of two vertices of the cell (in the mesh's vertex order), a vertex when both are the same.
+#: The VTK cell type and the grid points of one cell, for each cell type and Lagrange degree. Each point is the
+#: midpoint of two vertices of the cell (in the mesh's vertex order), a vertex when both are the same.
 SUPPORTED: dict[tuple[str, int], tuple[int, tuple[tuple[int, int], ...]]] = {
     ("triangle", 1): (5, ((0, 0), (1, 1), (2, 2))),
     ("triangle", 2): (22, ((0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (2, 0))),
@@ -58,10 +59,10 @@ class SurrogateModel:
     Args:
         path: The file.
         key: Require a valid HMAC-SHA256 signature under this key (default: the environment variable
-            ``FEM_ML_KEY``, if set), as :func:`fem_ml.load` does.
+            ``FEM_ML_KEY``, if set), as :func:`fem_ml.archive.load` does.
 
     Raises:
-        FileFormatError: If the file is not a valid fem_ml surrogate: the checks of :func:`fem_ml.load` (format,
+        FileFormatError: If the file is not a valid fem_ml surrogate: the checks of :func:`fem_ml.archive.load` (format,
             structure, schema, shapes, checksum, finite values, known names), or dof coordinates that are not the
             vertices and edge midpoints of its mesh.
         ValueError: If its element or cell type is not one the grid supports (Lagrange P1/P2 on triangles and
