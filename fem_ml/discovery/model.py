@@ -181,7 +181,7 @@ class DiscoveredModel:
 
         Raises:
             ValueError: on every rank, for times that are not increasing or positive, or a bad ``dt``/``theta``.
-            fem_ml.SolveFailed: on every rank, if Newton's method does not converge.
+            fem_ml.snapshots.SolveFailed: on every rank, if Newton's method does not converge.
         """
         from fem_ml.snapshots import check_converged
 
