@@ -46,6 +46,7 @@ from dolfinx import fem
 
 from fem_ml._fem import n_owned, space_mismatch
 from fem_ml._mpi import check_collectively, collectively
+from fem_ml.dynamics.data import finite_difference_weights
 from fem_ml.pod import PODBasis
 from fem_ml.snapshots import check_converged
 
@@ -72,29 +73,6 @@ Inputs = npt.ArrayLike | Callable[[float], npt.ArrayLike] | None
 # ---------------------------------------------------------------------------------------------------------------
 # Finite differences
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _fornberg(x0: float, x: npt.NDArray[np.float64], order: int) -> npt.NDArray[np.float64]:
-    """Weights of the derivatives 0..``order`` at ``x0`` from values at ``x`` (Fornberg, Math. Comp. 1988)."""
-    n = x.size
-    c = np.zeros((n, order + 1))
-    c1, c4 = 1.0, x[0] - x0
-    c[0, 0] = 1.0
-    for i in range(1, n):
-        mn = min(i, order)
-        c2, c5, c4 = 1.0, c4, x[i] - x0
-        for j in range(i):
-            c3 = x[i] - x[j]
-            c2 *= c3
-            if j == i - 1:
-                for k in range(mn, 0, -1):
-                    c[i, k] = c1 * (k * c[i - 1, k - 1] - c5 * c[i - 1, k]) / c2
-                c[i, 0] = -c1 * c5 * c[i - 1, 0] / c2
-            for k in range(mn, 0, -1):
-                c[j, k] = (c4 * c[j, k] - k * c[j, k - 1]) / c3
-            c[j, 0] = c4 * c[j, 0] / c3
-        c1 = c2
-    return c
 
 
 def finite_difference_derivatives(
@@ -142,7 +120,7 @@ def finite_difference_derivatives(
             key = (d, k - lo, np.round(local, 10).tobytes())
             weights = cache.get(key)
             if weights is None:
-                weights = _fornberg(0.0, local, d)[:, d]
+                weights = finite_difference_weights(local, 0.0, d)
                 cache[key] = weights
             out[d - 1][k] = (weights @ flat[lo:hi]) / span**d
     return out[0].reshape(y.shape), out[1].reshape(y.shape)
