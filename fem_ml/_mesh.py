@@ -17,7 +17,6 @@ from mpi4py import MPI
 import basix
 import basix.ufl
 import numpy as np
-import numpy.typing as npt
 from dolfinx import fem, mesh
 
 from fem_ml._fem import element_signature
@@ -65,8 +64,11 @@ def element_from_tree(small: dict[str, Any]) -> basix.ufl._ElementBase:
     )
 
 
-def gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None]:
-    """Cells (rows in input cell order, input node numbers) and node coordinates on rank 0 (collective)."""
+def gather_mesh(msh: mesh.Mesh) -> dict[str, Any]:
+    """The entries ``mesh/*`` of a file on rank 0, an empty dict elsewhere (collective).
+
+    Cells (rows in input cell order, input node numbers), node coordinates, cell type and coordinate element.
+    """
     comm = msh.comm
     tdim = msh.topology.dim
     n_cells = msh.topology.index_map(tdim).size_local
@@ -77,7 +79,7 @@ def gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDArr
     n_nodes = geometry.index_map().size_local
     x = geometry.x[:n_nodes, : geometry.dim]
     parts = comm.gather((original, cells, input_ids[:n_nodes], x), root=0)
-    result: tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.float64] | None] = (None, None)
+    result: dict[str, Any] = {}
     with collectively(comm):
         if comm.rank == 0:
             assert parts is not None
@@ -90,7 +92,14 @@ def gather_mesh(msh: mesh.Mesh) -> tuple[npt.NDArray[np.int64] | None, npt.NDArr
             unique_ids, first = np.unique(ids, return_index=True)
             cells_out = np.empty_like(cells)
             cells_out[original] = np.searchsorted(unique_ids, cells)
-            result = (cells_out, np.ascontiguousarray(x[first], dtype=np.float64))
+            cmap = msh.geometry.cmaps[0]
+            result = {
+                "mesh/cells": cells_out,
+                "mesh/x": np.ascontiguousarray(x[first], dtype=np.float64),
+                "mesh/cell_type": msh.topology.cell_name(),
+                "mesh/degree": int(cmap.degree),
+                "mesh/lagrange_variant": int(cmap.variant),
+            }
     return result
 
 

@@ -133,20 +133,14 @@ def save(
         secret = resolve_key(key)
     layout = DofLayout(V)
     coordinates = layout.coordinates()
-    cells, nodes = gather_mesh(V.mesh)
+    mesh_entries = gather_mesh(V.mesh)
     basis = rom.basis.to_tree(layout)
     report = test_errors if test_errors is not None else rom.test_errors
     with output_set(comm, [target], overwrite=overwrite) as tmp, collectively(comm):
         if comm.rank == 0:
-            assert cells is not None and nodes is not None and coordinates is not None
-            cmap = V.mesh.geometry.cmaps[0]
-            tree: Tree = prefixed("element", element)
+            assert coordinates is not None
+            tree: Tree = prefixed("element", element) | mesh_entries
             tree |= {
-                "mesh/cells": cells,
-                "mesh/x": nodes,
-                "mesh/cell_type": V.mesh.topology.cell_name(),
-                "mesh/degree": int(cmap.degree),
-                "mesh/lagrange_variant": int(cmap.variant),
                 "layout/keys": layout.keys,
                 "layout/coordinates": coordinates,
                 "parameters/names": json.dumps(list(rom.space.names)),

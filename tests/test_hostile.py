@@ -25,13 +25,12 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import clean_env
+from conftest import clean_env, on_root
 
 import fem_ml
 import fem_ml.cli
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
-from fem_ml._mpi import wait_for_all
 
 DATA = Path(__file__).with_name("data")
 MODEL = DATA / "thermal_block_v1.femml"
@@ -59,24 +58,6 @@ def deadline(label: str, seconds: float = CASE_SECONDS):
         yield
     finally:
         timer.cancel()
-
-
-def on_root(comm: MPI.Comm, func, /, *args):
-    """Run ``func`` on rank 0 and share its result; the other ranks wait sleeping, leaving the cores to it.
-
-    A failure on rank 0 fails the test on every rank.
-    """
-    result, error = None, None
-    if comm.rank == 0:
-        try:
-            result = func(*args)
-        except BaseException as err:  # reported on every rank below
-            error = f"{type(err).__name__} on rank 0: {err}"
-    wait_for_all(comm, poll_interval=0.05)
-    result, error = comm.bcast((result, error), root=0)
-    if error is not None:
-        pytest.fail(error)
-    return result
 
 
 def shared(comm: MPI.Comm, path: Path) -> Path:

@@ -106,16 +106,11 @@ def save(
         layout = DofLayout(V)
         coordinates = layout.coordinates()
         modes = layout.gather(basis.modes)
-        cells, nodes = gather_mesh(V.mesh)
+        mesh_entries = gather_mesh(V.mesh)
         if comm.rank == 0:
-            assert modes is not None and coordinates is not None and cells is not None and nodes is not None
-            cmap = V.mesh.geometry.cmaps[0]
+            assert modes is not None and coordinates is not None
+            tree |= mesh_entries
             tree |= {
-                "mesh/cells": cells,
-                "mesh/x": nodes,
-                "mesh/cell_type": V.mesh.topology.cell_name(),
-                "mesh/degree": int(cmap.degree),
-                "mesh/lagrange_variant": int(cmap.variant),
                 "layout/keys": layout.keys,
                 "layout/coordinates": coordinates,
                 "basis/modes": np.ascontiguousarray(modes.T),
