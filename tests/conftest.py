@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 from mpi4py import MPI
@@ -110,6 +111,16 @@ def clean_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return env
+
+
+def mpirun(n: int) -> list[str]:
+    """The launcher prefix ``[mpirun, "-n", n]`` of the MPI that mpi4py was built with (the one beside the Python).
+
+    A bare ``mpirun`` could be another MPI's (Debian's ParaView pulls in Open MPI, which refuses to run as root and
+    cannot start ranks of an MPICH-linked mpi4py).
+    """
+    launcher = Path(sys.executable).with_name("mpirun")
+    return [str(launcher) if launcher.exists() else "mpirun", "-n", str(n)]
 
 
 def on_root(comm: MPI.Comm, func, /, *args, **kwargs):

@@ -16,7 +16,7 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, clean_env, on_root, paraview_arrays, paraview_files
+from conftest import ROOT, clean_env, mpirun, on_root, paraview_arrays, paraview_files
 from problems import hyperelastic_problem
 
 import fem_ml
@@ -84,7 +84,7 @@ def run_demo(comm: MPI.Comm, name: str, out: Path, **options) -> dict:
     for key, value in options.items():
         command += [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, tuple) else (value,))]
     if comm.size > 1:
-        command = [str(Path(sys.executable).with_name("mpirun")), "-n", str(comm.size), *command]
+        command = [*mpirun(comm.size), *command]
 
     def run() -> None:
         done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=900)
@@ -206,9 +206,8 @@ def test_saved_demo_surrogate_predicts_the_same_on_three_ranks(comm, thermal_blo
     def predict_on_three_ranks():
         mu = json.loads((out / "comparison.xdmf.json").read_text())["steps"][0]["parameters"]
         point = ",".join(f"{k}={v!r}" for k, v in mu.items())
-        mpirun = Path(sys.executable).with_name("mpirun")
         model = str(out / "thermal_block.femml")
-        command = [str(mpirun), "-n", "3", sys.executable, "-m", "fem_ml", "predict", model,
+        command = [*mpirun(3), sys.executable, "-m", "fem_ml", "predict", model,
                    "--mu", point, "--name", "prediction", "-o", str(tmp_dir / "cli.xdmf")]  # fmt: skip
         run = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr

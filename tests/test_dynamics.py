@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import ufl
-from conftest import ROOT, clean_env, on_root, raises_on_all_ranks
+from conftest import ROOT, clean_env, mpirun, on_root, raises_on_all_ranks
 from dolfinx import fem, mesh
 from dolfinx.fem.petsc import LinearProblem
 from scipy import integrate
@@ -366,7 +366,7 @@ def test_predict_command_line(heat_fit, tmp_dir):
 
     def run():
         results = []
-        for launcher in ([], ["mpirun", "-n", "2"]):
+        for launcher in ([], mpirun(2)):
             out = tmp_dir / f"pred{len(launcher)}.xdmf"
             done = subprocess.run(
                 [*launcher, sys.executable, "-m", "fem_ml", "predict", str(path), "--t", "0:0.4:5", "--mu",

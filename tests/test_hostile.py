@@ -25,7 +25,7 @@ from mpi4py import MPI
 import h5py
 import numpy as np
 import pytest
-from conftest import clean_env, on_root
+from conftest import clean_env, mpirun, on_root
 
 import fem_ml
 import fem_ml.cli
@@ -341,7 +341,7 @@ def test_cli_cases_as_processes(comm, tmp_dir):
         ]
         for argv in runs:
             proc = subprocess.run(
-                ["mpirun", "-n", "2", *python, *argv], capture_output=True, text=True, timeout=120, env=clean_env(),
+                [*mpirun(2), *python, *argv], capture_output=True, text=True, timeout=120, env=clean_env(),
                 cwd=ROOT,
             )  # fmt: skip
             assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SPACE, by_coordinates, clean_env, raises_on_all_ranks
+from conftest import SPACE, by_coordinates, clean_env, mpirun, raises_on_all_ranks
 from dolfinx import fem
 from problems import build_problem
 
@@ -21,10 +21,9 @@ WORKER = Path(__file__).with_name("store_worker.py")
 
 
 def launch(n_ranks: int, store: Path, n: int, delay: float) -> subprocess.Popen:
-    mpirun = Path(sys.executable).with_name("mpirun")
     command = [sys.executable, str(WORKER), str(store), str(n), str(delay)]
     if n_ranks > 1:
-        command = [str(mpirun), "-n", str(n_ranks), *command]
+        command = [*mpirun(n_ranks), *command]
     return subprocess.Popen(
         command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
