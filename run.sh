@@ -92,9 +92,11 @@ run_tests() {
     mpirun="$(mpirun_cmd)"
     cd "$ROOT"
     log "tests, 1 rank"
-    "$py" -m pytest -m "not paraview" "$@"
+    "$py" -m pytest -m "not paraview" --durations=10 "$@"
+    # Tests marked `processes` start their own (serial and 2-rank) processes: the serial pass has run them.
     log "tests, $NP ranks"
-    OMP_NUM_THREADS=1 "$mpirun" -n "$NP" "$py" -m mpi4py -m pytest -m "not paraview" -q "$@"
+    OMP_NUM_THREADS=1 "$mpirun" -n "$NP" "$py" -m mpi4py -m pytest -m "not paraview and not processes" -q \
+        --durations=10 "$@"
     if command -v pvpython >/dev/null 2>&1 && command -v xvfb-run >/dev/null 2>&1; then
         log "ParaView checks (pvpython, Xdmf3 reader)"
         "$py" -m pytest -m paraview "$@"

@@ -34,9 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _collect_garbage_together():
-    """Collect garbage on every rank at the same point: after each test."""
+    """Collect garbage on every rank at the same point: after each test.
+
+    What survives the collection (modules, session fixtures) is then frozen (:func:`gc.freeze`): a full collection
+    traverses every tracked object, and with DOLFINx, torch and SciPy loaded that took about 0.4 s per test; frozen
+    objects are skipped, so the next collection costs only what the test itself left behind.
+    """
     yield
     gc.collect()
+    gc.freeze()
     MPI.COMM_WORLD.barrier()
 
 

@@ -181,6 +181,7 @@ def test_invalid_input_raises_on_every_rank(plates, data):
     raises_on_all_ranks(comm, ValueError, "Noise level", fc.add_displacement_noise, plate.V, path.displacements, -1.0)
 
 
+@pytest.mark.processes
 def test_demo_runs_as_script(tmp_dir):
     """The demo at tiny sizes, as a subprocess (tests do not import demos): summary keys and recovered laws."""
     comm = MPI.COMM_WORLD

@@ -220,6 +220,7 @@ def test_pareto_plot(world_model, comm, tmp_dir):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("demo", "arguments"),
     [

@@ -359,6 +359,7 @@ def test_input_validation_on_every_rank(heat_fit):
     np.testing.assert_allclose(model.simulate([0.1], u0, [0.0, 0.1]).coefficients[:, 0], q0, atol=1e-12)
 
 
+@pytest.mark.processes
 def test_predict_command_line(heat_fit, tmp_dir):
     comm = MPI.COMM_WORLD
     *_, model = heat_fit
@@ -385,6 +386,7 @@ def test_predict_command_line(heat_fit, tmp_dir):
     assert code == 2 and "increasing" in stderr
 
 
+@pytest.mark.processes
 def test_demo_smoke(tmp_dir):
     """The Burgers demo as a script at tiny sizes; its summary has every key, finite."""
     comm = MPI.COMM_WORLD

@@ -323,6 +323,7 @@ def test_input_validation_on_all_ranks():
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_demo_runs_as_script(tmp_dir):
     comm = MPI.COMM_WORLD
 

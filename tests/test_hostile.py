@@ -327,6 +327,7 @@ def test_cli_cases_in_process(comm, tmp_dir, capsys):
         print(f"\ncommand line in process: {len(cases) + 2} cases, 0 tracebacks")
 
 
+@pytest.mark.processes
 def test_cli_cases_as_processes(comm, tmp_dir):
     """The cases of issue 12 as real ``mpirun -n 2`` runs, each with a timeout: exit 2, ``error:``, no traceback."""
 
@@ -380,6 +381,7 @@ def test_divergent_input_fails_on_every_rank(comm, tmp_dir):
     assert not [p for p in tmp_dir.iterdir()]
 
 
+@pytest.mark.processes
 def test_two_processes_write_one_store(comm, tmp_dir):
     """Two processes create and fill one store at the same time: every entry once, intact, none lost."""
 

@@ -76,6 +76,7 @@ def kill_and_resume(tmp: Path, n_ranks: int) -> None:
         np.testing.assert_array_equal(got[i][1], want[i][1])  # bit-identical values
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_killed_run_resumes_without_gap_or_duplicate(comm, tmp_dir, n_ranks):
     """A real SIGKILL to a real snapshot run, then a rerun: every sample once, bit-identical to a clean run."""
