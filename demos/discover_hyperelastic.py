@@ -248,39 +248,20 @@ def plot_forces(
     noise_levels: tuple[float, ...],
 ) -> None:
     """Reaction forces on the held-out path: hidden law against the discovered ones (rank 0 draws; collective)."""
-    import gc
 
-    gc.collect()
-    error = None
-    if comm.rank == 0:
-        try:
-            import matplotlib
+    def draw(axes) -> None:
+        axes = np.atleast_1d(axes)
+        for ax, (name, (delta, truth, found)) in zip(axes, forces.items(), strict=True):
+            for b, label in enumerate(("$R_x$ (x = 1)", "$R_y$ (y = 1)")):
+                ax.plot(delta, truth[:, b], "k-", lw=1.5, label=f"{label}, hidden law")
+                for level, reactions in zip(noise_levels, found, strict=True):
+                    ax.plot(delta, reactions[:, b], "o--", ms=3, label=f"discovered, noise {level:g}")
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel(r"$\delta_y$")
+        axes[0].set_ylabel("reaction force")
+        axes[0].legend(fontsize=6)
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(1, len(forces), figsize=(3.6 * len(forces), 3.4), dpi=120, squeeze=False)
-            for ax, (name, (delta, truth, found)) in zip(axes[0], forces.items(), strict=True):
-                for b, label in enumerate(("$R_x$ (x = 1)", "$R_y$ (y = 1)")):
-                    ax.plot(delta, truth[:, b], "k-", lw=1.5, label=f"{label}, hidden law")
-                    for level, reactions in zip(noise_levels, found, strict=True):
-                        ax.plot(delta, reactions[:, b], "o--", ms=3, label=f"discovered, noise {level:g}")
-                ax.set_title(name, fontsize=9)
-                ax.set_xlabel(r"$\delta_y$")
-            axes[0][0].set_ylabel("reaction force")
-            axes[0][0].legend(fontsize=6)
-            fig.tight_layout()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format="png")  # then renamed into place: no half-written picture
-            plt.close(fig)
-            tmp.replace(path)
-        except Exception as err:
-            error = f"Could not write {path}: {err}"
-    gc.collect()
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise OSError(error)
+    fem_ml.plots.save_plot(comm, path, draw, ncols=len(forces), figsize=(3.6 * len(forces), 3.4))
 
 
 # %%

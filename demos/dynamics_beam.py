@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -62,7 +61,6 @@ from dolfinx import fem, mesh
 from dolfinx.fem import petsc as fem_petsc
 
 import fem_ml
-from fem_ml._mpi import check_collectively
 from fem_ml.dynamics import NewmarkIntegrator, fit_second_order
 
 LENGTH, WIDTH = 1.0, 0.1
@@ -170,29 +168,8 @@ def histories(times: np.ndarray, *, frequency: float, smoothing: float, seed: in
 
 # %%
 def plot(comm: MPI.Comm, path: Path, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
-    """Draw with ``draw(axes)`` on rank 0 and write the PNG (collective)."""
-    error = None
-    gc.collect()
-    if comm.rank == 0:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 3.8), dpi=120, squeeze=True)
-            draw(axes)
-            fig.tight_layout()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            fig.savefig(tmp)
-            plt.close(fig)
-            tmp.replace(path)
-        except Exception as err:  # raised on every rank below
-            error = f"Could not write {path}: {err}"
-    gc.collect()
-    check_collectively(comm, error, OSError)
-    return path
+    """Draw with ``draw(axes)`` on rank 0 and write the PNG (collective, through `fem_ml.plots.save_plot`)."""
+    return fem_ml.plots.save_plot(comm, path, draw, ncols=ncols, figsize=(5.5 * ncols, 3.8))
 
 
 # %% [markdown]

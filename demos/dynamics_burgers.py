@@ -325,13 +325,8 @@ def main(
 def _plot_errors(comm: MPI.Comm, path: Path, t: np.ndarray, t_end: float, *curves: np.ndarray) -> None:
     """Mean relative error over time of the three methods (rank 0 draws; collective)."""
     *errors, nus = curves
-    if comm.rank == 0:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    def draw(ax) -> None:
         for E, label in zip(errors, ("fem_ml operator inference", "opinf 0.6", "time-as-input network"), strict=True):
             finite = np.where(np.isfinite(E), E, np.nan)
             ax.semilogy(t, np.nanmean(finite, axis=0), label=label)
@@ -339,11 +334,8 @@ def _plot_errors(comm: MPI.Comm, path: Path, t: np.ndarray, t_end: float, *curve
         ax.set_xlabel("t")
         ax.set_ylabel(f"relative L2 error (mean over {len(nus)} test viscosities)")
         ax.legend()
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    comm.barrier()
+
+    fem_ml.plots.save_plot(comm, path, draw, figsize=(6.4, 4.0))
 
 
 # %%

@@ -42,12 +42,10 @@ that :func:`solve_displacement_controlled` solves with DOLFINx (SNES Newton), re
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +63,7 @@ from dolfinx import fem, la, mesh
 from fem_ml._fem import n_owned
 from fem_ml._layout import DofLayout
 from fem_ml._mpi import check_collectively, collectively
+from fem_ml.plots import save_plot
 from fem_ml.snapshots import check_converged
 
 __all__ = [
@@ -946,50 +945,23 @@ def plot_discovery(
         comm: Communicator (default the one of the law's system).
     """
     comm = law.system.comm if comm is None else comm
-    target = Path(path)
-    error: str | None = None
-    gc.collect()  # on every rank at the same point (see fem_ml.plots)
-    if comm.rank == 0:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+    def draw(axes: Any) -> None:
+        ax0, ax1 = axes
+        sizes = [len(c.support) for c in law.candidates]
+        ax0.semilogy(sizes, [max(c.cost_rel, 1e-300) for c in law.candidates], "o-", label="training cost")
+        ax0.semilogy(sizes, [max(c.cv_rel, 1e-300) for c in law.candidates], "s--", label="cross-validated")
+        ax0.axvline(sizes[law.selected], color="k", lw=0.8, label="selected")
+        ax0.set_xlabel("number of terms")
+        ax0.set_ylabel("relative cost")
+        ax0.legend()
+        k = np.arange(len(law.library))
+        ax1.bar(k - 0.2, law.coefficients, 0.4, label="discovered")
+        if truth is not None:
+            ax1.bar(k + 0.2, np.asarray(truth, dtype=np.float64), 0.4, label="true")
+        ax1.set_xticks(k, [term.name for term in law.library], rotation=60, ha="right", fontsize=7)
+        ax1.set_ylabel("coefficient")
+        ax1.legend()
+        ax0.figure.suptitle(str(law), fontsize=8)
 
-            fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
-            sizes = [len(c.support) for c in law.candidates]
-            ax0.semilogy(sizes, [max(c.cost_rel, 1e-300) for c in law.candidates], "o-", label="training cost")
-            ax0.semilogy(sizes, [max(c.cv_rel, 1e-300) for c in law.candidates], "s--", label="cross-validated")
-            ax0.axvline(sizes[law.selected], color="k", lw=0.8, label="selected")
-            ax0.set_xlabel("number of terms")
-            ax0.set_ylabel("relative cost")
-            ax0.legend()
-            k = np.arange(len(law.library))
-            ax1.bar(k - 0.2, law.coefficients, 0.4, label="discovered")
-            if truth is not None:
-                ax1.bar(k + 0.2, np.asarray(truth, dtype=np.float64), 0.4, label="true")
-            ax1.set_xticks(k, [term.name for term in law.library], rotation=60, ha="right", fontsize=7)
-            ax1.set_ylabel("coefficient")
-            ax1.legend()
-            fig.suptitle(str(law), fontsize=8)
-            fig.tight_layout()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-            os.close(fd)
-            try:
-                fig.savefig(tmp, format="png")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-                plt.close(fig)
-        except Exception as err:  # reported on every rank
-            error = f"Could not write the plot {target}: {type(err).__name__}: {err}"
-        finally:
-            if was_enabled:
-                gc.enable()
-    gc.collect()
-    check_collectively(comm, error, OSError)
-    return target
+    return save_plot(comm, path, draw, ncols=2, figsize=(11, 4))

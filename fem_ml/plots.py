@@ -48,12 +48,20 @@ __all__ = [
 ]
 
 
-def save_plot(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], None], *, ncols: int = 1) -> Path:
+def save_plot(
+    comm: MPI.Comm,
+    path: str | os.PathLike,
+    draw: Callable[[Any], None],
+    *,
+    ncols: int = 1,
+    figsize: tuple[float, float] | None = None,
+) -> Path:
     """Draw on rank 0 with ``draw(ax)`` and write the PNG atomically; errors are raised on every rank (collective).
 
-    Every plot of this module goes through here; other modules draw their own plots with it too.
+    Every plot of this module goes through here; other modules and the demos draw their own plots with it too.
 
-    With ``ncols > 1``, ``draw`` gets the row of ``ncols`` axes.
+    With ``ncols > 1``, ``draw`` gets the row of ``ncols`` axes. ``figsize`` is in inches (default 6 x 4, or
+    3.2 per column x 4).
     """
     target = Path(path)
     gc.collect()  # on every rank at the same point: destroys collective garbage together
@@ -63,7 +71,7 @@ def save_plot(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], Non
                 was_enabled = gc.isenabled()
                 gc.disable()
                 try:
-                    _draw_png(target, draw, ncols)
+                    _draw_png(target, draw, ncols, figsize)
                 finally:
                     if was_enabled:
                         gc.enable()
@@ -76,14 +84,15 @@ def save_plot(comm: MPI.Comm, path: str | os.PathLike, draw: Callable[[Any], Non
     return target
 
 
-def _draw_png(target: Path, draw: Callable[[Any], None], ncols: int) -> None:
+def _draw_png(target: Path, draw: Callable[[Any], None], ncols: int, figsize: tuple[float, float] | None) -> None:
     """Draw and write one PNG through the atomic writer, marked as written by fem_ml (local)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, ncols, figsize=(6 if ncols == 1 else 3.2 * ncols, 4), dpi=120, squeeze=True)
+    size = figsize if figsize is not None else (6 if ncols == 1 else 3.2 * ncols, 4)
+    fig, ax = plt.subplots(1, ncols, figsize=size, dpi=120, squeeze=True)
     try:
         draw(ax)
         fig.tight_layout()
