@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,7 @@ def _special(name: str) -> Callable[[npt.NDArray[np.float64]], npt.NDArray[np.fl
 
     SciPy's functions are vectorized; ParaView's Python may lack SciPy: then math.erf element by element.
     """
-    function = _SPECIAL.get(name)
+    function: Any = _SPECIAL.get(name)
     if function is None:
         try:
             import scipy.special
@@ -257,20 +257,26 @@ class StackedMLP(Generic[Array]):  # noqa: UP046 (type parameters need Python 3.
         Raises:
             ValueError: If the activation is not one of :data:`ACTIVATIONS` (e.g. a torch stack).
         """
-        slope = self._slope("Jacobian")
-        h: npt.NDArray[np.float64] = np.asarray(inputs, dtype=np.float64)[None]
+        slope, weights, biases = self._numpy("Jacobian")
+        h = np.asarray(inputs, dtype=np.float64)[None]
         tangent = np.broadcast_to(np.eye(h.shape[2]), (1, h.shape[1], h.shape[2], h.shape[2]))
-        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            h, derivative = slope(h @ W + b)  # type: ignore[operator]
-            tangent = derivative[:, :, None, :] * (tangent @ W[:, None])  # type: ignore[index]
+        for W, b in zip(weights[:-1], biases[:-1], strict=True):
+            h, derivative = slope(h @ W + b)
+            tangent = derivative[:, :, None, :] * (tangent @ W[:, None])
         return h, tangent
 
-    def _slope(self, what: str) -> Slope:
-        """The activation with its derivative; ValueError for weights that are not NumPy's."""
-        slope = SLOPES.get(self.activation)  # type: ignore[call-overload]
+    def _numpy(
+        self, what: str
+    ) -> tuple[Slope, tuple[npt.NDArray[np.float64], ...], tuple[npt.NDArray[np.float64], ...]]:
+        """The activation with its derivative, the weights and the biases; ValueError if they are not NumPy's."""
+        slope = SLOPES.get(cast(Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]], self.activation))
         if slope is None:
             raise ValueError(f"the {what} needs NumPy weights with an activation of ACTIVATIONS")
-        return slope
+        return (
+            slope,
+            cast(tuple[npt.NDArray[np.float64], ...], self.weights),
+            cast(tuple[npt.NDArray[np.float64], ...], self.biases),
+        )
 
     def hidden_pullback(
         self, inputs: npt.NDArray[np.float64]
@@ -291,17 +297,17 @@ class StackedMLP(Generic[Array]):  # noqa: UP046 (type parameters need Python 3.
         Raises:
             ValueError: If the activation is not one of :data:`ACTIVATIONS` (e.g. a torch stack).
         """
-        slope = self._slope("gradient")
-        h: npt.NDArray[np.float64] = np.asarray(inputs, dtype=np.float64)[None]
+        slope, weights, biases = self._numpy("gradient")
+        h = np.asarray(inputs, dtype=np.float64)[None]
         slopes = []
-        for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            h, derivative = slope(h @ W + b)  # type: ignore[operator]
+        for W, b in zip(weights[:-1], biases[:-1], strict=True):
+            h, derivative = slope(h @ W + b)
             slopes.append(derivative)
 
         def pullback(cotangent: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             g = cotangent
-            for W, derivative in zip(reversed(self.weights[:-1]), reversed(slopes), strict=True):
-                g = (g * derivative) @ np.swapaxes(W, 1, 2)  # type: ignore[arg-type]
+            for W, derivative in zip(reversed(weights[:-1]), reversed(slopes), strict=True):
+                g = (g * derivative) @ np.swapaxes(W, 1, 2)
             return g
 
         return h, pullback
@@ -316,6 +322,5 @@ class StackedMLP(Generic[Array]):  # noqa: UP046 (type parameters need Python 3.
             The outputs ``(members, n, out)`` and the Jacobian ``(members, n, out, in)``.
         """
         h, tangent = self.hidden_jacobian(inputs)
-        W, b = self.weights[-1], self.biases[-1]
-        outputs = h @ W + b  # type: ignore[operator]
-        return outputs, np.swapaxes(tangent @ W[:, None], 2, 3)  # type: ignore[index]
+        _, weights, biases = self._numpy("Jacobian")
+        return h @ weights[-1] + biases[-1], np.swapaxes(tangent @ weights[-1][:, None], 2, 3)
