@@ -42,7 +42,6 @@ import logging
 import os
 from collections.abc import Callable
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +75,8 @@ _BIG = ("mesh/cells", "mesh/x", "layout/keys", "layout/coordinates", "basis/mode
 
 
 def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version  # a tenth of a second: only when saving
+
     try:
         return version(package)
     except PackageNotFoundError:
