@@ -27,7 +27,7 @@
 # $$
 #
 # at a cost of $O(rm)$ per evaluation besides the network, independent of the mesh. `fem_ml.identify` runs
-# torch's L-BFGS with the gradient from automatic differentiation of the network, in the variable $z$ with
+# SciPy's L-BFGS-B with the exact gradient of the network (computed in NumPy), in the variable $z$ with
 # $\log\mu = \log a + (\log b - \log a)\,\mathrm{sigmoid}(z)$, so that every iterate lies in the box, from
 # several Latin-hypercube starts.
 #
@@ -241,8 +241,8 @@ def main(
 
     # %%
     truths = SPACE.sample(n_trials, method="uniform", seed=seed + 2)
-    # The first L-BFGS step in a process initializes torch's optimizer machinery (about 1 s, once): a warm-up
-    # identification on a surrogate-made datum keeps that out of the timings and is reported on its own.
+    # The first identification in a process pays one-time imports and set-up: a warm-up identification on a
+    # surrogate-made datum keeps that out of the timings and is reported on its own.
     warm_data = sensors.matrix @ rom.coefficients(SPACE.lower + 0.5 * (SPACE.upper - SPACE.lower))[0]
     t_warmup = fem_ml.identify(rom, sensors.observe(warm_data, noise_std=1.0), n_starts=n_starts).time_s
     bounds = SPACE.bounds

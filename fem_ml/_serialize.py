@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
-
-from mpi4py import MPI
-from petsc4py import PETSc
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fem_ml._layout import DofLayout
+if TYPE_CHECKING:  # PETSc and DOLFINx only where matrices are written or read: reading a file needs neither
+    from mpi4py import MPI
+    from petsc4py import PETSc
+
+    from fem_ml._layout import DofLayout
 
 __all__ = ["coo_from_matrix", "dataclass_kwargs", "dataclass_tree", "matrix_from_coo", "prefixed", "subtree"]
 
@@ -112,6 +113,8 @@ def matrix_from_coo(layout: DofLayout, coo: Mapping[str, npt.NDArray[Any]] | Non
 
     The triplets must be valid (indices within the dofs, as the file's schema checks).
     """
+    from petsc4py import PETSc
+
     comm: MPI.Comm = layout.comm
     rows = columns = np.empty(0, dtype=PETSc.IntType)
     values = np.empty(0, dtype=PETSc.ScalarType)

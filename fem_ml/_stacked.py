@@ -13,8 +13,13 @@ trained :class:`~fem_ml.networks.CoefficientNetwork` for a few points, and the P
 tensors (large batches; :mod:`fem_ml.inverse`, which differentiates it); :mod:`fem_ml.networks` stacks the torch
 models into either.
 
-This module imports NumPy only (SciPy when it is there, for :math:`\operatorname{erf}` in GELU) and keeps to Python
-3.11 syntax, so that ParaView's Python, which has neither torch nor DOLFINx, runs it too.
+On NumPy weights, :meth:`StackedMLP.jacobian` also gives the exact derivatives of the outputs with respect to the
+inputs (forward mode: one tangent per input carried through the layers, with each activation's derivative), and
+:func:`scale_inputs_jacobian` the derivative of the input scaling, so that :mod:`fem_ml.inverse` optimizes with
+exact gradients in NumPy, without torch's per-operation overhead on such small networks.
+
+This module imports NumPy only (SciPy when it is there, for :math:`\operatorname{erf}` in GELU, at its first use)
+and keeps to Python 3.11 syntax, so that ParaView's Python, which has neither torch nor DOLFINx, runs it too.
 """
 
 from __future__ import annotations
@@ -22,21 +27,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ACTIVATIONS", "StackedMLP", "scale_inputs"]
+__all__ = ["ACTIVATIONS", "SLOPES", "StackedMLP", "scale_inputs", "scale_inputs_jacobian"]
 
-try:  # SciPy's functions are vectorized; ParaView's Python may lack SciPy: then math.erf element by element
-    from scipy.special import erf as _erf
-    from scipy.special import expit as _expit
-except ImportError:  # pragma: no cover - exercised in ParaView's Python only
-    _erf = np.vectorize(math.erf, otypes=[np.float64])
+_SPECIAL: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]] = {}
 
-    def _expit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.exp(-np.logaddexp(0.0, -x))
+
+def _special(name: str) -> Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]:
+    """``scipy.special.<name>`` (erf or expit), imported at the first use: it takes half a second to import.
+
+    SciPy's functions are vectorized; ParaView's Python may lack SciPy: then math.erf element by element.
+    """
+    function: Any = _SPECIAL.get(name)
+    if function is None:
+        try:
+            import scipy.special
+
+            function = getattr(scipy.special, name)
+        except ImportError:  # pragma: no cover - exercised in ParaView's Python only
+            fallback = {
+                "erf": np.vectorize(math.erf, otypes=[np.float64]),
+                "expit": lambda x: np.exp(-np.logaddexp(0.0, -x)),
+            }
+            function = fallback[name]
+        _SPECIAL[name] = function
+    return function
+
+
+def _erf(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return _special("erf")(x)
+
+
+def _expit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return _special("expit")(x)
 
 
 Array = TypeVar("Array")
@@ -57,14 +84,76 @@ def _silu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return x * _expit(x)
 
 
+def _relu(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.maximum(x, 0.0)
+
+
 #: NumPy versions of the activations a network may use, by the name stored in its file.
 ACTIVATIONS: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]] = {
     "gelu": _gelu,
-    "relu": lambda x: np.maximum(x, 0.0),
+    "relu": _relu,
     "silu": _silu,
     "softplus": _softplus,
     "tanh": np.tanh,
 }
+
+
+Slope = Callable[[npt.NDArray[np.float64]], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+
+
+def _gelu_slope(a: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    r""":math:`a \Phi(a)` and its derivative :math:`\Phi(a) + a\,\varphi(a)` (standard normal CDF, density)."""
+    cdf = 0.5 + 0.5 * _erf(a * 0.7071067811865476)
+    return a * cdf, cdf + a * np.exp(-0.5 * a * a) * 0.3989422804014327
+
+
+def _relu_slope(a: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """ReLU and its derivative, 0 at the kink as in torch."""
+    return np.maximum(a, 0.0), (a > 0.0).astype(np.float64)
+
+
+def _silu_slope(a: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    r""":math:`a s` and :math:`s\,(1 + a (1 - s))`, :math:`s = \mathrm{sigmoid}(a)`."""
+    s = _expit(a)
+    return a * s, s * (1.0 + a * (1.0 - s))
+
+
+def _softplus_slope(a: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Softplus and sigmoid(a), the identity and 1 above torch's threshold 20."""
+    return _softplus(a), np.where(a > 20.0, 1.0, _expit(np.minimum(a, 20.0)))
+
+
+def _tanh_slope(a: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    h = np.tanh(a)
+    return h, 1.0 - h * h
+
+
+#: Each NumPy activation of :data:`ACTIVATIONS` (the key is the function) with its derivative: the function of the
+#: pre-activation :math:`a` that returns :math:`\sigma(a)` and :math:`\sigma'(a)` (sharing their common terms).
+SLOPES: dict[Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]], Slope] = {
+    _gelu: _gelu_slope,
+    _relu: _relu_slope,
+    _silu: _silu_slope,
+    _softplus: _softplus_slope,
+    np.tanh: _tanh_slope,
+}
+
+
+def scale_inputs_jacobian(
+    parameters: npt.NDArray[np.float64], transform: str, scale: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    r"""The derivative of :func:`scale_inputs`, which is diagonal: :math:`\partial x_j / \partial \mu_j`, ``(n, p)``.
+
+    :math:`1 / s_j` for ``"linear"``, :math:`1 / (s_j \mu_j)` for ``"log"``.
+
+    Raises:
+        ValueError: For an unknown transform.
+    """
+    if transform == "log":
+        return 1.0 / (scale * parameters)
+    if transform != "linear":
+        raise ValueError(f"unknown input transform {transform!r}; expected 'linear' or 'log'")
+    return np.broadcast_to(1.0 / scale, parameters.shape).copy()
 
 
 def scale_inputs(
@@ -148,3 +237,90 @@ class StackedMLP(Generic[Array]):  # noqa: UP046 (type parameters need Python 3.
     def __call__(self, inputs: Array) -> Array:
         """The outputs of every member, ``(members, n, out)``, for inputs ``(n, in)`` (or ``(members, n, in)``)."""
         return self.affine(self.hidden(inputs), self.weights[-1], self.biases[-1])
+
+    def hidden_jacobian(
+        self, inputs: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r""":meth:`hidden` and its exact derivative with respect to the inputs, on NumPy weights.
+
+        Forward mode: the tangents :math:`T_k = \partial h_k / \partial x` go through the layers as
+        :math:`T_{k+1} = \sigma'(a_k) \odot (T_k W_k)`, :math:`a_k = h_k W_k + b_k`, which for the few inputs of
+        a parameter-to-coefficient network costs about as much as the pass itself.
+
+        Args:
+            inputs: ``(n, in)``.
+
+        Returns:
+            The last hidden activations ``(members, n, width)`` and their Jacobian ``(members, n, in, width)``
+            (entry ``[m, i, j, w]`` is :math:`\partial h_w / \partial x_j` of member ``m`` at point ``i``).
+
+        Raises:
+            ValueError: If the activation is not one of :data:`ACTIVATIONS` (e.g. a torch stack).
+        """
+        slope, weights, biases = self._numpy("Jacobian")
+        h = np.asarray(inputs, dtype=np.float64)[None]
+        tangent = np.broadcast_to(np.eye(h.shape[2]), (1, h.shape[1], h.shape[2], h.shape[2]))
+        for W, b in zip(weights[:-1], biases[:-1], strict=True):
+            h, derivative = slope(h @ W + b)
+            tangent = derivative[:, :, None, :] * (tangent @ W[:, None])
+        return h, tangent
+
+    def _numpy(
+        self, what: str
+    ) -> tuple[Slope, tuple[npt.NDArray[np.float64], ...], tuple[npt.NDArray[np.float64], ...]]:
+        """The activation with its derivative, the weights and the biases; ValueError if they are not NumPy's."""
+        slope = SLOPES.get(cast(Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]], self.activation))
+        if slope is None:
+            raise ValueError(f"the {what} needs NumPy weights with an activation of ACTIVATIONS")
+        return (
+            slope,
+            cast(tuple[npt.NDArray[np.float64], ...], self.weights),
+            cast(tuple[npt.NDArray[np.float64], ...], self.biases),
+        )
+
+    def hidden_pullback(
+        self, inputs: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]]:
+        r""":meth:`hidden` and its exact pullback (reverse mode), on NumPy weights: the gradient of a scalar.
+
+        The pullback maps a cotangent :math:`g = \partial J / \partial h` of the last hidden activations to
+        :math:`\partial J / \partial x` by :math:`g_k = (g_{k+1} \odot \sigma'(a_k)) W_k^T`: one vector-matrix
+        product per layer, cheaper than the forward-mode :meth:`hidden_jacobian` for a scalar objective.
+
+        Args:
+            inputs: ``(n, in)``.
+
+        Returns:
+            The last hidden activations ``(members, n, width)`` and the pullback, from ``(members, n, width)`` to
+            ``(members, n, in)`` (per member; the caller sums over members what it averaged).
+
+        Raises:
+            ValueError: If the activation is not one of :data:`ACTIVATIONS` (e.g. a torch stack).
+        """
+        slope, weights, biases = self._numpy("gradient")
+        h = np.asarray(inputs, dtype=np.float64)[None]
+        slopes = []
+        for W, b in zip(weights[:-1], biases[:-1], strict=True):
+            h, derivative = slope(h @ W + b)
+            slopes.append(derivative)
+
+        def pullback(cotangent: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            g = cotangent
+            for W, derivative in zip(reversed(weights[:-1]), reversed(slopes), strict=True):
+                g = (g * derivative) @ np.swapaxes(W, 1, 2)
+            return g
+
+        return h, pullback
+
+    def jacobian(self, inputs: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The outputs of every member and their exact derivative with respect to the inputs, on NumPy weights.
+
+        Args:
+            inputs: ``(n, in)``.
+
+        Returns:
+            The outputs ``(members, n, out)`` and the Jacobian ``(members, n, out, in)``.
+        """
+        h, tangent = self.hidden_jacobian(inputs)
+        _, weights, biases = self._numpy("Jacobian")
+        return h @ weights[-1] + biases[-1], np.swapaxes(tangent @ weights[-1][:, None], 2, 3)

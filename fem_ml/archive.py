@@ -42,32 +42,28 @@ import logging
 import os
 from collections.abc import Callable
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
-import basix
-import basix.ufl
-import dolfinx
 import numpy as np
 import numpy.typing as npt
-import torch
-from dolfinx import fem
 
 from fem_ml._atomic import output_set
-from fem_ml._fem import element_signature
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import DEFAULT_MAX_BYTES, FileFormatError, Tree, read_tree, resolve_key, write_tree
-from fem_ml._layout import DofLayout
-from fem_ml._mesh import element_from_tree, element_tree, gather_mesh, mesh_from_tree
 from fem_ml._mpi import collectively
+from fem_ml._records import ErrorReport
 from fem_ml._serialize import prefixed, subtree
 from fem_ml.networks import CoefficientNetwork, TrainingHistory
 from fem_ml.parameters import ParameterSpace
-from fem_ml.pod import PODBasis
-from fem_ml.surrogate import ErrorReport, Surrogate
+
+if TYPE_CHECKING:  # DOLFINx only where a mesh is written or built: describe() reads a file without it
+    from dolfinx import fem
+
+    from fem_ml.pod import PODBasis
+    from fem_ml.surrogate import Surrogate
 
 __all__ = ["FORMAT", "VERSION", "describe", "load", "save", "versions"]
 
@@ -79,6 +75,8 @@ _BIG = ("mesh/cells", "mesh/x", "layout/keys", "layout/coordinates", "basis/mode
 
 
 def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version  # a tenth of a second: only when saving
+
     try:
         return version(package)
     except PackageNotFoundError:
@@ -87,11 +85,14 @@ def _version(package: str) -> str:
 
 def versions() -> dict[str, str]:
     """Versions of the packages a surrogate file depends on."""
+    import basix
+    import dolfinx
+
     return {
         "fem_ml": _version("fem-ml"),
         "dolfinx": dolfinx.__version__,
         "basix": basix.__version__,
-        "torch": torch.__version__,
+        "torch": _version("torch"),  # without importing torch
         "numpy": np.__version__,
     }
 
@@ -124,6 +125,9 @@ def save(
             JSON) or a destination that must not be replaced.
         OSError: on every rank, if the file cannot be written.
     """
+    from fem_ml._layout import DofLayout
+    from fem_ml._mesh import element_tree, gather_mesh
+
     V = rom.V
     comm: MPI.Comm = V.mesh.comm
     target = Path(path)
@@ -204,6 +208,13 @@ def load(
             forged, not a fem_ml surrogate or from a newer format version.
         ValueError: on every rank, if ``V`` has another element or mesh than the surrogate.
     """
+    from dolfinx import fem
+
+    from fem_ml._fem import element_signature
+    from fem_ml._layout import DofLayout
+    from fem_ml._mesh import element_from_tree, mesh_from_tree
+    from fem_ml.pod import PODBasis
+
     if V is not None:
         if comm is not None and comm is not V.mesh.comm and comm != V.mesh.comm:
             raise ValueError("comm differs from the function space's communicator; leave comm out when giving V.")
@@ -258,6 +269,8 @@ def _stage[T](source: Path, group: str, build: Callable[[], T]) -> T:
 
 def _surrogate(small: Tree, basis: PODBasis) -> Surrogate:
     """The surrogate from the small entries of a validated file and its basis (local)."""
+    from fem_ml.surrogate import Surrogate
+
     names = json.loads(str(small["parameters/names"]))
     lower, upper = np.asarray(small["parameters/lower"]), np.asarray(small["parameters/upper"])
     space = ParameterSpace({n: (float(a), float(b)) for n, a, b in zip(names, lower, upper, strict=True)})

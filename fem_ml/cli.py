@@ -36,10 +36,6 @@ from mpi4py import MPI
 
 from fem_ml._mpi import collectively
 from fem_ml.archive import describe, load
-from fem_ml.dynamics.archive import is_dynamics_file
-from fem_ml.dynamics.cli import main as dynamics_main
-from fem_ml.io import write_fields
-from fem_ml.paraview import load_script, plugin_path, write_model_plugin
 
 __all__ = ["main", "parse_number", "parse_point"]
 
@@ -129,8 +125,12 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if len(args_list) > 1 and args_list[0] == "predict" and is_dynamics_file(args_list[1], comm=comm):
-        return dynamics_main(args_list[1:], comm=comm)  # a reduced dynamics model: simulate at given times
+    if len(args_list) > 1 and args_list[0] == "predict":  # DOLFINx is imported only for the commands that need it
+        from fem_ml.dynamics.archive import is_dynamics_file
+        from fem_ml.dynamics.cli import main as dynamics_main
+
+        if is_dynamics_file(args_list[1], comm=comm):
+            return dynamics_main(args_list[1:], comm=comm)  # a reduced dynamics model: simulate at given times
     parser = argparse.ArgumentParser(prog="python -m fem_ml", description="Inspect and evaluate fem_ml surrogates.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print what a saved surrogate holds")
@@ -163,6 +163,8 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
 
 def _paraview_plugin(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """``paraview-plugin``: print the plugin's path and how to load it; write a model's plugin (rank 0)."""
+    from fem_ml.paraview import load_script, plugin_path, write_model_plugin
+
     with collectively(comm):
         if comm.rank == 0:
             lines = [f"reader plugin: {plugin_path()}"]
@@ -192,6 +194,8 @@ def _info(args: argparse.Namespace, comm: MPI.Comm) -> int:
 
 def _predict(args: argparse.Namespace, comm: MPI.Comm) -> int:
     """``predict``: every rank loads, predicts and writes (collective)."""
+    from fem_ml.io import write_fields
+
     with collectively(comm):
         points = [parse_point(text) for text in args.mu]
     rom = load(args.model, comm=comm)

@@ -16,25 +16,31 @@ Training runs on one rank (and one device); the weights are broadcast to all ran
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
+from fem_ml._lazy import lazy_module
 from fem_ml._mpi import run_distributed
 from fem_ml._progress import Progress
 from fem_ml._serialize import dataclass_kwargs, dataclass_tree, prefixed, subtree
 from fem_ml._stacked import ACTIVATIONS as NUMPY_ACTIVATIONS
 from fem_ml._stacked import StackedMLP
+
+if TYPE_CHECKING:
+    import torch
+
+    from fem_ml._mlp import MLP
+else:
+    torch = lazy_module("torch")  # imported at its first use: loading and querying a surrogate do not need it
 
 __all__ = [
     "MLP",
@@ -52,14 +58,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Activation = Literal["tanh", "gelu", "silu", "softplus", "relu"]
-_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
-    "gelu": torch.nn.GELU,
-    "relu": torch.nn.ReLU,
-    "silu": torch.nn.SiLU,
-    "softplus": torch.nn.Softplus,
-    "tanh": torch.nn.Tanh,
-}
-_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = ("float32", "float64")
+
+
+def __getattr__(name: str) -> Any:
+    """:class:`MLP` (from :mod:`fem_ml._mlp`), imported with torch at its first use."""
+    if name == "MLP":
+        from fem_ml._mlp import MLP
+
+        return MLP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -114,35 +122,6 @@ class AffineScaler:
         return cls(**dataclass_kwargs(cls, tree))
 
 
-class MLP(torch.nn.Module):
-    """A fully connected network ``n_in -> hidden_layers... -> n_out`` with one activation between layers.
-
-    Args:
-        n_in: Number of inputs.
-        n_out: Number of outputs.
-        hidden_layers: Widths of the hidden layers.
-        activation: Activation function name.
-    """
-
-    def __init__(self, n_in: int, n_out: int, *, hidden_layers: tuple[int, ...], activation: Activation):
-        super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}.")
-        widths = (n_in, *hidden_layers, n_out)
-        layers: list[torch.nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(widths)):
-            layers.append(torch.nn.Linear(a, b))
-            if i < len(widths) - 2:
-                layers.append(_ACTIVATIONS[activation]())
-        self.layers = torch.nn.Sequential(*layers)
-        self.n_in, self.n_out = n_in, n_out
-        self.hidden_layers, self.activation = tuple(hidden_layers), activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluate the network on a batch ``x`` of shape ``(n, n_in)``."""
-        return self.layers(x)
-
-
 def stack_numpy(models: list[MLP]) -> StackedMLP[npt.NDArray[np.float64]]:
     """The members' weights stacked as float64 NumPy arrays, with the NumPy version of their activation."""
     linears = _linear_layers(models)
@@ -158,12 +137,14 @@ def stack_torch(models: list[MLP], dtype: torch.dtype | None = None) -> StackedM
 
     The pass is differentiable in its inputs and runs one ``baddbmm`` per layer.
     """
+    from fem_ml._mlp import ACTIVATIONS as TORCH_ACTIVATIONS
+
     linears = _linear_layers(models)
     dtype = dtype or next(models[0].parameters()).dtype
     return StackedMLP(
         tuple(torch.stack([layer.weight.detach().to(dtype).T for layer in k]) for k in linears),
         tuple(torch.stack([layer.bias.detach().to(dtype)[None, :] for layer in k]) for k in linears),
-        _ACTIVATIONS[models[0].activation](),
+        TORCH_ACTIVATIONS[models[0].activation](),
         _torch_affine,
     )
 
@@ -232,8 +213,8 @@ class TrainingOptions:
         if not hidden or any(not isinstance(w, int | np.integer) or w < 1 for w in hidden):
             raise ValueError(f"hidden_layers must be positive ints, got {self.hidden_layers!r}.")
         object.__setattr__(self, "hidden_layers", tuple(int(w) for w in hidden))
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(_ACTIVATIONS)}.")
+        if self.activation not in NUMPY_ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(NUMPY_ACTIVATIONS)}.")
         if self.input_transform not in ("linear", "log"):
             raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear' or 'log'.")
         if int(self.n_networks) < 1:
@@ -332,27 +313,46 @@ class CoefficientNetwork:
     ):
         if not models:
             raise ValueError("CoefficientNetwork needs at least one model.")
-        self.models = [m.cpu().eval() for m in models]
+        self._models: list[MLP] | None = [m.cpu().eval() for m in models]
+        self._stored: dict[str, Any] = {}  # the file entries of a loaded network, until it is built in torch
         self.input_scaler = input_scaler
         self.output_scaler = output_scaler
         self.input_transform = input_transform
-        self._stacked = stack_numpy(self.models)
-        self._stacked_torch = stack_torch(self.models)
+        self._stacked = stack_numpy(self._models)
+        self._torch_stack: StackedMLP[torch.Tensor] | None = None
+
+    @property
+    def models(self) -> list[MLP]:
+        """The member networks in torch; a loaded network builds them (importing torch) at the first access."""
+        if self._models is None:
+            self._models = _models_from_tree(self._stored)
+        return self._models
+
+    @property
+    def stacked(self) -> StackedMLP[npt.NDArray[np.float64]]:
+        """The members' weights stacked in NumPy float64, the pass of :meth:`from_inputs` (and its Jacobian)."""
+        return self._stacked
+
+    @property
+    def _stacked_torch(self) -> StackedMLP[torch.Tensor]:
+        if self._torch_stack is None:
+            self._torch_stack = stack_torch(self.models)
+        return self._torch_stack
 
     @property
     def n_params(self) -> int:
         """Number of inputs."""
-        return self.models[0].n_in
+        return int(self._stacked.weights[0].shape[1])
 
     @property
     def n_coefficients(self) -> int:
         """Number of outputs."""
-        return self.models[0].n_out
+        return int(self._stacked.weights[-1].shape[2])
 
     @property
     def n_networks(self) -> int:
         """Ensemble size."""
-        return len(self.models)
+        return self._stacked.n_members
 
     def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Network inputs for parameters ``(n, p)``: transformed, then scaled to :math:`[-1, 1]`."""
@@ -399,6 +399,8 @@ class CoefficientNetwork:
 
     def to_tree(self) -> dict[str, Any]:
         """The networks as file entries: architecture, scalers and each member's weights (``member_m/...``)."""
+        if self._models is None:  # loaded and never built in torch: the entries it was loaded from
+            return dict(self._stored)
         first = self.models[0]
         tree: dict[str, Any] = {
             "hidden_layers": np.asarray(first.hidden_layers, dtype=np.int64).reshape(-1),
@@ -419,22 +421,46 @@ class CoefficientNetwork:
 
     @classmethod
     def from_tree(cls, tree: dict[str, Any]) -> CoefficientNetwork:
-        """The networks stored by :meth:`to_tree` (entries validated first, as :func:`~fem_ml.archive.load` does)."""
-        hidden = tuple(int(w) for w in np.asarray(tree["hidden_layers"])[: int(tree["n_hidden"])])
-        dtype = {"float64": torch.float64, "float32": torch.float32}[str(tree["dtype"])]
-        models = []
-        for m in range(int(tree["n_networks"])):
-            activation: Activation = tree["activation"]
-            model = MLP(int(tree["n_in"]), int(tree["n_out"]), hidden_layers=hidden, activation=activation).to(dtype)
-            state = {k: torch.from_numpy(np.array(v)) for k, v in subtree(tree, f"member_{m}").items()}
-            model.load_state_dict(state, strict=True)
-            models.append(model)
-        return cls(
-            models,
-            AffineScaler.from_tree(subtree(tree, "input_scaler")),
-            AffineScaler.from_tree(subtree(tree, "output_scaler")),
-            input_transform=str(tree["input_transform"]),  # type: ignore[arg-type]
-        )
+        """The networks stored by :meth:`to_tree` (entries validated first, as :func:`~fem_ml.archive.load` does).
+
+        The network evaluates in NumPy at once; its torch models (:attr:`models`) are built at their first use,
+        so that loading and querying a surrogate do not import torch.
+        """
+        if str(tree["dtype"]) not in _DTYPES:
+            raise ValueError(f"Unknown dtype {tree['dtype']!r}; choose one of {sorted(_DTYPES)}.")
+        n_layers = int(tree["n_hidden"]) + 1
+        members = [
+            [
+                (tree[f"member_{m}/layers.{2 * k}.weight"], tree[f"member_{m}/layers.{2 * k}.bias"])
+                for k in range(n_layers)
+            ]
+            for m in range(int(tree["n_networks"]))
+        ]
+        network = cls.__new__(cls)
+        network._models = None
+        network._stored = dict(tree)
+        network.input_scaler = AffineScaler.from_tree(subtree(tree, "input_scaler"))
+        network.output_scaler = AffineScaler.from_tree(subtree(tree, "output_scaler"))
+        network.input_transform = str(tree["input_transform"])  # type: ignore[assignment]
+        network._stacked = StackedMLP.from_members(members, str(tree["activation"]))
+        network._torch_stack = None
+        return network
+
+
+def _models_from_tree(tree: dict[str, Any]) -> list[MLP]:
+    """The torch models of the entries :meth:`CoefficientNetwork.to_tree` wrote."""
+    from fem_ml._mlp import MLP
+
+    hidden = tuple(int(w) for w in np.asarray(tree["hidden_layers"])[: int(tree["n_hidden"])])
+    models = []
+    for m in range(int(tree["n_networks"])):
+        activation: Activation = tree["activation"]
+        model = MLP(int(tree["n_in"]), int(tree["n_out"]), hidden_layers=hidden, activation=activation)
+        model = model.to(getattr(torch, str(tree["dtype"])))
+        state = {k: torch.from_numpy(np.array(v)) for k, v in subtree(tree, f"member_{m}").items()}
+        model.load_state_dict(state, strict=True)
+        models.append(model.cpu().eval())
+    return models
 
 
 def _scale_inputs(
@@ -552,8 +578,10 @@ def train_network(
 
 
 def _new_model(n_in: int, n_out: int, options: TrainingOptions) -> MLP:
+    from fem_ml._mlp import MLP
+
     model = MLP(n_in, n_out, hidden_layers=options.hidden_layers, activation=options.activation)
-    return model.to(_DTYPES[options.dtype])
+    return model.to(getattr(torch, options.dtype))
 
 
 class _EarlyStopping:
@@ -645,7 +673,7 @@ def _train(
     """
     start = time.perf_counter()
     device = resolve_device(options.device)
-    dtype = _DTYPES[options.dtype]
+    dtype = getattr(torch, options.dtype)
     rng = np.random.default_rng(seed)
     n = x.shape[0]
     permutation = rng.permutation(n)

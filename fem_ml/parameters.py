@@ -20,7 +20,6 @@ from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import qmc
 
 __all__ = ["ParameterSpace", "SamplingMethod"]
 
@@ -153,6 +152,8 @@ class ParameterSpace:
             raise ValueError(f"Number of samples must be a positive int, got {n!r}.")
         n = int(n)
         rng = np.random.default_rng(seed)
+        from scipy.stats import qmc  # scipy.stats takes a second to import: only when sampling
+
         if method == "uniform":
             unit = rng.random((n, self.dim))
         elif method == "lhs":

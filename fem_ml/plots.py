@@ -19,19 +19,24 @@ import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from fem_ml._atomic import MARKER, write_file
+from fem_ml._lazy import lazy_module
 from fem_ml._mpi import collectively
 from fem_ml.networks import TrainingHistory
 from fem_ml.pod import PODBasis
 from fem_ml.surrogate import ErrorReport, Surrogate
+
+if TYPE_CHECKING:
+    from scipy import stats
+else:
+    stats = lazy_module("scipy.stats")  # a second to import: only when a plot needs it
 
 __all__ = [
     "plot_convergence",

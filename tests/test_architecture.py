@@ -163,6 +163,75 @@ def test_import_rules():
     assert not gone, "fixed, so remove them from KNOWN_VIOLATIONS:\n  " + "\n  ".join(gone)
 
 
+#: Rule 5 of docs/architecture.md: the libraries that take a second or more to import, and the only modules that may
+#: import them when they are imported themselves (elsewhere, inside the functions that use them, or lazily).
+HEAVY_AT_IMPORT: dict[str, frozenset[str]] = {
+    "torch": frozenset({"fem_ml._mlp"}),
+    "matplotlib": frozenset(),
+    "scipy.stats": frozenset(),
+    "sklearn": frozenset(),
+}
+
+#: Rule 5: what ``python -m fem_ml info`` imports, which must not import DOLFINx (nor PETSc) when imported.
+INFO_PATH = frozenset(
+    {
+        "fem_ml", "fem_ml.__main__", "fem_ml.cli", "fem_ml.archive", "fem_ml._atomic", "fem_ml._formats",
+        "fem_ml._h5", "fem_ml._lazy", "fem_ml._mpi", "fem_ml._progress", "fem_ml._records", "fem_ml._serialize",
+        "fem_ml._stacked", "fem_ml.networks", "fem_ml.parameters",
+    }
+)  # fmt: skip
+
+
+def imported_at_import(path: Path) -> set[str]:
+    """The modules a source file imports when it is imported: not in functions, not under ``TYPE_CHECKING``."""
+
+    def walk(statements: list[ast.stmt]) -> set[str]:
+        found: set[str] = set()
+        for node in statements:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If):
+                checking = isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                found |= walk(node.orelse) | (set() if checking else walk(node.body))
+            elif isinstance(node, ast.Try):
+                found |= walk(node.body) | walk(node.orelse) | walk(node.finalbody)
+                for handler in node.handlers:
+                    found |= walk(handler.body)
+            elif isinstance(node, ast.ClassDef | ast.With):
+                found |= walk(node.body)
+        return found
+
+    return walk(ast.parse(path.read_text(), filename=str(path)).body)
+
+
+def heavy_imports(package: Path = PACKAGE) -> set[str]:
+    """Every import of a heavy library, or of DOLFINx on the ``info`` path, made when a module is imported."""
+    found = set()
+    for name, path in modules(package).items():
+        imported = imported_at_import(path)
+        for library, allowed in HEAVY_AT_IMPORT.items():
+            if name not in allowed and any(m == library or m.startswith(library + ".") for m in imported):
+                found.add(f"{name} imports {library} when it is imported")
+        if name in INFO_PATH:
+            found.update(
+                f"{name} imports {m} when it is imported (python -m fem_ml info must not)"
+                for m in imported
+                if m.split(".")[0] in ("dolfinx", "petsc4py", "basix", "ufl")
+            )
+    return found
+
+
+def test_heavy_libraries_are_imported_where_used():
+    """torch only in ``fem_ml._mlp``; SciPy's statistics and matplotlib inside functions; no DOLFINx for ``info``."""
+    assert sorted(heavy_imports()) == []
+    assert imported_at_import(PACKAGE / "_mlp.py") >= {"torch"}  # the checker sees a module-level import
+
+
 def test_every_module_is_on_the_architecture_page():
     """Each module is in the module table, and its entry (module or package) in exactly one layer."""
     known = modules()

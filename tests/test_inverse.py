@@ -2,6 +2,7 @@
 #
 # SPDX-License-Identifier:    MIT
 import dataclasses
+import itertools
 
 from mpi4py import MPI
 
@@ -11,6 +12,8 @@ from conftest import SPACE, by_coordinates, raises_on_all_ranks
 from dolfinx import fem, geometry
 
 import fem_ml
+from fem_ml._stacked import StackedMLP
+from fem_ml.inverse import estimation
 
 TRAIN = {
     "adam_epochs": 400, "lbfgs_iterations": 100, "input_transform": "log", "hidden_layers": (32, 32),
@@ -158,6 +161,60 @@ def test_covariance_is_spd_and_matches_a_finite_difference_gauss_newton(rom, sen
         J[:, i] = sensors.matrix @ (rom.coefficients(plus)[0] - rom.coefficients(minus)[0]) / (2 * h)
     hessian = J.T @ J / sigma**2 + (0 if prior is None else np.eye(4) / 0.2**2)
     np.testing.assert_allclose(cov, np.linalg.inv(hessian), rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu", "silu", "softplus", "tanh"])
+def test_stacked_jacobian_and_pullback_match_finite_differences(activation):
+    """The NumPy derivatives of the ensemble's forward pass, against central differences, for every activation."""
+    rng = np.random.default_rng(2)
+    widths = (3, 9, 7, 5)
+    layers = list(itertools.pairwise(widths))
+    members = [[(rng.standard_normal((b, a)), rng.standard_normal(b)) for a, b in layers] for _ in range(2)]
+    network = StackedMLP.from_members(members, activation)
+    x = rng.standard_normal((4, 3))
+    outputs, jacobian = network.jacobian(x)
+    np.testing.assert_allclose(outputs, network(x), rtol=1e-14, atol=1e-14)
+    h = 1e-6
+    steps = h * np.eye(3)
+    central = np.stack([(network(x + steps[j]) - network(x - steps[j])) / (2 * h) for j in range(3)], axis=-1)
+    np.testing.assert_allclose(jacobian, central, rtol=1e-6, atol=1e-7)
+    hidden, pullback = network.hidden_pullback(x)
+    np.testing.assert_allclose(hidden, network.hidden(x), rtol=1e-14, atol=1e-14)
+    cotangent = rng.standard_normal(hidden.shape)
+    _, tangent = network.hidden_jacobian(x)
+    np.testing.assert_allclose(pullback(cotangent), np.einsum("mnjw,mnw->mnj", tangent, cotangent), rtol=1e-12)
+
+
+def test_objective_gradient_is_exact(rom, sensors):
+    """identify's objective in z and its NumPy gradient: central differences and torch's automatic differentiation."""
+    import torch
+
+    data, sigma = noisy(sensors.matrix @ rom.coefficients(TRUTH)[0], 0.01, seed=9)
+    observations = sensors.observe(data, noise_std=sigma)
+    prior = PRIOR.arrays(rom.space)
+    posterior = estimation._Posterior(rom, observations, rom.space, prior)
+    z = np.array([0.3, -1.2, 0.8, 2.0])
+    value, gradient = posterior.objective_z(z)
+    assert value == pytest.approx(posterior.objective(posterior.to_parameters(z)), rel=1e-12)
+    h = 1e-6
+    central = [(posterior.objective_z(z + h * e)[0] - posterior.objective_z(z - h * e)[0]) / (2 * h) for e in np.eye(4)]
+    np.testing.assert_allclose(gradient, central, rtol=1e-6, atol=1e-8)
+    # The same objective written in torch on the network's own torch models (log inputs, geometric box map).
+    network = rom.network
+    zt = torch.tensor(z, requires_grad=True)
+    lo, hi = np.log(rom.space.lower), np.log(rom.space.upper)
+    mu = torch.exp(torch.as_tensor(lo) + torch.as_tensor(hi - lo) * torch.sigmoid(zt))
+    x = (torch.log(mu) - torch.as_tensor(network.input_scaler.shift)) / torch.as_tensor(network.input_scaler.scale)
+    outputs = torch.stack([m.double()(x[None])[0] for m in network.models]).mean(dim=0)
+    c = outputs * torch.as_tensor(network.output_scaler.scale) + torch.as_tensor(network.output_scaler.shift)
+    weighted = (torch.as_tensor(observations.matrix) @ c - torch.as_tensor(observations.data)) / torch.as_tensor(
+        observations.noise_std
+    )
+    prior_term = (mu - torch.as_tensor(prior[0])) / torch.as_tensor(prior[1])
+    objective = 0.5 * (weighted @ weighted) + 0.5 * (prior_term @ prior_term)
+    objective.backward()
+    assert value == pytest.approx(float(objective.detach()), rel=1e-12)
+    np.testing.assert_allclose(gradient, zt.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_field_observations(rom, problem, comm):

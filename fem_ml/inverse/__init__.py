@@ -17,8 +17,8 @@ sensor points (:class:`Sensors`); for a whole observed field it is a factor of t
     J(\mu) = \tfrac12 \big\| \Sigma^{-1/2} (B c(\mu) - d) \big\|^2
     + \tfrac12 \big\| \Sigma_0^{-1/2} (\mu - \mu_0) \big\|^2
 
-(the second term only with a :class:`Gaussian` prior) over the parameter box, by torch's L-BFGS on the gradient
-from automatic differentiation of the surrogate network, from several starting points. It reports the Laplace
+(the second term only with a :class:`Gaussian` prior) over the parameter box, by SciPy's L-BFGS-B on the exact
+gradient of the surrogate network (in NumPy), from several starting points. It reports the Laplace
 (Gauss-Newton) covariance :math:`(J_\mu^T \Sigma^{-1} J_\mu + \Sigma_0^{-1})^{-1}`, :math:`J_\mu = B\,\partial
 c / \partial \mu`, at the estimate. :func:`sample_posterior` draws from the surrogate posterior
 :math:`\pi(\mu \mid d) \propto e^{-J(\mu)}` on the box by random-walk Metropolis.

@@ -9,8 +9,8 @@ r"""Estimation: the parameters behind observations, by optimization through the 
     J(\mu) = \tfrac12 \big\| \Sigma^{-1/2} (B c(\mu) - d) \big\|^2
     + \tfrac12 \big\| \Sigma_0^{-1/2} (\mu - \mu_0) \big\|^2
 
-(the second term only with a :class:`~fem_ml.inverse.Gaussian` prior) over the parameter box, by torch's L-BFGS
-on the gradient from automatic differentiation of the surrogate network (its stacked forward pass,
+(the second term only with a :class:`~fem_ml.inverse.Gaussian` prior) over the parameter box, by SciPy's L-BFGS-B
+on the exact gradient of the surrogate network (its stacked forward pass and Jacobian in NumPy,
 :class:`~fem_ml._stacked.StackedMLP`), from several starting points. It reports the Laplace (Gauss-Newton)
 covariance :math:`(J_\mu^T \Sigma^{-1} J_\mu + \Sigma_0^{-1})^{-1}`, :math:`J_\mu = B\,\partial c / \partial \mu`,
 at the estimate.
@@ -34,14 +34,14 @@ from mpi4py import MPI
 
 import numpy as np
 import numpy.typing as npt
-import torch
+import scipy.optimize
 from dolfinx import fem
-from scipy.stats import qmc
+from scipy.special import expit
 
 from fem_ml._mpi import collectively, run_distributed
+from fem_ml._stacked import scale_inputs_jacobian
 from fem_ml.inverse._checks import check_same_on_all_ranks, positive_std
 from fem_ml.inverse.observations import Observations
-from fem_ml.networks import stack_torch
 from fem_ml.parameters import ParameterSpace
 from fem_ml.surrogate import Surrogate
 
@@ -143,17 +143,19 @@ class IdentificationResult:
         return {n: float(v) for n, v in zip(self.names, self.std, strict=True)}
 
 
-class _TorchPosterior:
-    r"""The surrogate's network in torch (float64, ensemble stacked) and the objective :math:`J`.
+class _Posterior:
+    r"""The surrogate's network (float64, ensemble stacked, in NumPy) and the objective :math:`J` with its gradient.
 
     The network is the stacked forward pass of its members (:class:`~fem_ml._stacked.StackedMLP`); the mean over
     the members is the ensemble prediction, exactly as :class:`~fem_ml.networks.CoefficientNetwork` computes it.
+    Derivatives are exact: the forward-mode Jacobian of the pass (:meth:`~fem_ml._stacked.StackedMLP.jacobian`)
+    chained through the input scaling, the box map and the affine maps after the network.
 
     The optimizer's objective takes a shorter path with the same value: the network's input is affine in
     :math:`s = \mathrm{sigmoid}(z)` (the box map and the input scaling compose to one affine map, also for log
     inputs, where :math:`\log` undoes the geometric map), so that map is folded into the first layer; the ensemble
     mean, the output scaling, :math:`B`, :math:`d` and :math:`\Sigma^{-1/2}` are affine too and are folded into
-    the last layer. Small tensors make torch's per-operation overhead the cost, so fewer operations are faster.
+    the last layer. For such small networks the number of array operations is the cost, so fewer are faster.
     """
 
     def __init__(
@@ -163,23 +165,24 @@ class _TorchPosterior:
         box: ParameterSpace,
         prior: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
     ):
-        def tensor(a: npt.ArrayLike) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(a, dtype=np.float64))
+        def array(a: npt.ArrayLike) -> npt.NDArray[np.float64]:
+            return np.array(a, dtype=np.float64)
 
         network = rom.network
-        self.network = stack_torch(network.models, torch.float64)
-        self.log = network.input_transform == "log"
-        self.in_shift, self.in_scale = tensor(network.input_scaler.shift), tensor(network.input_scaler.scale)
-        self.out_shift, self.out_scale = tensor(network.output_scaler.shift), tensor(network.output_scaler.scale)
-        self.matrix = tensor(observations.matrix)
-        self.data = tensor(observations.data)
-        self.inv_std = 1.0 / tensor(observations.noise_std)
-        self.prior = None if prior is None else (tensor(prior[0]), 1.0 / tensor(prior[1]))
+        self.network = network.stacked
+        self.transform = network.input_transform
+        self.log = self.transform == "log"
+        self.in_shift, self.in_scale = array(network.input_scaler.shift), array(network.input_scaler.scale)
+        self.out_shift, self.out_scale = array(network.output_scaler.shift), array(network.output_scaler.scale)
+        self.matrix = array(observations.matrix)
+        self.data = array(observations.data)
+        self.inv_std = 1.0 / array(observations.noise_std)
+        self.prior = None if prior is None else (array(prior[0]), 1.0 / array(prior[1]))
         # The box map: unit coordinates s in (0, 1) to mu, geometric for log-scaled inputs.
         lower, upper = box.lower, box.upper
         self.geometric = self.log and bool(np.all(lower > 0))
-        self.lo = tensor(np.log(lower) if self.geometric else lower)
-        self.width = tensor(np.log(upper) - np.log(lower) if self.geometric else upper - lower)
+        self.lo = array(np.log(lower) if self.geometric else lower)
+        self.width = array(np.log(upper) - np.log(lower) if self.geometric else upper - lower)
         self.n_calls = 0
         self.folded = self.geometric == self.log
         if self.folded:
@@ -191,19 +194,35 @@ class _TorchPosterior:
             )
             to_residual = self.out_scale[:, None] * self.matrix.T * self.inv_std[None, :]  # (r, k)
             self.last = (weights[-1] @ to_residual).reshape(-1, self.matrix.shape[0]).T / weights[-1].shape[0]
-            c0 = biases[-1].mean(dim=0)[0] * self.out_scale + self.out_shift
+            c0 = biases[-1].mean(axis=0)[0] * self.out_scale + self.out_shift
             self.offset = (self.matrix @ c0 - self.data) * self.inv_std
 
-    def coefficients(self, mu: torch.Tensor) -> torch.Tensor:
+    def coefficients(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients ``(n, r)`` of parameters ``(n, p)``: transform, scale, ensemble mean, unscale."""
         self.n_calls += mu.shape[0]
-        x = torch.log(mu) if self.log else mu
-        return self.network((x - self.in_shift) / self.in_scale).mean(dim=0) * self.out_scale + self.out_shift
+        x = np.log(mu) if self.log else mu
+        return self.network((x - self.in_shift) / self.in_scale).mean(axis=0) * self.out_scale + self.out_shift
 
-    def to_parameters(self, z: torch.Tensor) -> torch.Tensor:
+    def coefficient_jacobian(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        r""":math:`\partial c / \partial \mu` at one point ``(p,)``, ``(r, p)``: the network's times the scaling's."""
+        self.n_calls += 1
+        point = mu[None]
+        x = np.log(point) if self.log else point
+        _, jacobian = self.network.jacobian((x - self.in_shift) / self.in_scale)
+        scaling = scale_inputs_jacobian(point, self.transform, self.in_scale)[0]
+        return jacobian.mean(axis=0)[0] * self.out_scale[:, None] * scaling[None, :]
+
+    def to_parameters(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         r"""The box map :math:`\mu = a + (b - a)\,\mathrm{sigmoid}(z)` (on :math:`\log\mu` for log inputs)."""
-        y = self.lo + self.width * torch.sigmoid(z)
-        return torch.exp(y) if self.geometric else y
+        y = self.lo + self.width * expit(z)
+        return np.exp(y) if self.geometric else y
+
+    def _parameters_derivative(
+        self, s: npt.NDArray[np.float64], mu: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        r""":math:`\partial \mu / \partial z` (diagonal) at :math:`s = \mathrm{sigmoid}(z)`."""
+        ds = self.width * s * (1.0 - s)
+        return mu * ds if self.geometric else ds
 
     def to_unconstrained(self, unit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The :math:`z` of points given in unit coordinates ``(0, 1)`` of the box."""
@@ -212,77 +231,67 @@ class _TorchPosterior:
     def to_unit(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Unit coordinates of parameter points."""
         y = np.log(mu) if self.geometric else mu
-        return (y - self.lo.numpy()) / self.width.numpy()
+        return (y - self.lo) / self.width
 
-    def misfit(self, mu: torch.Tensor) -> torch.Tensor:
-        """Data misfit (without the constant residual) of one point ``(p,)``."""
+    def objective(self, mu: npt.NDArray[np.float64]) -> float:
+        """Misfit (without the constant residual) plus prior term of one point ``(p,)``."""
         weighted = (self.coefficients(mu[None])[0] @ self.matrix.T - self.data) * self.inv_std
-        return 0.5 * torch.dot(weighted, weighted)
+        return 0.5 * float(weighted @ weighted) + self._prior_value(mu)
 
-    def objective(self, mu: torch.Tensor) -> torch.Tensor:
-        """Misfit plus prior term of one point ``(p,)``."""
-        return self._add_prior(self.misfit(mu), mu)
-
-    def _add_prior(self, value: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    def _prior_value(self, mu: npt.NDArray[np.float64]) -> float:
         if self.prior is None:
-            return value
-        mean, inv_std = self.prior
-        weighted = (mu - mean) * inv_std
-        return value + 0.5 * torch.dot(weighted, weighted)
+            return 0.0
+        weighted = (mu - self.prior[0]) * self.prior[1]
+        return 0.5 * float(weighted @ weighted)
 
-    def objective_z(self, z: torch.Tensor) -> torch.Tensor:
-        """:meth:`objective` at ``to_parameters(z)``, through the folded layers where possible."""
-        if not self.folded:
-            return self.objective(self.to_parameters(z))
-        self.n_calls += 1
-        h = self.folded_hidden.hidden(torch.sigmoid(z)[None])
-        weighted = torch.addmv(self.offset, self.last, h.reshape(-1))
-        value = 0.5 * torch.dot(weighted, weighted)
-        return self._add_prior(value, self.to_parameters(z)) if self.prior is not None else value
+    def _prior_gradient(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        assert self.prior is not None
+        return (mu - self.prior[0]) * self.prior[1] ** 2
+
+    def objective_z(self, z: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
+        """:meth:`objective` at ``to_parameters(z)`` and its gradient in :math:`z`, through the folded layers."""
+        s = expit(z)
+        if self.folded:
+            self.n_calls += 1
+            h, pullback = self.folded_hidden.hidden_pullback(s[None])  # h: (m, 1, w)
+            weighted = self.offset + self.last @ h.reshape(-1)
+            gradient_s = pullback((weighted @ self.last).reshape(h.shape)).sum(axis=(0, 1))  # dJ/dh back to s
+            gradient_z = gradient_s * s * (1.0 - s)
+        else:
+            mu = self.to_parameters(z)
+            weighted = (self.coefficients(mu[None])[0] @ self.matrix.T - self.data) * self.inv_std
+            jacobian = (self.matrix * self.inv_std[:, None]) @ self.coefficient_jacobian(mu)  # (k, p)
+            gradient_z = (jacobian.T @ weighted) * self._parameters_derivative(s, mu)
+        value = 0.5 * float(weighted @ weighted)
+        if self.prior is not None:
+            mu = self.to_parameters(z)
+            value += self._prior_value(mu)
+            gradient_z = gradient_z + self._prior_gradient(mu) * self._parameters_derivative(s, mu)
+        return value, gradient_z
 
     def minimize(
         self, z0: npt.NDArray[np.float64], max_iterations: int, tolerance_grad: float
     ) -> tuple[npt.NDArray[np.float64], float, int, int]:
         """L-BFGS from ``z0``; returns the parameters reached, the objective, forward calls and iterations."""
         calls_before = self.n_calls
-        z = torch.tensor(z0, dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS(
-            [z],
-            lr=1.0,
-            max_iter=max_iterations,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=tolerance_grad,
-            tolerance_change=1e-13,
+        solution = scipy.optimize.minimize(
+            self.objective_z,
+            np.array(z0, dtype=np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iterations, "maxcor": 20, "gtol": tolerance_grad, "ftol": 1e-13},
         )
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            value = self.objective_z(z)
-            value.backward()  # type: ignore[no-untyped-call]
-            return value
-
-        optimizer.step(closure)  # type: ignore[no-untyped-call]
-        iterations = int(optimizer.state[z].get("n_iter", 0))
-        with torch.no_grad():
-            mu = self.to_parameters(z)
-            value = float(self.objective(mu))
-        return mu.numpy().copy(), value, self.n_calls - calls_before, iterations
+        mu = self.to_parameters(solution.x)
+        return mu, self.objective(mu), self.n_calls - calls_before, int(solution.nit)
 
     def jacobian(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        r""":math:`B\, \partial c / \partial \mu` at one point, ``(k, p)``, by automatic differentiation.
-
-        One backward pass: the point is repeated once per coefficient, row :math:`i` keeps only :math:`c_i`, and
-        the gradient of :math:`\sum_i c_i(\mu^{(i)})` with respect to the copies :math:`\mu^{(i)}` holds
-        :math:`\nabla c_i` in row :math:`i` (far faster than one backward pass per output for small networks).
-        """
-        copies = torch.tensor(mu, dtype=torch.float64).repeat(self.matrix.shape[1], 1).requires_grad_(True)
-        self.coefficients(copies).diagonal().sum().backward()  # type: ignore[no-untyped-call]
-        assert copies.grad is not None
-        return self.matrix.numpy() @ copies.grad.numpy()
+        r""":math:`B\, \partial c / \partial \mu` at one point, ``(k, p)``, exact."""
+        return self.matrix @ self.coefficient_jacobian(mu)
 
     def starting_points(self, initial: npt.NDArray[np.float64], n_starts: int, seed: int) -> npt.NDArray[np.float64]:
         """The unconstrained :math:`z` of the starts: ``initial`` (moved off the bounds), then LHS points."""
+        from scipy.stats import qmc  # a second to import: not at the import of fem_ml
+
         unit = np.clip(self.to_unit(initial), 1e-9, 1 - 1e-9)
         if n_starts > 0:
             lhs = qmc.LatinHypercube(d=initial.shape[1], rng=np.random.default_rng(seed)).random(n_starts)
@@ -398,8 +407,8 @@ def identify(
     r"""Estimate the parameters from observations through the differentiable surrogate (collective).
 
     Minimizes :math:`J(\mu) = \frac12 \|\Sigma^{-1/2}(B c(\mu) - d)\|^2 + \frac12\|\Sigma_0^{-1/2}(\mu -
-    \mu_0)\|^2` (prior term only with ``prior``) by torch's L-BFGS (strong Wolfe line search) with the gradient
-    from automatic differentiation of the surrogate network, evaluated in float64 by its stacked forward pass.
+    \mu_0)\|^2` (prior term only with ``prior``) by SciPy's L-BFGS-B with the exact gradient of the surrogate
+    network, evaluated in float64 in NumPy by its stacked forward pass and Jacobian.
 
     **Bounds.** The search box :math:`[a, b]` is the surrogate's parameter box, or a narrower one given by
     ``bounds`` (e.g. to keep away from the edges of the training box, where networks are least accurate). Every
@@ -408,9 +417,8 @@ def identify(
     **Starts.** The points in ``initial``, then ``n_starts`` Latin-hypercube points (seeded by ``seed``) of the
     inner box :math:`[0.05, 0.95]^p` in the unit coordinates of the map. Starts run independently and are spread
     over the ranks; the start with the lowest objective (the first one among equals) gives the estimate, so the
-    result does not depend on the rank count. Each start costs a few tens of milliseconds (torch's per-operation
-    overhead dominates for such small networks); the first call in a process also pays torch's one-time set-up
-    of its optimizers (1 to 2 s).
+    result does not depend on the rank count. Each start costs a few milliseconds: the objective and its gradient
+    are a few NumPy products per evaluation, without torch.
 
     **Uncertainty.** The Laplace approximation of the posterior at :math:`\hat\mu` has the Gauss-Newton
     covariance :func:`laplace_covariance` with :math:`J_\mu = B\, \partial c / \partial\mu` (automatic
@@ -448,7 +456,7 @@ def identify(
         comm, "The inputs of identify (observations, starts, bounds, prior, seed or options)", inputs, seed,
         observations.matrix, observations.data, observations.noise_std, observations.residual,
     )  # fmt: skip
-    model = _TorchPosterior(rom, observations, inputs.box, inputs.prior_arrays)
+    model = _Posterior(rom, observations, inputs.box, inputs.prior_arrays)
     z_starts = model.starting_points(inputs.initial, inputs.n_starts, seed)
 
     def task(k: int) -> Callable[[], tuple[npt.NDArray[np.float64], float, int, int]]:
@@ -480,7 +488,7 @@ def _verified(
 def _result(
     rom: Surrogate,
     observations: Observations,
-    model: _TorchPosterior,
+    model: _Posterior,
     inputs: _Inputs,
     z_starts: npt.NDArray[np.float64],
     outcomes: list[tuple[npt.NDArray[np.float64], float, int, int]],
@@ -496,9 +504,8 @@ def _result(
         observations.noise_std,
         None if inputs.prior_arrays is None else inputs.prior_arrays[1],
     )
-    with torch.no_grad():
-        coefficients = model.coefficients(torch.as_tensor(estimate)[None])[0].numpy()
-        start_points = model.to_parameters(torch.as_tensor(z_starts)).numpy().copy()
+    coefficients = model.coefficients(estimate[None])[0]
+    start_points = model.to_parameters(z_starts)
     return IdentificationResult(
         names=rom.space.names,
         estimate=estimate,

@@ -1,0 +1,119 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Fast to start: what ``import fem_ml``, ``python -m fem_ml info`` and a query import, in fresh processes.
+
+The package namespace is lazy (PEP 562), DOLFINx is left out of ``info`` and torch out of loading and querying a
+surrogate. Timings are not tested here; ``benchmarks/startup.py`` measures them.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from conftest import SPACE, clean_env, on_root
+
+import fem_ml
+
+#: Modules that must not be imported by the step named in each test.
+HEAVY = ("torch", "matplotlib", "scipy.stats", "dolfinx", "sklearn")
+
+_REPORT = "import json, sys; print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))"
+
+
+def imported_after(code: str, *args: str) -> list[str]:
+    """The modules of :data:`HEAVY` that a fresh Python has imported after running ``code`` (with ``args``)."""
+    script = code + "\n" + _REPORT.format(heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=clean_env(), timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def model(snapshots, tmp_path_factory):
+    comm = MPI.COMM_WORLD
+    folder = Path(comm.bcast(str(tmp_path_factory.mktemp("imports")) if comm.rank == 0 else None, root=0))
+    basis = fem_ml.pod(snapshots, inner_product="h1", n_modes=5)
+    rom = fem_ml.train_surrogate(
+        basis, snapshots, SPACE, n_networks=2, hidden_layers=(12, 12), adam_epochs=30, lbfgs_iterations=5,
+        input_transform="log", progress=False,
+    )  # fmt: skip
+    path = fem_ml.save(rom, folder / "model.femml")
+    yield rom, path
+    rom.destroy()
+    comm.barrier()
+
+
+def test_import_fem_ml_imports_no_heavy_module(comm):
+    assert on_root(comm, imported_after, "import fem_ml") == []
+
+
+def test_the_package_namespace_is_complete_and_sorted():
+    names = list(fem_ml.__all__)  # its order is ruff's (RUF022)
+    assert len(set(names)) == len(names)
+    assert set(names) <= set(dir(fem_ml))
+    for name in names:  # every public name resolves (importing its module now)
+        assert getattr(fem_ml, name) is not None, name
+    assert callable(fem_ml.pod) and fem_ml.dynamics.__name__ == "fem_ml.dynamics"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        fem_ml.no_such_name  # noqa: B018
+
+
+def test_submodule_import_keeps_the_function_of_the_same_name():
+    """``import fem_ml.pod`` binds the submodule on the package; ``fem_ml.pod`` stays the function."""
+    code = "import fem_ml.pod, fem_ml\nassert callable(fem_ml.pod)\nfrom fem_ml import pod\nassert callable(pod)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_info_imports_neither_dolfinx_nor_torch(comm, model):
+    _, path = model
+    code = "import sys\nfrom fem_ml.cli import main\nassert main(['info', sys.argv[1]]) == 0"
+    assert on_root(comm, imported_after, code, str(path)) == []
+
+
+def test_load_and_query_do_not_import_torch(comm, model):
+    """A loaded surrogate evaluates in NumPy; its values are the trained surrogate's."""
+    rom, path = model
+    mu = np.array([0.3, 0.45, 0.8, 0.2])
+    code = (
+        "import sys, json\nimport numpy as np\nimport fem_ml\nrom = fem_ml.load(sys.argv[1])\n"
+        "mu = np.array(json.loads(sys.argv[2]))\nu = rom(mu)\nprint(json.dumps(rom.coefficients(mu).tolist()))"
+    )
+
+    def run() -> tuple[list[str], list[float]]:
+        done = subprocess.run(
+            [sys.executable, "-c", code + "\n" + _REPORT.format(heavy=("torch",)), str(path), json.dumps(mu.tolist())],
+            capture_output=True, text=True, env=clean_env(), timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        return json.loads(lines[-1]), json.loads(lines[-2])
+
+    heavy, coefficients = on_root(comm, run)
+    assert heavy == []
+    np.testing.assert_allclose(coefficients, rom.coefficients(mu), rtol=1e-13, atol=1e-13)
+
+
+def test_a_loaded_network_builds_its_torch_models_on_demand(comm, model, tmp_dir):
+    """The torch models of a loaded network equal the NumPy pass; saving it again writes the same network."""
+    rom, path = model
+    loaded = fem_ml.load(path, rom.V)
+    try:
+        network = loaded.network
+        mu = SPACE.sample(5, method="uniform", seed=3)
+        np.testing.assert_allclose(network(mu), rom.network(mu), rtol=1e-13, atol=1e-13)
+        again = fem_ml.load(fem_ml.save(loaded, tmp_dir / "again.femml"), rom.V)  # never built in torch
+        np.testing.assert_allclose(again.network(mu), network(mu), rtol=0, atol=0)
+        again.destroy()
+        assert len(network.models) == 2  # built now, from the file's weights
+        np.testing.assert_allclose(network.torch_forward(mu), network(mu), rtol=1e-13, atol=1e-13)
+    finally:
+        loaded.destroy()
