@@ -147,8 +147,9 @@ _SUBPACKAGES = ("discovery", "dynamics")
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``name`` from its module at its first use and keep it in the package namespace."""
+    """Import ``name`` (a public name, or a public module such as ``plots``) at its first use and keep it."""
     import importlib
+    import importlib.util
 
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
@@ -161,6 +162,8 @@ def __getattr__(name: str) -> Any:
         value = importlib.import_module(f"fem_ml.{name}")
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"fem_ml.{name}") is not None:
+        value = importlib.import_module(f"fem_ml.{name}")  # a public module: fem_ml.plots.save_plot(...)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -62,8 +62,12 @@ def test_the_package_namespace_is_complete_and_sorted():
     for name in names:  # every public name resolves (importing its module now)
         assert getattr(fem_ml, name) is not None, name
     assert callable(fem_ml.pod) and fem_ml.dynamics.__name__ == "fem_ml.dynamics"
+    # public modules are attributes, as with eager imports (the demos call fem_ml.plots.save_plot)
+    assert callable(fem_ml.plots.save_plot) and fem_ml.constitutive.__name__ == "fem_ml.constitutive"
     with pytest.raises(AttributeError, match="no_such_name"):
         fem_ml.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError, match="_mpi"):
+        fem_ml._mpi_no_such_module  # noqa: B018
 
 
 def test_submodule_import_keeps_the_function_of_the_same_name():
