@@ -52,6 +52,7 @@ from fem_ml.inverse import (
     sample_posterior,
 )
 from fem_ml.io import write_comparison, write_fields, write_json, write_modes, write_sweep
+from fem_ml.kernels import KernelOptions, KernelRegressor
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
 from fem_ml.parameters import ParameterSpace
 from fem_ml.plots import write_report_plots
@@ -60,8 +61,9 @@ from fem_ml.reduced import AffineReducedOperators, ReducedSystems, assemble_redu
 from fem_ml.report import SUMMARY_KEYS, write_summary
 from fem_ml.residual import ResidualCheck, ResidualReport
 from fem_ml.snapshots import FailedSolve, SnapshotSet, SnapshotSource, SolveFailed, check_converged
+from fem_ml.selection import CandidateResult, Selection, fit_kernel_surrogate, select_regressor
 from fem_ml.store import SnapshotStore
-from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
+from fem_ml.surrogate import CoefficientRegressor, ErrorReport, Surrogate, train_surrogate
 from fem_ml.validation import CrossValidation, cross_validate
 
 try:
@@ -73,7 +75,9 @@ __all__ = [
     "SUMMARY_KEYS",
     "AdaptiveResult",
     "AffineReducedOperators",
+    "CandidateResult",
     "CoefficientNetwork",
+    "CoefficientRegressor",
     "ConstitutiveSystem",
     "CrossValidation",
     "DiscoveredLaw",
@@ -87,6 +91,8 @@ __all__ = [
     "Gaussian",
     "IdentificationResult",
     "InnerProduct",
+    "KernelOptions",
+    "KernelRegressor",
     "NewmarkIntegrator",
     "Observations",
     "PODBasis",
@@ -96,6 +102,7 @@ __all__ = [
     "ResidualCheck",
     "ResidualReport",
     "SecondOrderModel",
+    "Selection",
     "SensorObservations",
     "Sensors",
     "SnapshotSet",
@@ -123,6 +130,7 @@ __all__ = [
     "dynamics",
     "effective_sample_size",
     "ensemble_estimator",
+    "fit_kernel_surrogate",
     "fit_second_order",
     "identify",
     "load",
@@ -131,6 +139,7 @@ __all__ = [
     "residual_estimator",
     "sample_posterior",
     "save",
+    "select_regressor",
     "solve_displacement_controlled",
     "train_surrogate",
     "write_comparison",
