@@ -39,8 +39,8 @@ one parameter point to a finished ``dolfinx.fem.Function``. It prints a table an
 ``benchmarks/results/regressors_selection.json``.
 
 Options: ``--n-cells`` (36), ``--n-train`` (100), ``--n-train-3x3`` (200), ``--n-test`` (30), ``--tol`` (1e-7),
-``--folds`` (5), ``--pymor-restarts`` (3), ``--problems`` (all), ``--output``, ``--verbose``, ``--smoke`` (networks of 50 Adam epochs and
-10 L-BFGS iterations, for a quick check of the script only). A smoke run::
+``--folds`` (5), ``--pymor-restarts`` (3), ``--problems`` (all), ``--output``, ``--verbose``, ``--smoke``
+(networks of 50 Adam epochs and 10 L-BFGS iterations, for a quick check of the script only). A smoke run::
 
     python benchmarks/regressors.py --smoke --n-cells 12 --n-train 30 --n-train-3x3 40 --n-test 5 --folds 2 \
         --output /tmp/regressors_smoke.json
@@ -78,10 +78,10 @@ SELECTION_NAMES = {"network": "fem_ml default", "network_tuned": "fem_ml tuned",
 def thermal_block(
     comm: MPI.Comm, n_cells: int, blocks: int
 ) -> tuple[fem.FunctionSpace, Callable[[np.ndarray], fem.Function]]:
-    """The ``blocks x blocks`` thermal block on an ``n_cells x n_cells`` triangulated unit square: ``(V, solve)``.
+    r"""The ``blocks x blocks`` thermal block on an ``n_cells x n_cells`` triangulated unit square: ``(V, solve)``.
 
-    Block ``i + blocks * j`` is :math:`[i/b, (i+1)/b] \\times [j/b, (j+1)/b]`; ``solve(mu)`` sets the conductivity
-    of block ``k`` to ``mu[k]`` and solves :math:`-\\nabla \\cdot (\\kappa \\nabla u) = 1`, :math:`u = 0` on the
+    Block ``i + blocks * j`` is :math:`[i/b, (i+1)/b] \times [j/b, (j+1)/b]`; ``solve(mu)`` sets the conductivity
+    of block ``k`` to ``mu[k]`` and solves :math:`-\nabla \cdot (\kappa \nabla u) = 1`, :math:`u = 0` on the
     boundary, with LU.
     """
     domain = mesh.create_unit_square(comm, n_cells, n_cells, mesh.CellType.triangle)
@@ -89,7 +89,9 @@ def thermal_block(
     Q = fem.functionspace(domain, ("DG", 0))
     block = fem.Function(Q)
     block.interpolate(
-        lambda x: np.minimum(np.floor(x[0] * blocks), blocks - 1) + blocks * np.minimum(np.floor(x[1] * blocks), blocks - 1)
+        lambda x: (
+            np.minimum(np.floor(x[0] * blocks), blocks - 1) + blocks * np.minimum(np.floor(x[1] * blocks), blocks - 1)
+        )
     )
     index = np.rint(block.x.array).astype(np.int64)
     kappa = fem.Function(Q)
@@ -129,7 +131,7 @@ def peers(n_train: int, pymor_restarts: int) -> dict[str, Callable[[], object]]:
 
 
 def query_time(coefficients: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]], basis, points) -> float:
-    """Median time of one point to a Function: the coefficients, then :math:`\\Phi c` with ghosts updated."""
+    r"""Median time of one point to a Function: the coefficients, then :math:`\Phi c` with ghosts updated."""
     out = fem.Function(basis.V)
     basis.function(coefficients(points[:1])[0], out=out)
     times = []
@@ -161,7 +163,8 @@ def run_problem(name: str, blocks: int, bounds: tuple[float, float], n_train: in
         return scaler.transform(np.log(mu) if log else mu)
 
     print(f"\n{name}: {blocks * blocks} parameters in [{bounds[0]:g}, {bounds[1]:g}], {n_train} training and "
-          f"{args.n_test} test solves in {t_solve:.1f} s, {basis.n_modes} modes, {V.dofmap.index_map.size_global} dofs")  # fmt: skip
+          f"{args.n_test} test solves in {t_solve:.1f} s, {basis.n_modes} modes, "
+          f"{V.dofmap.index_map.size_global} dofs")  # fmt: skip
     records = []
 
     def record(method: str, predict: Callable, t_train: float, t_query: float) -> None:
@@ -236,7 +239,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         rows = [r for r in records if r["problem"] == name]
         best = min(r["rel_error_h1_mean"] for r in rows)
         for r in rows:
-            mark = ("selected " if r["selected"] else "") + ("<- most accurate" if r["rel_error_h1_mean"] == best else "")
+            mark = ("selected " if r["selected"] else "") + (
+                "<- most accurate" if r["rel_error_h1_mean"] == best else ""
+            )
             print(f"{name:<14} {r['method']:<16} {r['rel_error_h1_mean']:>13.3e} {r['t_train_s']:>10.2f} "
                   f"{r['t_query_median_s'] * 1e6:>11.1f}  {mark}")  # fmt: skip
     load_end = os.getloadavg()
@@ -245,13 +250,16 @@ def main(args: argparse.Namespace) -> list[dict]:
         rows = [r for r in records if r["problem"] == name]
         best, selected = min(rows, key=lambda r: r["rel_error_h1_mean"]), next(r for r in rows if r["selected"])
         default = next(r for r in rows if r["method"] == "fem_ml default")
-        print(f"{name}: selected {selected['method']} is {'' if selected is best else 'NOT '}the most accurate "
-              f"(best {best['method']}); default / best = {default['rel_error_h1_mean'] / best['rel_error_h1_mean']:.2f}")
+        print(
+            f"{name}: selected {selected['method']} is {'' if selected is best else 'NOT '}the most accurate "
+            f"(best {best['method']}); default / best = {default['rel_error_h1_mean'] / best['rel_error_h1_mean']:.2f}"
+        )
     if MPI.COMM_WORLD.rank == 0:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(records, indent=1) + "\n")
-        details = {"load_average_start": load_start, "load_average_end": load_end, "args": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "selection": reports}  # fmt: skip
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        details = {"load_average_start": load_start, "load_average_end": load_end, "args": settings}
+        details["selection"] = reports
         args.output.with_name(args.output.stem + "_selection.json").write_text(json.dumps(details, indent=1) + "\n")
     return records
 

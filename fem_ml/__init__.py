@@ -60,8 +60,8 @@ from fem_ml.pod import InnerProduct, PODBasis, assemble_inner_product, pod
 from fem_ml.reduced import AffineReducedOperators, ReducedSystems, assemble_reduced_systems
 from fem_ml.report import SUMMARY_KEYS, write_summary
 from fem_ml.residual import ResidualCheck, ResidualReport
-from fem_ml.snapshots import FailedSolve, SnapshotSet, SnapshotSource, SolveFailed, check_converged
 from fem_ml.selection import CandidateResult, Selection, fit_kernel_surrogate, select_regressor
+from fem_ml.snapshots import FailedSolve, SnapshotSet, SnapshotSource, SolveFailed, check_converged
 from fem_ml.store import SnapshotStore
 from fem_ml.surrogate import CoefficientRegressor, ErrorReport, Surrogate, train_surrogate
 from fem_ml.validation import CrossValidation, cross_validate

@@ -247,9 +247,7 @@ class KernelRegressor:
         variance = np.maximum(self.amplitude - np.sum(v**2, axis=0), 0.0)
         return np.sqrt(variance[:, None] * self.output_variance[None, :]) * self.output_scaler.scale[None, :]
 
-    def spread(
-        self, parameters: npt.NDArray[np.float64]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         r"""Mean coefficients ``(n, r)`` and spread factors ``(n, r, r)``: the GP's independent deviations.
 
         The factors :math:`F` give the field's covariance :math:`\Phi F^T F \Phi^T`; here :math:`F` is the
@@ -316,7 +314,10 @@ def _transforms(lower: npt.NDArray[np.float64], choice: str) -> list[Literal["li
 
 
 def _scalers(
-    coefficients: npt.NDArray[np.float64], lower: npt.NDArray[np.float64], upper: npt.NDArray[np.float64], transform: str
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    upper: npt.NDArray[np.float64],
+    transform: str,
 ) -> tuple[AffineScaler, AffineScaler]:
     lo, hi = (np.log(lower), np.log(upper)) if transform == "log" else (lower, upper)
     rms = float(np.sqrt(np.mean(np.var(coefficients, axis=0) * coefficients.shape[1])))
@@ -333,7 +334,7 @@ def _rbf_candidate(
     smoothing: float,
 ) -> tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
     """Leave-one-out mean relative coefficient error, weights, polynomial and diagonal of one RBF fit."""
-    n, p = x.shape
+    n = x.shape[0]
     A = kernel_values(kernel, _distances(x, x))
     P = _polynomial(x, 1)
     lam = smoothing * max(float(np.max(np.abs(A))), 1e-300)
@@ -388,7 +389,9 @@ def _gp_kernel(name: str, p: int) -> Any:
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
     scales, bounds = np.ones(p), (1e-2, 1e3)
-    radial = RBF(scales, bounds) if name == "gaussian" else Matern(scales, bounds, nu=1.5 if name == "matern32" else 2.5)
+    radial = (
+        RBF(scales, bounds) if name == "gaussian" else Matern(scales, bounds, nu=1.5 if name == "matern32" else 2.5)
+    )
     return ConstantKernel(1.0, (1e-3, 1e3)) * radial + WhiteKernel(1e-6, (1e-12, 1e-1))
 
 
@@ -478,7 +481,9 @@ def fit_kernel(
         lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
         if comm.rank == 0:
             fit = _fit_gp if options.method == "gp" else _fit_rbf
-            tree = fit(np.asarray(parameters, np.float64), np.asarray(coefficients, np.float64), lo, hi, options).to_tree()
+            tree = fit(
+                np.asarray(parameters, np.float64), np.asarray(coefficients, np.float64), lo, hi, options
+            ).to_tree()
     regressor = KernelRegressor.from_tree(comm.bcast(tree, root=0))
     logger.info("Kernel fit: %s in %.2f s", regressor.describe(), time.perf_counter() - start)
     return regressor

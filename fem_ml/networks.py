@@ -387,10 +387,12 @@ class CoefficientNetwork:
         """True for an ensemble (``n_networks >= 2``): its members' spread is an uncertainty."""
         return self.n_networks >= 2
 
-    def spread(
-        self, parameters: npt.NDArray[np.float64]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        r"""Mean coefficients ``(n, r)`` and the members' deviations :math:`(\hat c_m - \bar c)/\sqrt{K}`, ``(n, K, r)``."""
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r"""Mean coefficients ``(n, r)`` and the members' scaled deviations ``(n, K, r)``.
+
+        The factors of :meth:`~fem_ml.surrogate.CoefficientRegressor.spread`, :math:`(\hat c_m - \bar c)/\sqrt{K}`:
+        the ensemble's covariance is their :math:`F^T F`.
+        """
         members = self.members(parameters)
         mean = members.mean(axis=0)
         return mean, np.transpose(members - mean, (1, 0, 2)) / math.sqrt(self.n_networks)

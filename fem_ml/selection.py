@@ -105,12 +105,12 @@ def fit_kernel_surrogate(
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """The cross-validation of one candidate regressor.
+    r"""The cross-validation of one candidate regressor.
 
     Attributes:
         name: The candidate's name (``"network"``, ``"network_tuned"``, ``"rbf"``, ``"gp"`` or the user's).
         cv_error: Held-out relative error of each snapshot in the basis' norm (projection and regressor parts).
-        regressor_error: Held-out relative coefficient error :math:`\\|\\hat c - c\\|_2 / \\|c\\|_2` per snapshot.
+        regressor_error: Held-out relative coefficient error :math:`\|\hat c - c\|_2 / \|c\|_2` per snapshot.
         time_s: Wall time of the candidate's k fits and evaluations (rank 0's).
         description: The options of the candidate.
     """
@@ -195,7 +195,9 @@ def _candidates(
         if tuned is not None:
             chosen.setdefault("network_tuned", builtin["network_tuned"])
     else:
-        names = list(candidates) + (["network_tuned"] if tuned is not None and "network_tuned" not in candidates else [])
+        names = list(candidates) + (
+            ["network_tuned"] if tuned is not None and "network_tuned" not in candidates else []
+        )
         unknown = [n for n in names if n not in builtin]
         if unknown:
             raise ValueError(
@@ -222,6 +224,52 @@ def _fit(
         return fit_kernel(parameters, coefficients, space.lower, space.upper, options=options, comm=comm), None
     network, history = train_network(parameters, coefficients, space.lower, space.upper, options=options, comm=comm)
     return network, history
+
+
+def _cross_validate(
+    name: str,
+    options: Options,
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    space: ParameterSpace,
+    fold: npt.NDArray[np.int64],
+    comm: Any,
+    projection_sq: npt.NDArray[np.float64],
+    norms: npt.NDArray[np.float64],
+    c_norms: npt.NDArray[np.float64],
+) -> CandidateResult:
+    """The held-out errors of one candidate over the folds (collective)."""
+    start = time.perf_counter()
+    regressor_sq = np.empty(len(fold))
+    for f in range(int(fold.max()) + 1):
+        held = fold == f
+        regressor, _ = _fit(options, parameters[~held], coefficients[~held], space, comm)
+        regressor_sq[held] = np.sum((regressor(parameters[held]) - coefficients[held]) ** 2, axis=1)
+    elapsed = float(comm.bcast(time.perf_counter() - start, root=0))
+    result = CandidateResult(
+        name=name,
+        cv_error=np.sqrt(projection_sq + regressor_sq) / norms,
+        regressor_error=np.sqrt(regressor_sq) / c_norms,
+        time_s=elapsed,
+        description=repr(options),
+    )
+    if comm.rank == 0:
+        logger.info("select_regressor: %s, CV error %.3e (%.1f s)", name, result.cv_error_mean, elapsed)
+    return result
+
+
+def _pick(results: list[CandidateResult], folds: int) -> tuple[CandidateResult, str]:
+    """The candidate of lowest mean CV error (the first of equals) and why, in words."""
+    ranked = sorted(range(len(results)), key=lambda i: (results[i].cv_error_mean, i))
+    best = results[ranked[0]]
+    if len(ranked) == 1:
+        return best, f"{best.name}: the only candidate ({folds}-fold cross-validation error {best.cv_error_mean:.3e})"
+    runner = results[ranked[1]]
+    ratio = runner.cv_error_mean / max(best.cv_error_mean, 1e-300)
+    return best, (
+        f"{best.name}: lowest mean {folds}-fold cross-validation error {best.cv_error_mean:.3e} of "
+        f"{len(results)} candidates; the runner-up {runner.name} has {runner.cv_error_mean:.3e} ({ratio:.2f}x)"
+    )
 
 
 def select_regressor(
@@ -269,7 +317,9 @@ def select_regressor(
     parameters, coefficients = _checked_data(
         basis, snapshots, space, "The training points of select_regressor", lambda p: p
     )
-    both = basis.inner_product.norms(np.hstack([snapshots.values, snapshots.values - basis.reconstruct(coefficients.T)]))
+    both = basis.inner_product.norms(
+        np.hstack([snapshots.values, snapshots.values - basis.reconstruct(coefficients.T)])
+    )
     norms, projection_sq = both[:n], both[n:] ** 2
     safe = np.where(norms > 0, norms, 1.0)
     c_norms = np.where(np.linalg.norm(coefficients, axis=1) > 0, np.linalg.norm(coefficients, axis=1), 1.0)
@@ -277,37 +327,11 @@ def select_regressor(
     for f, members in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
         fold[members] = f
 
-    results = []
-    for name, options in chosen.items():
-        start = time.perf_counter()
-        regressor_sq = np.empty(n)
-        for f in range(folds):
-            held = fold == f
-            regressor, _ = _fit(options, parameters[~held], coefficients[~held], space, comm)
-            regressor_sq[held] = np.sum((regressor(parameters[held]) - coefficients[held]) ** 2, axis=1)
-        elapsed = float(comm.bcast(time.perf_counter() - start, root=0))
-        result = CandidateResult(
-            name=name,
-            cv_error=np.sqrt(projection_sq + regressor_sq) / safe,
-            regressor_error=np.sqrt(regressor_sq) / c_norms,
-            time_s=elapsed,
-            description=repr(options),
-        )
-        if comm.rank == 0:
-            logger.info("select_regressor: %s, %d-fold CV error %.3e (%.1f s)", name, folds, result.cv_error_mean, elapsed)
-        results.append(result)
-
-    ranked = sorted(range(len(results)), key=lambda i: (results[i].cv_error_mean, i))
-    best = results[ranked[0]]
-    if len(ranked) > 1:
-        runner = results[ranked[1]]
-        ratio = runner.cv_error_mean / max(best.cv_error_mean, 1e-300)
-        reason = (
-            f"{best.name}: lowest mean {folds}-fold cross-validation error {best.cv_error_mean:.3e} of "
-            f"{len(results)} candidates; the runner-up {runner.name} has {runner.cv_error_mean:.3e} ({ratio:.2f}x)"
-        )
-    else:
-        reason = f"{best.name}: the only candidate ({folds}-fold cross-validation error {best.cv_error_mean:.3e})"
+    results = [
+        _cross_validate(name, options, parameters, coefficients, space, fold, comm, projection_sq, safe, c_norms)
+        for name, options in chosen.items()
+    ]
+    best, reason = _pick(results, folds)
     start = time.perf_counter()
     regressor, history = _fit(chosen[best.name], parameters, coefficients, space, comm)
     refit = float(comm.bcast(time.perf_counter() - start, root=0))

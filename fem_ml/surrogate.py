@@ -12,8 +12,9 @@ A :class:`Surrogate` is a composition of three parts, each with one job:
 * a :class:`~fem_ml.domain.TrainingDomain`: bounds, distance to the training points and the extrapolation policy.
 
 Evaluating it checks the point (and that every rank passed the same one: one ``Allreduce`` of a digest, a few
-microseconds; see ``benchmarks/rank_check_cost.py``), runs the regressor (a small network forward pass or a kernel sum) and one local product
-:math:`\Phi \hat c`, then a ghost update. Errors against the truth come from :mod:`fem_ml.evaluation`.
+microseconds; see ``benchmarks/rank_check_cost.py``), runs the regressor (a small network forward pass or a
+kernel sum) and one local product :math:`\Phi \hat c`, then a ghost update. Errors against the truth come from
+:mod:`fem_ml.evaluation`.
 """
 
 from __future__ import annotations
@@ -90,9 +91,7 @@ class CoefficientRegressor(Protocol):
         """Coefficients ``(n, r)`` of parameters ``(n, p)``."""
         ...
 
-    def spread(
-        self, parameters: npt.NDArray[np.float64]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         r"""Mean coefficients ``(n, r)`` and factors ``(n, K, r)`` of their covariance :math:`F^T F`."""
         ...
 
@@ -154,9 +153,10 @@ class Surrogate:
     """A POD surrogate on the user's function space: a basis and a coefficient regressor.
 
     Build one with :func:`train_surrogate` (a network), :func:`~fem_ml.selection.fit_kernel_surrogate` (RBF or
-    GP) or :func:`~fem_ml.selection.select_regressor` (the best by cross-validation). Calling it returns a ``dolfinx.fem.Function`` on ``V``. The calls that
-    take parameter points and return fields or coefficients (``rom(mu)``, :meth:`coefficients`,
-    :meth:`predict_values`, :meth:`uncertainty`, :meth:`errors`) are collective: every rank must pass the same
+    GP) or :func:`~fem_ml.selection.select_regressor` (the best by cross-validation). Calling it returns a
+    ``dolfinx.fem.Function`` on ``V``. The calls that take parameter points and return fields or coefficients
+    (``rom(mu)``, :meth:`coefficients`, :meth:`predict_values`, :meth:`uncertainty`, :meth:`errors`) are
+    collective: every rank must pass the same
     points (checked with one small ``Allreduce``), and a bad point on any rank is a ``ValueError`` on every rank.
 
     Use it as a context manager, ``with fem_ml.train_surrogate(...) as rom:``, to free on exit the PETSc matrices

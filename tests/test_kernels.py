@@ -59,7 +59,7 @@ def test_kernel_surrogate_fits_and_predicts_functions(basis, snapshots, test_sna
 def test_gp_uncertainty_and_rbf_refusal(comm, roms):
     """A GP has a positive predictive deviation, zero-ish at a training point; RBF says it has none."""
     gp, rbf = roms["gp"], roms["rbf"]
-    mean, std = gp.uncertainty(MU[0])
+    _, std = gp.uncertainty(MU[0])
     assert comm.allreduce(float(np.min(std.x.array)), op=MPI.MIN) >= 0
     assert comm.allreduce(float(np.max(std.x.array)), op=MPI.MAX) > 0
     far, near = gp.deviation(np.vstack([MU[:1], gp.training_parameters[:1]]))
