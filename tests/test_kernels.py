@@ -185,3 +185,17 @@ def test_options_reject_unknown_names(comm, basis, snapshots):
     raises_on_all_ranks(comm, ValueError, "folds", fem_ml.select_regressor, basis, snapshots, SPACE, folds=1)
     with pytest.raises(TypeError):
         fem_ml.select_regressor(basis, snapshots, SPACE, fold=3)  # type: ignore[call-arg]
+
+
+def test_network_only_features_refuse_a_kernel_surrogate(comm, tmp_dir, roms):
+    """The inverse problems (through torch) and the ParaView runtime refuse a kernel surrogate clearly."""
+    from fem_ml.paraview.runtime import SurrogateModel
+
+    rom = roms["gp"]
+    sensors = fem_ml.Sensors(rom, np.array([[0.25, 0.25, 0.0], [0.75, 0.5, 0.0]]))
+    data = sensors.matrix @ rom.coefficients(MU[:1])[0]
+    observations = sensors.observe(data, noise_std=1e-3 * float(np.sqrt(np.mean(data**2))))
+    raises_on_all_ranks(comm, TypeError, "not a network", fem_ml.identify, rom, observations, n_starts=1)
+    path = fem_ml.save(rom, tmp_dir / "for_paraview.femml")
+    with pytest.raises(ValueError, match="evaluates network surrogates only"):
+        SurrogateModel(path)
