@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         sample_posterior,
     )
     from fem_ml.io import write_comparison, write_fields, write_json, write_modes, write_sweep
+    from fem_ml.kernels import KernelOptions, KernelRegressor
     from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions
     from fem_ml.parameters import ParameterSpace
     from fem_ml.plots import write_report_plots
@@ -62,9 +63,10 @@ if TYPE_CHECKING:
     from fem_ml.reduced import AffineReducedOperators, ReducedSystems, assemble_reduced_systems
     from fem_ml.report import SUMMARY_KEYS, write_summary
     from fem_ml.residual import ResidualCheck, ResidualReport
+    from fem_ml.selection import CandidateResult, Selection, fit_kernel_surrogate, select_regressor
     from fem_ml.snapshots import FailedSolve, SnapshotSet, SnapshotSource, SolveFailed, check_converged
     from fem_ml.store import SnapshotStore
-    from fem_ml.surrogate import ErrorReport, Surrogate, train_surrogate
+    from fem_ml.surrogate import CoefficientRegressor, ErrorReport, Surrogate, train_surrogate
     from fem_ml.validation import CrossValidation, cross_validate
 
     __version__: str
@@ -114,6 +116,8 @@ _LAZY: dict[str, str] = {
     "write_json": "fem_ml.io",
     "write_modes": "fem_ml.io",
     "write_sweep": "fem_ml.io",
+    "KernelOptions": "fem_ml.kernels",
+    "KernelRegressor": "fem_ml.kernels",
     "CoefficientNetwork": "fem_ml.networks",
     "TrainingHistory": "fem_ml.networks",
     "TrainingOptions": "fem_ml.networks",
@@ -130,12 +134,17 @@ _LAZY: dict[str, str] = {
     "write_summary": "fem_ml.report",
     "ResidualCheck": "fem_ml.residual",
     "ResidualReport": "fem_ml.residual",
+    "CandidateResult": "fem_ml.selection",
+    "Selection": "fem_ml.selection",
+    "fit_kernel_surrogate": "fem_ml.selection",
+    "select_regressor": "fem_ml.selection",
     "FailedSolve": "fem_ml.snapshots",
     "SnapshotSet": "fem_ml.snapshots",
     "SnapshotSource": "fem_ml.snapshots",
     "SolveFailed": "fem_ml.snapshots",
     "check_converged": "fem_ml.snapshots",
     "SnapshotStore": "fem_ml.store",
+    "CoefficientRegressor": "fem_ml.surrogate",
     "ErrorReport": "fem_ml.surrogate",
     "Surrogate": "fem_ml.surrogate",
     "train_surrogate": "fem_ml.surrogate",
@@ -194,7 +203,9 @@ __all__ = [
     "SUMMARY_KEYS",
     "AdaptiveResult",
     "AffineReducedOperators",
+    "CandidateResult",
     "CoefficientNetwork",
+    "CoefficientRegressor",
     "ConstitutiveSystem",
     "CrossValidation",
     "DiscoveredLaw",
@@ -208,6 +219,8 @@ __all__ = [
     "Gaussian",
     "IdentificationResult",
     "InnerProduct",
+    "KernelOptions",
+    "KernelRegressor",
     "NewmarkIntegrator",
     "Observations",
     "PODBasis",
@@ -217,6 +230,7 @@ __all__ = [
     "ResidualCheck",
     "ResidualReport",
     "SecondOrderModel",
+    "Selection",
     "SensorObservations",
     "Sensors",
     "SnapshotSet",
@@ -244,6 +258,7 @@ __all__ = [
     "dynamics",
     "effective_sample_size",
     "ensemble_estimator",
+    "fit_kernel_surrogate",
     "fit_second_order",
     "identify",
     "load",
@@ -252,6 +267,7 @@ __all__ = [
     "residual_estimator",
     "sample_posterior",
     "save",
+    "select_regressor",
     "solve_displacement_controlled",
     "train_surrogate",
     "write_comparison",

@@ -25,6 +25,7 @@ from fem_ml._h5 import Declared, Field, Schema, Tree
 __all__ = [
     "ACTIVATIONS",
     "INPUT_TRANSFORMS",
+    "KERNELS",
     "NAMED_PRODUCTS",
     "SAMPLE",
     "STORE",
@@ -36,6 +37,8 @@ __all__ = [
 ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 #: Input transforms a network file may name.
 INPUT_TRANSFORMS = ("linear", "log")
+#: Kernel regressors a surrogate file may hold: method and kernel names.
+KERNELS = {"gp": ("gaussian", "matern32", "matern52"), "rbf": ("cubic", "linear", "thin_plate_spline")}
 #: Inner products rebuilt by name (any other name comes with its matrix).
 NAMED_PRODUCTS = ("euclidean", "h1", "h1_semi", "l2")
 _CELL_TYPES = ("interval", "triangle", "quadrilateral", "tetrahedron", "hexahedron", "prism")
@@ -131,17 +134,13 @@ def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[
     cell = _choice(declared, "mesh/cell_type", _CELL_TYPES)
     degree = _int(declared, "mesh/degree", 1, _MAX_DEGREE)
     p = _shape(declared, "parameters/lower")[0]
-    n_in = _int(declared, "network/n_in", 1, 1 << 20)
-    n_out = _int(declared, "network/n_out", 0, 1 << 30)
+    group = "kernel" if _is_kernel(declared) else "network"
+    n_in = _int(declared, f"{group}/n_in", 1, 1 << 20)
+    n_out = _int(declared, f"{group}/n_out", 0, 1 << 30)
     if n_in != p:
-        raise ValueError(f"'network/n_in': {n_in} inputs for {p} parameters")
+        raise ValueError(f"'{group}/n_in': {n_in} inputs for {p} parameters")
     if n_out != n_modes:
-        raise ValueError(f"'network/n_out': {n_out} outputs for {n_modes} modes")
-    n_hidden = _int(declared, "network/n_hidden", 0, _MAX_HIDDEN)
-    hidden = read_small("network/hidden_layers").reshape(-1)
-    if hidden.dtype.kind not in "iu" or hidden.size < n_hidden or np.any(hidden[:n_hidden] < 1):
-        raise ValueError(f"'network/hidden_layers': {hidden} does not give {n_hidden} positive widths")
-    widths = [n_in, *(int(w) for w in hidden[:n_hidden]), n_out]
+        raise ValueError(f"'{group}/n_out': {n_out} outputs for {n_modes} modes")
     dims = {
         "n_dofs": n_dofs,
         "n_modes": n_modes,
@@ -149,10 +148,42 @@ def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[
         "gdim": gdim,
         "nodes_per_cell": _nodes_per_cell(cell, degree),
         "p": p,
-        "n_networks": _int(declared, "network/n_networks", 1, 1 << 16),
-        "n_layers": len(widths) - 1,
     }
+    if group == "kernel":
+        return _common_dims(declared, dims | _kernel_dims(declared, p))
+    n_hidden = _int(declared, "network/n_hidden", 0, _MAX_HIDDEN)
+    hidden = read_small("network/hidden_layers").reshape(-1)
+    if hidden.dtype.kind not in "iu" or hidden.size < n_hidden or np.any(hidden[:n_hidden] < 1):
+        raise ValueError(f"'network/hidden_layers': {hidden} does not give {n_hidden} positive widths")
+    widths = [n_in, *(int(w) for w in hidden[:n_hidden]), n_out]
+    dims["n_networks"] = _int(declared, "network/n_networks", 1, 1 << 16)
+    dims["n_layers"] = len(widths) - 1
     dims |= {f"width_{k}": w for k, w in enumerate(widths)}
+    return _common_dims(declared, dims)
+
+
+def _is_kernel(declared: Declared | Tree) -> bool:
+    """A file with a kernel regressor (``kernel/...``) instead of a network."""
+    return any(name.startswith("kernel/") for name in declared)
+
+
+def _kernel_dims(declared: Declared, p: int) -> dict[str, int]:
+    """Sizes of a kernel regressor: training points, polynomial terms."""
+    method = _choice(declared, "kernel/method", tuple(KERNELS))
+    _choice(declared, "kernel/kernel", KERNELS[method])
+    if any(n.startswith("network/") for n in declared):
+        raise ValueError("'kernel/method': a file holds a network or a kernel regressor, not both")
+    n_train = _shape(declared, "kernel/inputs")[0]
+    if n_train < 1:
+        raise ValueError("'kernel/inputs': no training points")
+    n_poly = _shape(declared, "kernel/polynomial")[0]
+    if n_poly not in (0, 1, p + 1):
+        raise ValueError(f"'kernel/polynomial': {n_poly} terms, expected 0, 1 or {p + 1}")
+    return {"n_train": n_train, "n_poly": n_poly}
+
+
+def _common_dims(declared: Declared, dims: dict[str, int]) -> dict[str, int]:
+    """The sizes shared by network and kernel files: sparse matrix, test errors, training histories."""
     if "basis/matrix/rows" in declared:
         dims["nnz"] = _shape(declared, "basis/matrix/rows")[0]
     if "errors/parameters" in declared:
@@ -166,6 +197,21 @@ def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[
 
 
 def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
+    if _is_kernel(declared):
+        names = [f"kernel/{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
+        names += [f"kernel/{n}" for n in ("method", "kernel", "input_transform", "n_in", "n_out", "amplitude")]
+        names += [f"kernel/{n}" for n in ("noise", "inputs", "weights", "polynomial", "length_scales")]
+        if declared.get("kernel/method") == "gp":
+            names += ["kernel/cholesky", "kernel/output_variance"]
+        elif "kernel/cholesky" in declared or "kernel/output_variance" in declared:
+            raise ValueError("'kernel/cholesky': only a Gaussian process has a Cholesky factor")
+        return names + _common_expected(declared, dims)
+    names = [f"network/{n}" for n in ("hidden_layers", "n_hidden", "activation", "input_transform", "n_in")]
+    names += [f"network/{n}" for n in ("n_out", "n_networks", "dtype")]
+    return names + _network_expected(declared, dims)
+
+
+def _network_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
     n_weights = sum(1 for name in declared if name.startswith("network/member_"))
     if n_weights != 2 * dims["n_networks"] * dims["n_layers"]:
         raise ValueError(
@@ -180,6 +226,15 @@ def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str
         for w in ("weight", "bias")
     ]
     members = set(names)
+    # Every member name must belong to the declared ensemble and layers (no stray layers or members).
+    for name in declared:
+        if name.startswith("network/member_") and name not in members:
+            raise ValueError(f"{name!r}: not a layer of the {dims['n_networks']} declared networks")
+    return names + _common_expected(declared, dims)
+
+
+def _common_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
+    names: list[str] = []
     for m in range(dims["n_histories"]):
         names += [
             f"training/member_{m}/{n}"
@@ -191,10 +246,7 @@ def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str
     if any(n.startswith("errors/") for n in declared):
         names += [f"errors/{n}" for n in ("parameters", "rel_error_l2", "rel_error_h1", "proj_error_l2")]
         names += ["errors/proj_error_h1"]
-    # Every member name must belong to the declared ensemble and layers (no stray layers or members).
     for name in declared:
-        if name.startswith("network/member_") and name not in members:
-            raise ValueError(f"{name!r}: not a layer of the {dims['n_networks']} declared networks")
         if name.startswith("training/member_") and int(name.split("/")[1].removeprefix("member_")) >= max(
             dims["n_histories"], 0
         ):
@@ -252,20 +304,18 @@ def _check_surrogate(tree: Tree) -> None:
     lower, upper = _finite(tree, "parameters/lower"), _finite(tree, "parameters/upper")
     if np.any(lower >= upper):
         raise ValueError("'parameters/upper': not above 'parameters/lower'")
-    _choice(tree, "network/activation", ACTIVATIONS)
-    if _choice(tree, "network/input_transform", INPUT_TRANSFORMS) == "log" and np.any(lower <= 0):
-        raise ValueError("'network/input_transform': 'log' with non-positive parameter bounds")
-    dtype = _choice(tree, "network/dtype", ("float32", "float64"))
-    for name, value in tree.items():
-        if name.startswith("network/member_"):
-            if np.asarray(value).dtype != np.dtype(dtype):
-                raise ValueError(f"{name!r}: dtype {np.asarray(value).dtype}, the header says {dtype}")
-            _finite(tree, name)
+    group = "kernel" if _is_kernel(tree) else "network"
+    if _choice(tree, f"{group}/input_transform", INPUT_TRANSFORMS) == "log" and np.any(lower <= 0):
+        raise ValueError(f"'{group}/input_transform': 'log' with non-positive parameter bounds")
+    if group == "kernel":
+        _check_kernel(tree)
+    else:
+        _check_network(tree)
     for side in ("input", "output"):
-        _finite(tree, f"network/{side}_scaler/shift")
-        scale = _finite(tree, f"network/{side}_scaler/scale")
+        _finite(tree, f"{group}/{side}_scaler/shift")
+        scale = _finite(tree, f"{group}/{side}_scaler/scale")
         if np.any(scale <= 0):
-            raise ValueError(f"'network/{side}_scaler/scale': not positive")
+            raise ValueError(f"'{group}/{side}_scaler/scale': not positive")
     m = 0
     while f"training/member_{m}/best_index" in tree:
         prefix = f"training/member_{m}/"
@@ -297,6 +347,35 @@ def _check_surrogate(tree: Tree) -> None:
         raise ValueError("'element/shape': values outside [0, 3]")
 
 
+def _check_network(tree: Tree) -> None:
+    _choice(tree, "network/activation", ACTIVATIONS)
+    dtype = _choice(tree, "network/dtype", ("float32", "float64"))
+    for name, value in tree.items():
+        if name.startswith("network/member_"):
+            if np.asarray(value).dtype != np.dtype(dtype):
+                raise ValueError(f"{name!r}: dtype {np.asarray(value).dtype}, the header says {dtype}")
+            _finite(tree, name)
+
+
+def _check_kernel(tree: Tree) -> None:
+    method = _choice(tree, "kernel/method", tuple(KERNELS))
+    _choice(tree, "kernel/kernel", KERNELS[method])
+    for name in ("inputs", "weights", "polynomial"):
+        _finite(tree, f"kernel/{name}")
+    scales = _finite(tree, "kernel/length_scales")
+    if np.any(scales <= 0):
+        raise ValueError("'kernel/length_scales': not positive")
+    if method == "gp" and _float(tree, "kernel/amplitude") <= 0:
+        raise ValueError("'kernel/amplitude': not positive")
+    _float(tree, "kernel/amplitude")
+    _float(tree, "kernel/noise", low=0.0)
+    if method == "gp":
+        L = _finite(tree, "kernel/cholesky")
+        if np.any(np.triu(L, 1) != 0) or np.any(np.diag(L) <= 0):
+            raise ValueError("'kernel/cholesky': not lower triangular with a positive diagonal")
+        _finite(tree, "kernel/output_variance", low=0.0)
+
+
 _SURROGATE_FIELDS = [
     Field("mesh/cells", dtype="iu", shape=("*", "nodes_per_cell")),
     Field("mesh/x", shape=("n_nodes", "gdim")),
@@ -325,17 +404,28 @@ _SURROGATE_FIELDS = [
     Field("element/shape", dtype="iu", ndim=1),
     Field("element/scalar", "bool"),
     Field("element/signature", "str"),
-    Field("network/hidden_layers", dtype="iu", ndim=1),
-    Field("network/n_hidden", "int"),
-    Field("network/activation", "str"),
-    Field("network/input_transform", "str"),
-    Field("network/n_in", "int"),
-    Field("network/n_out", "int"),
-    Field("network/n_networks", "int"),
-    Field("network/dtype", "str"),
+    Field("network/hidden_layers", dtype="iu", ndim=1, required=False),
+    Field("network/n_hidden", "int", required=False),
+    Field("network/activation", "str", required=False),
+    Field("network/input_transform", "str", required=False),
+    Field("network/n_in", "int", required=False),
+    Field("network/n_out", "int", required=False),
+    Field("network/n_networks", "int", required=False),
+    Field("network/dtype", "str", required=False),
     Field("network/input_scaler/(shift|scale)", shape=("p",)),
     Field("network/output_scaler/(shift|scale)", shape=("n_modes",)),
     Field(_MEMBER, shape=_layer_shape),
+    Field("kernel/(method|kernel|input_transform)", "str"),
+    Field("kernel/(n_in|n_out)", "int"),
+    Field("kernel/(amplitude|noise)", "float"),
+    Field("kernel/inputs", shape=("n_train", "p"), required=False),
+    Field("kernel/weights", shape=("n_train", "n_modes"), required=False),
+    Field("kernel/polynomial", shape=("n_poly", "n_modes"), required=False),
+    Field("kernel/length_scales", shape=("p",), required=False),
+    Field("kernel/cholesky", shape=("n_train", "n_train"), required=False),
+    Field("kernel/output_variance", shape=("n_modes",), required=False),
+    Field("kernel/input_scaler/(shift|scale)", shape=("p",)),
+    Field("kernel/output_scaler/(shift|scale)", shape=("n_modes",)),
     Field(_HISTORY + "(train_loss|validation_loss)", shape=_history_loss_shape, ndim=1),
     Field(_HISTORY + "(train_indices|validation_indices)", dtype="iu", ndim=1),
     Field(_HISTORY + "(best_index|n_adam_epochs|n_lbfgs_iterations)", "int"),
@@ -347,10 +437,11 @@ _SURROGATE_FIELDS = [
 ]
 
 
-#: Surrogate files (``.femml``), format version 1.
+#: Surrogate files (``.femml``): format version 1 holds a network, version 2 a network or a kernel regressor
+#: (``kernel/``); fem_ml writes version 1 for a network, so older readers keep reading those.
 SURROGATE = Format(
     "fem_ml.surrogate",
-    1,
+    2,
     "fem_ml surrogate",
     Schema(_SURROGATE_FIELDS, dimensions=_surrogate_dims, check=_check_surrogate, expected=_surrogate_expected),
 )

@@ -15,6 +15,9 @@ to use the surrogate without the script that trained it:
                         singular values, the inner product's name and, for a user-given product, its matrix
 ``network/``            :meth:`CoefficientNetwork.to_tree <fem_ml.networks.CoefficientNetwork.to_tree>`:
                         architecture, weights of each ensemble member, input and output scalers
+``kernel/``             instead of ``network/``, for a kernel surrogate:
+                        :meth:`KernelRegressor.to_tree <fem_ml.kernels.KernelRegressor.to_tree>`: method, kernel,
+                        hyperparameters, training inputs, weights, scalers (format version 2)
 ``parameters/``         names and bounds
 ``training/``           :meth:`TrainingHistory.to_tree <fem_ml.networks.TrainingHistory.to_tree>` of each member
                         (``member_m/``) and the training points
@@ -56,6 +59,7 @@ from fem_ml._h5 import DEFAULT_MAX_BYTES, FileFormatError, Tree, read_tree, reso
 from fem_ml._mpi import collectively
 from fem_ml._records import ErrorReport
 from fem_ml._serialize import prefixed, subtree
+from fem_ml.kernels import KernelRegressor
 from fem_ml.networks import CoefficientNetwork, TrainingHistory
 from fem_ml.parameters import ParameterSpace
 
@@ -63,7 +67,7 @@ if TYPE_CHECKING:  # DOLFINx only where a mesh is written or built: describe() r
     from dolfinx import fem
 
     from fem_ml.pod import PODBasis
-    from fem_ml.surrogate import Surrogate
+    from fem_ml.surrogate import CoefficientRegressor, Surrogate
 
 __all__ = ["FORMAT", "VERSION", "describe", "load", "save", "versions"]
 
@@ -71,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 #: Format tag and newest version of surrogate files.
 FORMAT, VERSION = SURROGATE.kind, SURROGATE.version
+#: The file group of each regressor kind.
+_GROUPS = {"network": "network", "kernel": "kernel"}
 _BIG = ("mesh/cells", "mesh/x", "layout/keys", "layout/coordinates", "basis/modes")
 
 
@@ -155,14 +161,16 @@ def save(
             }
             tree |= prefixed("versions", versions())
             tree |= prefixed("basis", basis)
-            tree |= prefixed("network", rom.network.to_tree())
+            tree |= prefixed(_GROUPS[rom.regressor.kind], rom.regressor.to_tree())
             for m, history in enumerate(rom.history or []):
                 tree |= prefixed(f"training/member_{m}", history.to_tree())
             if report is not None:
                 tree |= prefixed("errors", report.to_tree())
             if rom.training_parameters is not None:
                 tree["training/parameters"] = np.asarray(rom.training_parameters, dtype=np.float64)
-            write_tree(tmp[target], tree, kind=FORMAT, version=VERSION, key=secret)
+            # A network is written as format version 1, which fem_ml versions before kernel regressors read.
+            version = 1 if rom.regressor.kind == "network" else VERSION
+            write_tree(tmp[target], tree, kind=FORMAT, version=version, key=secret)
     logger.info("Saved surrogate (%d modes, %d dofs) to %s", rom.n_modes, layout.n_global, target)
     return target
 
@@ -251,7 +259,8 @@ def load(
         raise FileFormatError(f"{source} is not a valid {SURROGATE.what}: 'basis/modes': {err}.") from None
     try:
         with collectively(comm):
-            rom = _stage(source, "network", lambda: _surrogate(small, basis))
+            group = "kernel" if "kernel/method" in small else "network"
+            rom = _stage(source, group, lambda: _surrogate(small, basis))
     except BaseException:
         basis.inner_product.destroy()
         raise
@@ -276,10 +285,15 @@ def _surrogate(small: Tree, basis: PODBasis) -> Surrogate:
     space = ParameterSpace({n: (float(a), float(b)) for n, a, b in zip(names, lower, upper, strict=True)})
     histories = [TrainingHistory.from_tree(subtree(small, f"training/member_{m}")) for m in range(_n_histories(small))]
     report = ErrorReport.from_tree(subtree(small, "errors")) if "errors/parameters" in small else None
+    regressor: CoefficientRegressor
+    if "kernel/method" in small:
+        regressor = KernelRegressor.from_tree(subtree(small, "kernel"))
+    else:
+        regressor = CoefficientNetwork.from_tree(subtree(small, "network"))
     rom = Surrogate(
         space,
         basis,
-        CoefficientNetwork.from_tree(subtree(small, "network")),
+        regressor,
         history=histories or None,
         test_errors=report,
         training_parameters=np.asarray(small["training/parameters"]) if "training/parameters" in small else None,
@@ -320,7 +334,6 @@ def describe(
     lower, upper = np.asarray(tree["parameters/lower"]), np.asarray(tree["parameters/upper"])
     sigma = np.asarray(tree["basis/singular_values"])
     modes = np.asarray(tree["basis/modes"])
-    network = subtree(tree, "network")
     info: dict[str, Any] = {
         "file": str(path),
         "parameters": {n: [float(a), float(b)] for n, a, b in zip(names, lower, upper, strict=True)},
@@ -331,16 +344,29 @@ def describe(
         "mesh_cells": int(np.shape(tree["mesh/cells"])[0]),
         "mesh_nodes": int(np.shape(tree["mesh/x"])[0]),
         "inner_product": str(tree["basis/inner_product"]),
-        "network": {
-            "hidden_layers": [int(w) for w in np.asarray(network["hidden_layers"])[: int(network["n_hidden"])]],
-            "activation": str(network["activation"]),
-            "input_transform": str(network["input_transform"]),
-            "n_networks": int(network["n_networks"]),
-        },
         "saved_on_ranks": int(tree["saved_on_ranks"]),  # type: ignore[arg-type]
         "versions": {k: str(v) for k, v in subtree(tree, "versions").items()},
         "metadata": json.loads(str(tree["metadata"])),
     }
+    if "kernel/method" in tree:
+        kernel = subtree(tree, "kernel")
+        info["kernel"] = {
+            "method": str(kernel["method"]),
+            "kernel": str(kernel["kernel"]),
+            "input_transform": str(kernel["input_transform"]),
+            "n_train": int(np.shape(kernel["inputs"])[0]),
+            "length_scales": [float(v) for v in np.asarray(kernel["length_scales"])],
+            "amplitude": float(kernel["amplitude"]),  # type: ignore[arg-type]
+            "noise": float(kernel["noise"]),  # type: ignore[arg-type]
+        }
+    else:
+        network = subtree(tree, "network")
+        info["network"] = {
+            "hidden_layers": [int(w) for w in np.asarray(network["hidden_layers"])[: int(network["n_hidden"])]],
+            "activation": str(network["activation"]),
+            "input_transform": str(network["input_transform"]),
+            "n_networks": int(network["n_networks"]),
+        }
     training = []
     for m in range(_n_histories(tree)):
         member = subtree(tree, f"training/member_{m}")

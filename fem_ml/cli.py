@@ -88,11 +88,19 @@ def _format_info(info: dict) -> str:
         f"retained energy {info['retained_energy']:.12f}"
     )
     lines.append(f"element: {info['element']}; mesh: {info['mesh_cells']} cells, {info['mesh_nodes']} nodes")
-    net = info["network"]
-    lines.append(
-        f"network: {net['n_networks']} x MLP {net['hidden_layers']} {net['activation']}, "
-        f"input transform {net['input_transform']}"
-    )
+    if "kernel" in info:
+        k = info["kernel"]
+        scales = ", ".join(f"{v:.3g}" for v in k["length_scales"])
+        lines.append(
+            f"kernel regressor: {k['method']} ({k['kernel']} kernel) on {k['n_train']} points, input transform "
+            f"{k['input_transform']}, length scales [{scales}], amplitude {k['amplitude']:.3g}, noise {k['noise']:.3g}"
+        )
+    else:
+        net = info["network"]
+        lines.append(
+            f"network: {net['n_networks']} x MLP {net['hidden_layers']} {net['activation']}, "
+            f"input transform {net['input_transform']}"
+        )
     for m, t in enumerate(info["training"]):
         lines.append(
             f"  member {m}: best train loss {t['best_train_loss']:.3e}, best validation loss "

@@ -302,6 +302,8 @@ class CoefficientNetwork:
 
     #: Batches of at least this many points are evaluated by torch (see :meth:`__call__`).
     torch_batch_threshold: int = 64
+    #: The regressor kind (:class:`~fem_ml.surrogate.CoefficientRegressor`): stored under ``network/``.
+    kind = "network"
 
     def __init__(
         self,
@@ -379,6 +381,21 @@ class CoefficientNetwork:
     def members(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients of each ensemble member for parameters ``(n, p)``, shape ``(n_networks, n, r)``."""
         return self.output_scaler.inverse(self._member_outputs(parameters))
+
+    @property
+    def has_spread(self) -> bool:
+        """True for an ensemble (``n_networks >= 2``): its members' spread is an uncertainty."""
+        return self.n_networks >= 2
+
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r"""Mean coefficients ``(n, r)`` and the members' scaled deviations ``(n, K, r)``.
+
+        The factors of :meth:`~fem_ml.surrogate.CoefficientRegressor.spread`, :math:`(\hat c_m - \bar c)/\sqrt{K}`:
+        the ensemble's covariance is their :math:`F^T F`.
+        """
+        members = self.members(parameters)
+        mean = members.mean(axis=0)
+        return mean, np.transpose(members - mean, (1, 0, 2)) / math.sqrt(self.n_networks)
 
     def _member_outputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Scaled outputs of every member, ``(n_networks, n, r)``, in NumPy float64."""

@@ -6,12 +6,15 @@ r"""The trained surrogate :math:`\mu \mapsto \Phi \hat c(\mu)`, returned as ``do
 A :class:`Surrogate` is a composition of three parts, each with one job:
 
 * a :class:`~fem_ml.pod.PODBasis` (the modes :math:`\Phi`, distributed like the user's function space);
-* a :class:`~fem_ml.networks.CoefficientNetwork` (replicated on every rank), :math:`\mu \mapsto \hat c`;
+* a coefficient regressor (replicated on every rank), :math:`\mu \mapsto \hat c`: any object of the
+  :class:`CoefficientRegressor` protocol, a :class:`~fem_ml.networks.CoefficientNetwork` or a
+  :class:`~fem_ml.kernels.KernelRegressor`;
 * a :class:`~fem_ml.domain.TrainingDomain`: bounds, distance to the training points and the extrapolation policy.
 
 Evaluating it checks the point (and that every rank passed the same one: one ``Allreduce`` of a digest, a few
-microseconds; see ``benchmarks/rank_check_cost.py``), runs a small network forward pass and one local product
-:math:`\Phi \hat c`, then a ghost update. Errors against the truth come from :mod:`fem_ml.evaluation`.
+microseconds; see ``benchmarks/rank_check_cost.py``), runs the regressor (a small network forward pass or a
+kernel sum) and one local product :math:`\Phi \hat c`, then a ghost update. Errors against the truth come from
+:mod:`fem_ml.evaluation`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from mpi4py import MPI
 
@@ -38,17 +41,72 @@ from fem_ml.pod import InnerProduct, PODBasis
 from fem_ml.reduced import ReducedSystems
 from fem_ml.snapshots import SnapshotSet
 
-__all__ = ["ErrorReport", "ExtrapolationWarning", "Surrogate", "train_surrogate"]
+__all__ = ["CoefficientRegressor", "ErrorReport", "ExtrapolationWarning", "Surrogate", "train_surrogate"]
 
 logger = logging.getLogger(__name__)
 
 
-class Surrogate:
-    """A POD-network surrogate on the user's function space.
+@runtime_checkable
+class CoefficientRegressor(Protocol):
+    r"""What a :class:`Surrogate` needs of its map :math:`\mu \mapsto \hat c(\mu)` (replicated on every rank).
 
-    Build one with :func:`train_surrogate`. Calling it returns a ``dolfinx.fem.Function`` on ``V``. The calls that
-    take parameter points and return fields or coefficients (``rom(mu)``, :meth:`coefficients`,
-    :meth:`predict_values`, :meth:`uncertainty`, :meth:`errors`) are collective: every rank must pass the same
+    :class:`~fem_ml.networks.CoefficientNetwork` (``kind == "network"``) and
+    :class:`~fem_ml.kernels.KernelRegressor` (``kind == "kernel"``) satisfy it. Inputs are the parameters
+    transformed by :attr:`input_transform` and scaled from the bounds (:meth:`scale_inputs`); the extrapolation
+    checks of :class:`~fem_ml.domain.TrainingDomain` measure distances in those inputs.
+
+    Attributes:
+        kind: ``"network"`` or ``"kernel"``: the file group it is stored under and the features it has.
+        input_transform: ``"linear"`` or ``"log"``.
+    """
+
+    kind: str
+    input_transform: Literal["linear", "log"]
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters."""
+        ...
+
+    @property
+    def n_coefficients(self) -> int:
+        """Number of coefficients."""
+        ...
+
+    @property
+    def has_spread(self) -> bool:
+        """Whether :meth:`spread` gives an uncertainty (an ensemble, a Gaussian process)."""
+        ...
+
+    def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Scaled inputs ``(n, p)`` of parameters ``(n, p)``."""
+        ...
+
+    def from_inputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Coefficients ``(n, r)`` of scaled inputs ``(n, p)``."""
+        ...
+
+    def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Coefficients ``(n, r)`` of parameters ``(n, p)``."""
+        ...
+
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r"""Mean coefficients ``(n, r)`` and factors ``(n, K, r)`` of their covariance :math:`F^T F`."""
+        ...
+
+    def to_tree(self) -> dict[str, Any]:
+        """The regressor as file entries."""
+        ...
+
+
+class Surrogate:
+    """A POD surrogate on the user's function space: a basis and a coefficient regressor.
+
+    Build one with :func:`train_surrogate` (a network), :func:`~fem_ml.selection.fit_kernel_surrogate` (RBF or
+    GP) or :func:`~fem_ml.selection.select_regressor` (the best by cross-validation). Calling it returns a
+    ``dolfinx.fem.Function`` on ``V``. The calls that take parameter points and return fields or coefficients
+    (``rom(mu)``, :meth:`coefficients`, :meth:`predict_values`, :meth:`uncertainty`, :meth:`errors`) are
+    collective: every rank must pass the same
     points (checked with one small ``Allreduce``), and a bad point on any rank is a ``ValueError`` on every rank.
 
     Use it as a context manager, ``with fem_ml.train_surrogate(...) as rom:``, to free on exit the PETSc matrices
@@ -57,7 +115,7 @@ class Surrogate:
     Args:
         space: The parameter space (names and bounds).
         basis: The reduced basis.
-        network: The trained map from parameters to coefficients.
+        regressor: The map from parameters to coefficients (a :class:`CoefficientRegressor`).
         history: Training history of each ensemble member, if known.
         test_errors: Errors measured on a test set, if known (stored by :func:`~fem_ml.archive.save`).
         training_parameters: The parameter points the network was trained on, ``(n, p)``; with them, points far
@@ -68,7 +126,7 @@ class Surrogate:
     Attributes:
         space: The parameter space.
         basis: The reduced basis.
-        network: The map from parameters to coefficients.
+        regressor: The map from parameters to coefficients.
         domain: The training domain: bounds, training points, extrapolation policy.
         history: Training history of each ensemble member, if known.
         test_errors: Test-set errors, if known.
@@ -80,23 +138,23 @@ class Surrogate:
         self,
         space: ParameterSpace,
         basis: PODBasis,
-        network: CoefficientNetwork,
+        regressor: CoefficientRegressor,
         *,
         history: list[TrainingHistory] | None = None,
         test_errors: ErrorReport | None = None,
         training_parameters: npt.NDArray[np.float64] | None = None,
         owns_basis: bool = False,
     ):
-        if network.n_params != space.dim or network.n_coefficients != basis.n_modes:
+        if regressor.n_params != space.dim or regressor.n_coefficients != basis.n_modes:
             raise ValueError(
-                f"Network maps {network.n_params} -> {network.n_coefficients}, but the space has {space.dim} "
-                f"parameters and the basis {basis.n_modes} modes."
+                f"The regressor maps {regressor.n_params} -> {regressor.n_coefficients}, but the space has "
+                f"{space.dim} parameters and the basis {basis.n_modes} modes."
             )
         self.space = space
         self.basis = basis
-        self.network = network
+        self.regressor = regressor
         self.domain = TrainingDomain(
-            space, network.scale_inputs, training_parameters, positive=network.input_transform == "log"
+            space, regressor.scale_inputs, training_parameters, positive=regressor.input_transform == "log"
         )
         self.history = history
         self.test_errors = test_errors
@@ -106,6 +164,20 @@ class Surrogate:
         self._owns_basis = owns_basis
         self._modes32: npt.NDArray[np.float32] | None = None
         self._buffer32: npt.NDArray[np.float32] | None = None
+
+    @property
+    def network(self) -> CoefficientNetwork:
+        """The regressor, when it is a network (the features that need torch: inverse problems, ParaView).
+
+        Raises:
+            TypeError: for a surrogate with another regressor (a kernel one): the feature is for networks only.
+        """
+        if not isinstance(self.regressor, CoefficientNetwork):
+            raise TypeError(
+                f"This surrogate's regressor is a {self.regressor.kind} regressor, not a network; this feature "
+                "(inverse problems through torch, the ParaView plugin, training histories) needs a network."
+            )
+        return self.regressor
 
     @property
     def training_parameters(self) -> npt.NDArray[np.float64] | None:
@@ -181,7 +253,7 @@ class Surrogate:
             ValueError: on every rank, for a wrong shape or count, NaN/inf, points that differ between ranks, or
                 extrapolation in strict mode.
         """
-        return self.network.from_inputs(self._agreed_inputs(parameters, None))
+        return self.regressor.from_inputs(self._agreed_inputs(parameters, None))
 
     def __call__(self, mu: npt.ArrayLike, *, out: fem.Function | None = None, name: str = "prediction") -> fem.Function:
         r"""Predict the field at one parameter point (collective: checks the point on every rank, updates ghosts).
@@ -205,7 +277,7 @@ class Surrogate:
             return self.domain.check(mu, expected=1)
 
         inputs = agreed(self.V.mesh.comm, check, "The parameter point of a surrogate call", key=lambda c: c[0])[1]
-        c = self.network.from_inputs(inputs)[0]
+        c = self.regressor.from_inputs(inputs)[0]
         if self._modes32 is None or self._buffer32 is None:
             return self.basis.function(c, out=out, name=name)
         np.dot(self._modes32, c.astype(np.float32), out=self._buffer32)
@@ -255,40 +327,51 @@ class Surrogate:
         """Owned dof values of the predictions, shape ``(n_owned, n)`` (collective, see :meth:`coefficients`)."""
         return self.basis.reconstruct(self.coefficients(parameters).T)
 
+    def _no_spread(self) -> str | None:
+        """Why this surrogate has no uncertainty, or None when it has one."""
+        if self.regressor.has_spread:
+            return None
+        if self.regressor.kind == "network":
+            return "The uncertainty needs an ensemble: train with n_networks >= 2."
+        return "This regressor has no uncertainty (RBF interpolation); a Gaussian process (method='gp') has one."
+
     def deviation(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        r"""Relative ensemble deviation of the prediction at each point, shape ``(n,)`` (local).
+        r"""Relative deviation of the prediction at each point, shape ``(n,)`` (local).
 
         .. math:: s(\mu) = \Big(\frac{1}{K} \sum_{m=1}^K \|\hat c_m(\mu) - \bar c(\mu)\|_2^2\Big)^{1/2}
-            \Big/ \|\bar c(\mu)\|_2,
+            \Big/ \|\bar c(\mu)\|_2
 
-        the members' spread in the basis' inner product (the modes are orthonormal in it) relative to the
-        mean prediction. It needs an ensemble (``n_networks >= 2``); it estimates the network's share of the error.
+        for an ensemble: the members' spread in the basis' inner product (the modes are orthonormal in it) relative
+        to the mean prediction; for a Gaussian process, :math:`\big(\sum_k \sigma_k(\mu)^2\big)^{1/2} / \|\bar
+        c(\mu)\|_2` with the predictive deviation :math:`\sigma_k` of each coefficient. It needs a regressor with
+        an uncertainty (``n_networks >= 2``, or a GP); it estimates the regressor's share of the error.
         """
-        if self.network.n_networks < 2:
-            raise ValueError("The deviation needs an ensemble: train with n_networks >= 2.")
-        members = self.network.members(self.check_points(parameters))
-        mean = members.mean(axis=0)
-        spread = np.sqrt(np.mean(np.sum((members - mean) ** 2, axis=2), axis=0))
+        if (reason := self._no_spread()) is not None:
+            raise ValueError(reason.replace("uncertainty", "deviation", 1))
+        mean, factors = self.regressor.spread(self.check_points(parameters))
+        spread = np.sqrt(np.sum(factors**2, axis=(1, 2)))
         return spread / np.maximum(np.linalg.norm(mean, axis=1), 1e-300)
 
     def uncertainty(self, mu: npt.ArrayLike, *, name: str = "prediction") -> tuple[fem.Function, fem.Function]:
-        r"""Mean prediction and the ensemble's pointwise standard deviation as Functions on ``V`` (collective).
+        r"""Mean prediction and its pointwise standard deviation as Functions on ``V`` (collective).
 
-        The deviation field holds, per dof, :math:`\big(\frac1K \sum_m (\Phi (\hat c_m - \bar c))^2\big)^{1/2}`;
-        it is named ``<name>_std``. Every rank must pass the same point (checked).
+        The deviation field holds, per dof, :math:`\big(\sum_k (\Phi f_k)^2\big)^{1/2}` with the factors
+        :math:`f_k` of :meth:`CoefficientRegressor.spread`: for an ensemble
+        :math:`\big(\frac1K \sum_m (\Phi (\hat c_m - \bar c))^2\big)^{1/2}`, for a Gaussian process
+        :math:`\big(\sum_k (\Phi_k \sigma_k)^2\big)^{1/2}`. It is named ``<name>_std``. Every rank must pass the
+        same point (checked).
         """
 
         def check() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-            if self.network.n_networks < 2:
-                raise ValueError("The uncertainty needs an ensemble: train with n_networks >= 2.")
+            if (reason := self._no_spread()) is not None:
+                raise ValueError(reason)
             return self.domain.check(mu, expected=1)
 
         points = agreed(self.V.mesh.comm, check, "The parameter point of uncertainty", key=lambda c: c[0])[0]
-        members = self.network.members(points)[:, 0, :]
-        mean = members.mean(axis=0)
-        spread = self.basis.modes @ (members - mean).T
-        std = np.sqrt(np.mean(spread**2, axis=1))
-        return self.basis.function(mean, name=name), function_from_owned(self.V, std, name=f"{name}_std")
+        mean, factors = self.regressor.spread(points)
+        spread = self.basis.modes @ factors[0].T
+        std = np.sqrt(np.sum(spread**2, axis=1))
+        return self.basis.function(mean[0], name=name), function_from_owned(self.V, std, name=f"{name}_std")
 
     def norm(self, kind: str) -> InnerProduct:
         """The inner product used for ``kind`` norms (``"l2"``, ``"h1"``), assembled once and cached."""

@@ -95,6 +95,11 @@ class SurrogateModel:
         self.upper = np.asarray(tree["parameters/upper"], dtype=np.float64)
         field = json.loads(str(tree["metadata"])).get("field")
         self.field_name = field if isinstance(field, str) and field else "prediction"
+        if "kernel/method" in tree:
+            raise ValueError(
+                f"{self.path}: a kernel surrogate ({tree['kernel/method']}); the ParaView plugin evaluates "
+                "network surrogates only"
+            )
         self._read_network(tree)
         self._read_space(tree)
         self._build_grid(tree)

@@ -1,0 +1,489 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""Kernel regressors from parameters to reduced coefficients: RBF interpolation and Gaussian-process regression.
+
+Beside the network of :mod:`fem_ml.networks`, a kernel regressor maps the same scaled inputs (the parameters,
+optionally through :math:`\log`, scaled from their bounds to :math:`[-1, 1]`) to the same coefficients:
+
+.. math:: \hat c(\mu) = s \odot \Big(\sum_{i=1}^n w_i \, k(x(\mu), x_i) + \sum_j b_j \, q_j(x(\mu))\Big) + m,
+
+with the training inputs :math:`x_i`, weights :math:`w_i \in \mathbb{R}^r`, an optional linear polynomial tail
+:math:`q_j \in \{1, x_1, \dots, x_p\}` and the output shift :math:`m` and scale :math:`s` (the mean and one common
+scale of the coefficients, so that the large modes dominate the fit as they dominate the field error).
+
+``"rbf"``: polyharmonic interpolation (``"linear"``, ``"thin_plate_spline"`` or ``"cubic"`` kernel with a linear
+tail) with a smoothing :math:`\lambda` on the diagonal; the kernel, the smoothing and the input transform are
+chosen by leave-one-out error, computed for all points at once by Rippa's formula
+:math:`e_i = a_i / (A^{-1})_{ii}`.
+
+``"gp"``: Gaussian-process regression with an anisotropic Matérn 5/2, Matérn 3/2 or squared-exponential kernel
+times an amplitude plus a white noise; the hyperparameters are fitted by scikit-learn (maximum marginal
+likelihood), and the kernel and the input transform are chosen by the marginal likelihood. The predictive standard
+deviation of coefficient :math:`k` is :math:`\sigma_k(\mu) = s_k \sqrt{f_k \, (a - k_\mu^T K^{-1} k_\mu)}`, where
+:math:`f_k = y_k^T K^{-1} y_k / n` rescales the shared amplitude to each coefficient.
+
+Fitting runs on rank 0 and the arrays are broadcast. Prediction needs only the stored arrays: the regressor is
+evaluated in NumPy (and SciPy's triangular solve for the deviation) from its file entries, so a saved kernel
+surrogate never holds a pickled object.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mpi4py import MPI
+
+import numpy as np
+import numpy.typing as npt
+
+from fem_ml._mpi import collectively
+from fem_ml._serialize import prefixed, subtree
+from fem_ml.networks import AffineScaler
+
+__all__ = ["GP_KERNELS", "KERNEL_METHODS", "RBF_KERNELS", "KernelOptions", "KernelRegressor", "fit_kernel"]
+
+logger = logging.getLogger(__name__)
+
+#: Regression methods of :class:`KernelRegressor`.
+KERNEL_METHODS = ("gp", "rbf")
+#: Kernels of RBF interpolation (polyharmonic, with a linear polynomial tail).
+RBF_KERNELS = ("cubic", "linear", "thin_plate_spline")
+#: Kernels of Gaussian-process regression (anisotropic).
+GP_KERNELS = ("gaussian", "matern32", "matern52")
+_SMOOTHING = (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
+_JITTER = 1e-10
+
+
+def kernel_values(name: str, r: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    r"""The kernel ``name`` of the scaled distance :math:`r \ge 0` (radial part only, without amplitude)."""
+    if name == "linear":
+        return -r
+    if name == "cubic":
+        return r**3
+    if name == "thin_plate_spline":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(r > 0, r**2 * np.log(np.where(r > 0, r, 1.0)), 0.0)
+    if name == "gaussian":
+        return np.exp(-0.5 * r**2)
+    if name == "matern32":
+        s = math.sqrt(3.0) * r
+        return (1.0 + s) * np.exp(-s)
+    if name == "matern52":
+        s = math.sqrt(5.0) * r
+        return (1.0 + s + s**2 / 3.0) * np.exp(-s)
+    raise ValueError(f"Unknown kernel {name!r}; choose one of {sorted(RBF_KERNELS + GP_KERNELS)}.")
+
+
+def _distances(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Euclidean distances between the rows of ``x`` and of ``y``, ``(len(x), len(y))``."""
+    sq = np.sum(x**2, axis=1)[:, None] + np.sum(y**2, axis=1)[None, :] - 2.0 * x @ y.T
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def _polynomial(x: npt.NDArray[np.float64], degree: int) -> npt.NDArray[np.float64]:
+    """The polynomial tail's basis at ``x``: none (-1), constant (0) or linear (1)."""
+    if degree < 0:
+        return np.empty((x.shape[0], 0))
+    if degree == 0:
+        return np.ones((x.shape[0], 1))
+    return np.hstack([np.ones((x.shape[0], 1)), x])
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelOptions:
+    """Options of :func:`fit_kernel`; every option is a named field, so an unknown one is an error.
+
+    Attributes:
+        method: ``"gp"`` (Gaussian-process regression, with a predictive deviation) or ``"rbf"`` (RBF
+            interpolation).
+        kernel: A kernel of :data:`GP_KERNELS` or :data:`RBF_KERNELS` (for the method), or ``"auto"``: every kernel
+            of the method, the best kept (marginal likelihood for ``"gp"``, leave-one-out error for ``"rbf"``).
+        input_transform: ``"linear"``, ``"log"`` (positive bounds only) or ``"auto"``: both where the bounds are
+            positive, the better kept as for ``kernel``.
+        smoothing: RBF only: the smoothing relative to the largest kernel value, or None to choose it by
+            leave-one-out error.
+        restarts: GP only: restarts of the hyperparameter optimizer from random points (seeded).
+        seed: Seed of the optimizer restarts.
+    """
+
+    method: Literal["gp", "rbf"] = "gp"
+    kernel: str = "auto"
+    input_transform: Literal["linear", "log", "auto"] = "auto"
+    smoothing: float | None = None
+    restarts: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in KERNEL_METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; choose one of {KERNEL_METHODS}.")
+        kernels = GP_KERNELS if self.method == "gp" else RBF_KERNELS
+        if self.kernel != "auto" and self.kernel not in kernels:
+            raise ValueError(f"Unknown kernel {self.kernel!r} for {self.method!r}; choose 'auto' or one of {kernels}.")
+        if self.input_transform not in ("linear", "log", "auto"):
+            raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear', 'log' or 'auto'.")
+        if self.smoothing is not None and not (self.smoothing >= 0 and math.isfinite(self.smoothing)):
+            raise ValueError(f"smoothing must be >= 0 or None, got {self.smoothing}.")
+        if int(self.restarts) < 0:
+            raise ValueError(f"restarts must be >= 0, got {self.restarts}.")
+
+
+class KernelRegressor:
+    r"""A fitted kernel map from parameters to reduced coefficients, evaluated in NumPy from its arrays.
+
+    Satisfies :class:`~fem_ml.surrogate.CoefficientRegressor`. Build one with :func:`fit_kernel`.
+
+    Args:
+        method: ``"gp"`` or ``"rbf"``.
+        kernel: The kernel's name (:data:`GP_KERNELS` or :data:`RBF_KERNELS`).
+        inputs: Scaled training inputs ``(n, p)``.
+        weights: Kernel weights ``(n, r)`` (scaled outputs).
+        polynomial: Coefficients of the polynomial tail, ``(0, r)``, ``(1, r)`` or ``(p + 1, r)``.
+        length_scales: Length scale of each input ``(p,)``; the kernel sees :math:`(x - x_i) / \ell`.
+        input_scaler: Maps transformed parameters to :math:`[-1, 1]`.
+        output_scaler: Maps coefficients to scaled outputs.
+        input_transform: ``"linear"`` or ``"log"``.
+        amplitude: GP only: the kernel's amplitude :math:`a` (1 for RBF).
+        noise: The diagonal added to the kernel matrix: GP white noise, or RBF smoothing.
+        cholesky: GP only: lower Cholesky factor ``(n, n)`` of the kernel matrix with the noise, for the deviation.
+        output_variance: GP only: per-coefficient variance factors :math:`f_k` ``(r,)``.
+    """
+
+    kind = "kernel"
+
+    def __init__(
+        self,
+        method: Literal["gp", "rbf"],
+        kernel: str,
+        inputs: npt.NDArray[np.float64],
+        weights: npt.NDArray[np.float64],
+        polynomial: npt.NDArray[np.float64],
+        length_scales: npt.NDArray[np.float64],
+        input_scaler: AffineScaler,
+        output_scaler: AffineScaler,
+        *,
+        input_transform: Literal["linear", "log"] = "linear",
+        amplitude: float = 1.0,
+        noise: float = 0.0,
+        cholesky: npt.NDArray[np.float64] | None = None,
+        output_variance: npt.NDArray[np.float64] | None = None,
+    ):
+        n, p = inputs.shape
+        r = weights.shape[1]
+        if weights.shape[0] != n or polynomial.shape[0] not in (0, 1, p + 1) or polynomial.shape[1] != r:
+            raise ValueError(f"Inconsistent kernel arrays: inputs {inputs.shape}, weights {weights.shape}, "
+                             f"polynomial {polynomial.shape}.")  # fmt: skip
+        if method == "gp" and (cholesky is None or output_variance is None):
+            raise ValueError("A GP regressor needs its Cholesky factor and output variances.")
+        kernel_values(kernel, np.zeros(1))  # checks the name
+        self.method, self.kernel = method, kernel
+        self.inputs, self.weights, self.polynomial = inputs, weights, polynomial
+        self.length_scales = length_scales
+        self.input_scaler, self.output_scaler = input_scaler, output_scaler
+        self.input_transform = input_transform
+        self.amplitude, self.noise = float(amplitude), float(noise)
+        self.cholesky, self.output_variance = cholesky, output_variance
+        self._scaled_inputs = inputs / length_scales
+
+    @property
+    def n_params(self) -> int:
+        """Number of inputs."""
+        return int(self.inputs.shape[1])
+
+    @property
+    def n_coefficients(self) -> int:
+        """Number of outputs."""
+        return int(self.weights.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        """Number of training points."""
+        return int(self.inputs.shape[0])
+
+    @property
+    def has_spread(self) -> bool:
+        """True for a GP (it has a predictive deviation), False for RBF interpolation."""
+        return self.method == "gp"
+
+    def describe(self) -> str:
+        """One line: method, kernel, input transform and hyperparameters."""
+        scales = ", ".join(f"{v:.3g}" for v in self.length_scales)
+        return (f"{self.method} ({self.kernel} kernel, {self.input_transform} inputs, length scales [{scales}], "
+                f"amplitude {self.amplitude:.3g}, noise {self.noise:.3g}, {self.n_train} points)")  # fmt: skip
+
+    def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Inputs for parameters ``(n, p)``: transformed, then scaled to :math:`[-1, 1]`."""
+        x = np.log(parameters) if self.input_transform == "log" else parameters
+        return self.input_scaler.transform(x)
+
+    def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``."""
+        return self.from_inputs(self.scale_inputs(np.atleast_2d(np.asarray(parameters, dtype=np.float64))))
+
+    def _cross(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Kernel values between scaled inputs and the training inputs, ``(n, n_train)``."""
+        k = kernel_values(self.kernel, _distances(inputs / self.length_scales, self._scaled_inputs))
+        return self.amplitude * k
+
+    def from_inputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`__call__` on inputs already scaled by :meth:`scale_inputs`, shape ``(n, p)``."""
+        degree = {0: -1, 1: 0}.get(self.polynomial.shape[0], 1)
+        scaled = self._cross(inputs) @ self.weights + _polynomial(inputs, degree) @ self.polynomial
+        return self.output_scaler.inverse(scaled)
+
+    def std(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """GP predictive standard deviation of each coefficient, ``(n, r)`` (latent, without the white noise)."""
+        if not self.has_spread:
+            raise ValueError("RBF interpolation has no predictive deviation; fit a 'gp' for one.")
+        from scipy.linalg import solve_triangular
+
+        assert self.cholesky is not None and self.output_variance is not None
+        k = self._cross(self.scale_inputs(np.atleast_2d(np.asarray(parameters, dtype=np.float64))))
+        v = solve_triangular(self.cholesky, k.T, lower=True, check_finite=False)
+        variance = np.maximum(self.amplitude - np.sum(v**2, axis=0), 0.0)
+        return np.sqrt(variance[:, None] * self.output_variance[None, :]) * self.output_scaler.scale[None, :]
+
+    def spread(self, parameters: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r"""Mean coefficients ``(n, r)`` and spread factors ``(n, r, r)``: the GP's independent deviations.
+
+        The factors :math:`F` give the field's covariance :math:`\Phi F^T F \Phi^T`; here :math:`F` is the
+        diagonal of :meth:`std` (the coefficients are independent a posteriori).
+        """
+        std = self.std(parameters)
+        factors = np.zeros((*std.shape, std.shape[1]))
+        idx = np.arange(std.shape[1])
+        factors[:, idx, idx] = std
+        return self(parameters), factors
+
+    def to_tree(self) -> dict[str, Any]:
+        """The regressor as file entries: method, kernel, hyperparameters and arrays."""
+        tree: dict[str, Any] = {
+            "method": self.method,
+            "kernel": self.kernel,
+            "input_transform": self.input_transform,
+            "n_in": self.n_params,
+            "n_out": self.n_coefficients,
+            "amplitude": self.amplitude,
+            "noise": self.noise,
+            "inputs": np.ascontiguousarray(self.inputs, dtype=np.float64),
+            "weights": np.ascontiguousarray(self.weights, dtype=np.float64),
+            "polynomial": np.ascontiguousarray(self.polynomial, dtype=np.float64),
+            "length_scales": np.ascontiguousarray(self.length_scales, dtype=np.float64),
+        }
+        if self.cholesky is not None and self.output_variance is not None:
+            tree["cholesky"] = np.ascontiguousarray(self.cholesky, dtype=np.float64)
+            tree["output_variance"] = np.ascontiguousarray(self.output_variance, dtype=np.float64)
+        tree |= prefixed("input_scaler", self.input_scaler.to_tree())
+        tree |= prefixed("output_scaler", self.output_scaler.to_tree())
+        return tree
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> KernelRegressor:
+        """The regressor stored by :meth:`to_tree` (entries validated first, as :func:`~fem_ml.archive.load` does)."""
+
+        def array(name: str) -> npt.NDArray[np.float64]:
+            return np.array(tree[name], dtype=np.float64)
+
+        return cls(
+            str(tree["method"]),  # type: ignore[arg-type]
+            str(tree["kernel"]),
+            array("inputs"),
+            array("weights"),
+            array("polynomial"),
+            array("length_scales"),
+            AffineScaler.from_tree(subtree(tree, "input_scaler")),
+            AffineScaler.from_tree(subtree(tree, "output_scaler")),
+            input_transform=str(tree["input_transform"]),  # type: ignore[arg-type]
+            amplitude=float(tree["amplitude"]),
+            noise=float(tree["noise"]),
+            cholesky=array("cholesky") if "cholesky" in tree else None,
+            output_variance=array("output_variance") if "output_variance" in tree else None,
+        )
+
+
+def _transforms(lower: npt.NDArray[np.float64], choice: str) -> list[Literal["linear", "log"]]:
+    if choice == "log" and np.any(lower <= 0):
+        raise ValueError("input_transform='log' needs positive lower bounds for every parameter.")
+    if choice == "auto":
+        return ["linear", "log"] if np.all(lower > 0) else ["linear"]
+    return [choice]  # type: ignore[list-item]
+
+
+def _scalers(
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    upper: npt.NDArray[np.float64],
+    transform: str,
+) -> tuple[AffineScaler, AffineScaler]:
+    lo, hi = (np.log(lower), np.log(upper)) if transform == "log" else (lower, upper)
+    rms = float(np.sqrt(np.mean(np.var(coefficients, axis=0) * coefficients.shape[1])))
+    scale = np.full(coefficients.shape[1], rms if rms > 1e-300 else 1.0)
+    return AffineScaler.from_bounds(lo, hi), AffineScaler(coefficients.mean(axis=0), scale)
+
+
+def _rbf_candidate(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    c: npt.NDArray[np.float64],
+    out_scale: npt.NDArray[np.float64],
+    kernel: str,
+    smoothing: float,
+) -> tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
+    """Leave-one-out mean relative coefficient error, weights, polynomial and diagonal of one RBF fit."""
+    n = x.shape[0]
+    A = kernel_values(kernel, _distances(x, x))
+    P = _polynomial(x, 1)
+    lam = smoothing * max(float(np.max(np.abs(A))), 1e-300)
+    m = P.shape[1]
+    M = np.block([[A + lam * np.eye(n), P], [P.T, np.zeros((m, m))]])
+    try:
+        inverse = np.linalg.inv(M)
+    except np.linalg.LinAlgError:
+        return math.inf, np.empty(0), np.empty(0), lam
+    coef = inverse[:, :n] @ y
+    diag = np.diag(inverse)[:n]
+    if not np.all(np.isfinite(coef)) or np.any(diag == 0):
+        return math.inf, coef[:n], coef[n:], lam
+    loo = coef[:n] / diag[:, None] * out_scale[None, :]
+    rel = np.linalg.norm(loo, axis=1) / np.maximum(np.linalg.norm(c, axis=1), 1e-300)
+    return float(np.mean(rel)), coef[:n], coef[n:], lam
+
+
+def _fit_rbf(
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    upper: npt.NDArray[np.float64],
+    options: KernelOptions,
+) -> KernelRegressor:
+    n, p = parameters.shape
+    if n < p + 2:
+        raise ValueError(f"RBF interpolation with a linear tail needs at least {p + 2} points, got {n}.")
+    kernels = RBF_KERNELS if options.kernel == "auto" else (options.kernel,)
+    smoothings = _SMOOTHING if options.smoothing is None else (options.smoothing,)
+    best: tuple[float, KernelRegressor] | None = None
+    for transform in _transforms(lower, options.input_transform):
+        in_scaler, out_scaler = _scalers(coefficients, lower, upper, transform)
+        x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
+        y = out_scaler.transform(coefficients)
+        for kernel in kernels:
+            for s in smoothings:
+                loo, w, b, lam = _rbf_candidate(x, y, coefficients, out_scaler.scale, kernel, s)
+                if math.isfinite(loo) and (best is None or loo < best[0]):
+                    regressor = KernelRegressor(
+                        "rbf", kernel, x, w, b, np.ones(p), in_scaler, out_scaler, input_transform=transform,
+                        noise=lam,
+                    )  # fmt: skip
+                    best = (loo, regressor)
+    if best is None or not math.isfinite(best[0]):
+        raise ValueError("RBF interpolation failed for every kernel and smoothing (singular systems).")
+    logger.info("RBF: %s, leave-one-out error %.3e", best[1].describe(), best[0])
+    return best[1]
+
+
+def _gp_kernel(name: str, p: int) -> Any:
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+
+    scales, bounds = np.ones(p), (1e-2, 1e3)
+    radial = (
+        RBF(scales, bounds) if name == "gaussian" else Matern(scales, bounds, nu=1.5 if name == "matern32" else 2.5)
+    )
+    return ConstantKernel(1.0, (1e-3, 1e3)) * radial + WhiteKernel(1e-6, (1e-12, 1e-1))
+
+
+def _fit_gp(
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    upper: npt.NDArray[np.float64],
+    options: KernelOptions,
+) -> KernelRegressor:
+    import warnings
+
+    from scipy.linalg import cho_solve
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    n, p = parameters.shape
+    kernels = GP_KERNELS if options.kernel == "auto" else (options.kernel,)
+    best: tuple[float, KernelRegressor] | None = None
+    for transform in _transforms(lower, options.input_transform):
+        in_scaler, out_scaler = _scalers(coefficients, lower, upper, transform)
+        x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
+        y = out_scaler.transform(coefficients)
+        for kernel in kernels:
+            gp = GaussianProcessRegressor(
+                _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=int(options.restarts),
+                random_state=options.seed,
+            )  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gp.fit(x, y)
+            lml = float(gp.log_marginal_likelihood_value_)
+            fitted = gp.kernel_
+            amplitude = float(fitted.k1.k1.constant_value)
+            scales = np.broadcast_to(np.asarray(fitted.k1.k2.length_scale, dtype=np.float64), (p,)).copy()
+            noise = float(fitted.k2.noise_level) + _JITTER
+            K = amplitude * kernel_values(kernel, _distances(x / scales, x / scales)) + noise * np.eye(n)
+            try:
+                L = np.linalg.cholesky(K)
+            except np.linalg.LinAlgError:
+                continue
+            weights = cho_solve((L, True), y, check_finite=False)
+            variance = np.sum(y * weights, axis=0) / n / amplitude
+            regressor = KernelRegressor(
+                "gp", kernel, x, weights, np.zeros((0, y.shape[1])), scales, in_scaler, out_scaler,
+                input_transform=transform, amplitude=amplitude, noise=noise, cholesky=L,
+                output_variance=np.maximum(variance, 0.0),
+            )  # fmt: skip
+            logger.info("GP candidate: %s, log marginal likelihood %.4g", regressor.describe(), lml)
+            if best is None or lml > best[0]:
+                best = (lml, regressor)
+    if best is None:
+        raise ValueError("Gaussian-process regression failed for every kernel (kernel matrix not positive definite).")
+    return best[1]
+
+
+def fit_kernel(
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    lower: npt.ArrayLike,
+    upper: npt.ArrayLike,
+    *,
+    options: KernelOptions,
+    comm: MPI.Comm,
+) -> KernelRegressor:
+    """Fit a kernel regressor from parameters to coefficients on rank 0 and share it with every rank (collective).
+
+    Args:
+        parameters: Parameter points ``(n, p)``, the same on every rank.
+        coefficients: Target coefficients ``(n, r)``, the same on every rank.
+        lower: Lower parameter bounds ``(p,)``; the inputs are scaled from the bounds.
+        upper: Upper parameter bounds ``(p,)``.
+        options: The method, kernel and input transform.
+        comm: Communicator.
+
+    Returns:
+        The regressor, identical on every rank.
+
+    Raises:
+        ValueError: on every rank, for inconsistent shapes, too few points or a fit that failed.
+    """
+    start = time.perf_counter()
+    tree: dict[str, Any] | None = None
+    with collectively(comm):
+        if parameters.ndim != 2 or coefficients.ndim != 2 or parameters.shape[0] != coefficients.shape[0]:
+            raise ValueError(f"{parameters.shape} parameter points but {coefficients.shape} coefficients.")
+        lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        if comm.rank == 0:
+            fit = _fit_gp if options.method == "gp" else _fit_rbf
+            tree = fit(
+                np.asarray(parameters, np.float64), np.asarray(coefficients, np.float64), lo, hi, options
+            ).to_tree()
+    regressor = KernelRegressor.from_tree(comm.bcast(tree, root=0))
+    logger.info("Kernel fit: %s in %.2f s", regressor.describe(), time.perf_counter() - start)
+    return regressor

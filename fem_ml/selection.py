@@ -1,0 +1,349 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+r"""Kernel surrogates, and the regressor chosen by k-fold cross-validation on the snapshots already computed.
+
+:func:`fit_kernel_surrogate` puts a :class:`~fem_ml.kernels.KernelRegressor` (RBF interpolation or a Gaussian
+process) behind the same :class:`~fem_ml.surrogate.Surrogate` as a network: Functions on the user's space,
+``errors``, ``save``/``load`` on any rank count, and for a GP ``uncertainty``/``deviation``.
+
+:func:`select_regressor` compares candidate regressors (the network with default options, a tuned network, RBF, GP)
+by k-fold cross-validation, as :func:`~fem_ml.validation.cross_validate` does for the network: each candidate is
+refit on the other folds and evaluated on the held-out fold, with the error split exactly into the projection and
+the regressor parts (the modes are :math:`M`-orthonormal),
+
+.. math:: \frac{\|u - \Phi \hat c\|_M}{\|u\|_M} = \frac{\big(\|u - \Phi c\|_M^2 + \|c - \hat c\|_2^2\big)^{1/2}}
+    {\|u\|_M}.
+
+The candidate with the lowest mean held-out error is refit on all snapshots and returned with a
+:class:`Selection` report (every candidate's error and time, the one picked and why), logged on rank 0. No solves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fem_ml._agree import agreed
+from fem_ml._fem import space_mismatch
+from fem_ml.kernels import KernelOptions, fit_kernel
+from fem_ml.networks import TrainingHistory, TrainingOptions, train_network
+from fem_ml.parameters import ParameterSpace
+from fem_ml.pod import PODBasis
+from fem_ml.snapshots import SnapshotSet
+from fem_ml.surrogate import CoefficientRegressor, Surrogate
+
+__all__ = ["CandidateResult", "Selection", "fit_kernel_surrogate", "select_regressor"]
+
+logger = logging.getLogger(__name__)
+
+#: The built-in candidates of :func:`select_regressor` (``"network_tuned"`` joins when ``tuned`` is given).
+DEFAULT_CANDIDATES = ("network", "rbf", "gp")
+
+Options = TrainingOptions | KernelOptions
+
+
+def _checked_data(
+    basis: PODBasis, snapshots: SnapshotSet, space: ParameterSpace, what: str, key: Callable[[Any], object]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Training points checked on every rank and equal on all, and the snapshots' coefficients (collective)."""
+
+    def check() -> npt.NDArray[np.float64]:
+        if (mismatch := space_mismatch(basis.V, snapshots.V)) is not None:
+            raise ValueError(f"Snapshots and basis differ: {mismatch}.")
+        return space.validate(snapshots.parameters)
+
+    parameters = agreed(basis.V.mesh.comm, check, what, key=key)
+    return parameters, basis.project(snapshots).T
+
+
+def fit_kernel_surrogate(
+    basis: PODBasis,
+    snapshots: SnapshotSet,
+    space: ParameterSpace,
+    *,
+    options: KernelOptions | None = None,
+    **overrides: Any,
+) -> Surrogate:
+    """Fit a kernel regressor from the parameters to the POD coefficients of the snapshots (collective).
+
+    The counterpart of :func:`~fem_ml.surrogate.train_surrogate` for RBF interpolation and Gaussian processes::
+
+        rom = fem_ml.fit_kernel_surrogate(basis, snapshots, space, method="gp")
+
+    Args:
+        basis: The reduced basis.
+        snapshots: Training snapshots on the basis' space.
+        space: The parameter space; its bounds scale the inputs to :math:`[-1, 1]`.
+        options: The kernel options (default :class:`~fem_ml.kernels.KernelOptions`: a GP, kernel and input
+            transform chosen by marginal likelihood).
+        overrides: Fields of :class:`~fem_ml.kernels.KernelOptions` that replace those of ``options``; an unknown
+            name is a ``TypeError``.
+
+    Returns:
+        The surrogate (its regressor is a :class:`~fem_ml.kernels.KernelRegressor`).
+
+    Raises:
+        ValueError: on every rank, for snapshots on another space, bad points, options or points that differ
+            between ranks, or a fit that failed.
+    """
+    options = dataclasses.replace(options if options is not None else KernelOptions(), **overrides)
+    parameters, coefficients = _checked_data(
+        basis, snapshots, space, "The training points or options of fit_kernel_surrogate", lambda p: (p, options)
+    )
+    comm = basis.V.mesh.comm
+    regressor = fit_kernel(parameters, coefficients, space.lower, space.upper, options=options, comm=comm)
+    return Surrogate(space, basis, regressor, training_parameters=parameters)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    r"""The cross-validation of one candidate regressor.
+
+    Attributes:
+        name: The candidate's name (``"network"``, ``"network_tuned"``, ``"rbf"``, ``"gp"`` or the user's).
+        cv_error: Held-out relative error of each snapshot in the basis' norm (projection and regressor parts).
+        regressor_error: Held-out relative coefficient error :math:`\|\hat c - c\|_2 / \|c\|_2` per snapshot.
+        time_s: Wall time of the candidate's k fits and evaluations (rank 0's).
+        description: The options of the candidate.
+    """
+
+    name: str
+    cv_error: npt.NDArray[np.float64]
+    regressor_error: npt.NDArray[np.float64]
+    time_s: float
+    description: str
+
+    @property
+    def cv_error_mean(self) -> float:
+        """Mean held-out error."""
+        return float(np.mean(self.cv_error))
+
+    def summary(self) -> dict[str, Any]:
+        """Name, mean and maximum held-out errors, time, as plain values."""
+        return {
+            "name": self.name,
+            "cv_error_mean": self.cv_error_mean,
+            "cv_error_max": float(np.max(self.cv_error)),
+            "regressor_error_mean": float(np.mean(self.regressor_error)),
+            "time_s": self.time_s,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The report of :func:`select_regressor`.
+
+    Attributes:
+        candidates: Every candidate's cross-validation, in the order compared.
+        selected: The name of the candidate picked (lowest mean held-out error).
+        reason: Why, in words: its error against the runner-up's.
+        folds: Number of folds.
+        projection_error_mean: Mean relative projection error of the snapshots (the floor of every candidate).
+        refit_time_s: Wall time of the final fit on all snapshots (rank 0's).
+    """
+
+    candidates: tuple[CandidateResult, ...]
+    selected: str
+    reason: str
+    folds: int
+    projection_error_mean: float
+    refit_time_s: float
+
+    def summary(self) -> dict[str, Any]:
+        """The report as JSON-serialisable values."""
+        return {
+            "selected": self.selected,
+            "reason": self.reason,
+            "folds": self.folds,
+            "projection_error_mean": self.projection_error_mean,
+            "refit_time_s": self.refit_time_s,
+            "candidates": [c.summary() for c in self.candidates],
+        }
+
+    def table(self) -> str:
+        """A plain-text table of the candidates, the selected one marked."""
+        lines = [f"{'candidate':<16} {'cv error mean':>14} {'cv error max':>13} {'time [s]':>9}"]
+        for c in self.candidates:
+            mark = " <- selected" if c.name == self.selected else ""
+            s = c.summary()
+            lines.append(f"{c.name:<16} {s['cv_error_mean']:>14.3e} {s['cv_error_max']:>13.3e} {c.time_s:>9.2f}{mark}")
+        return "\n".join(lines)
+
+
+def _candidates(
+    candidates: Sequence[str] | Mapping[str, Options], tuned: TrainingOptions | None, seed: int
+) -> dict[str, Options]:
+    """The options of each candidate, by name."""
+    builtin: dict[str, Options] = {
+        "network": TrainingOptions(progress=False),
+        "rbf": KernelOptions(method="rbf"),
+        "gp": KernelOptions(method="gp", seed=seed),
+    }
+    if tuned is not None:
+        builtin["network_tuned"] = dataclasses.replace(tuned, progress=False)
+    if isinstance(candidates, Mapping):
+        chosen = dict(candidates)
+        if tuned is not None:
+            chosen.setdefault("network_tuned", builtin["network_tuned"])
+    else:
+        names = list(candidates) + (
+            ["network_tuned"] if tuned is not None and "network_tuned" not in candidates else []
+        )
+        unknown = [n for n in names if n not in builtin]
+        if unknown:
+            raise ValueError(
+                f"Unknown candidate(s) {unknown}; choose from {sorted(builtin)} (or pass a mapping name -> options)."
+            )
+        chosen = {n: builtin[n] for n in names}
+    if not chosen:
+        raise ValueError("select_regressor needs at least one candidate.")
+    for name, opts in chosen.items():
+        if not isinstance(opts, TrainingOptions | KernelOptions):
+            raise TypeError(f"Candidate {name!r}: options must be TrainingOptions or KernelOptions, got {opts!r}.")
+    return chosen
+
+
+def _fit(
+    options: Options,
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    space: ParameterSpace,
+    comm: Any,
+) -> tuple[CoefficientRegressor, list[TrainingHistory] | None]:
+    """Fit one candidate (collective)."""
+    if isinstance(options, KernelOptions):
+        return fit_kernel(parameters, coefficients, space.lower, space.upper, options=options, comm=comm), None
+    network, history = train_network(parameters, coefficients, space.lower, space.upper, options=options, comm=comm)
+    return network, history
+
+
+def _cross_validate(
+    name: str,
+    options: Options,
+    parameters: npt.NDArray[np.float64],
+    coefficients: npt.NDArray[np.float64],
+    space: ParameterSpace,
+    fold: npt.NDArray[np.int64],
+    comm: Any,
+    projection_sq: npt.NDArray[np.float64],
+    norms: npt.NDArray[np.float64],
+    c_norms: npt.NDArray[np.float64],
+) -> CandidateResult:
+    """The held-out errors of one candidate over the folds (collective)."""
+    start = time.perf_counter()
+    regressor_sq = np.empty(len(fold))
+    for f in range(int(fold.max()) + 1):
+        held = fold == f
+        regressor, _ = _fit(options, parameters[~held], coefficients[~held], space, comm)
+        regressor_sq[held] = np.sum((regressor(parameters[held]) - coefficients[held]) ** 2, axis=1)
+    elapsed = float(comm.bcast(time.perf_counter() - start, root=0))
+    result = CandidateResult(
+        name=name,
+        cv_error=np.sqrt(projection_sq + regressor_sq) / norms,
+        regressor_error=np.sqrt(regressor_sq) / c_norms,
+        time_s=elapsed,
+        description=repr(options),
+    )
+    if comm.rank == 0:
+        logger.info("select_regressor: %s, CV error %.3e (%.1f s)", name, result.cv_error_mean, elapsed)
+    return result
+
+
+def _pick(results: list[CandidateResult], folds: int) -> tuple[CandidateResult, str]:
+    """The candidate of lowest mean CV error (the first of equals) and why, in words."""
+    ranked = sorted(range(len(results)), key=lambda i: (results[i].cv_error_mean, i))
+    best = results[ranked[0]]
+    if len(ranked) == 1:
+        return best, f"{best.name}: the only candidate ({folds}-fold cross-validation error {best.cv_error_mean:.3e})"
+    runner = results[ranked[1]]
+    ratio = runner.cv_error_mean / max(best.cv_error_mean, 1e-300)
+    return best, (
+        f"{best.name}: lowest mean {folds}-fold cross-validation error {best.cv_error_mean:.3e} of "
+        f"{len(results)} candidates; the runner-up {runner.name} has {runner.cv_error_mean:.3e} ({ratio:.2f}x)"
+    )
+
+
+def select_regressor(
+    basis: PODBasis,
+    snapshots: SnapshotSet,
+    space: ParameterSpace,
+    *,
+    candidates: Sequence[str] | Mapping[str, Options] = DEFAULT_CANDIDATES,
+    tuned: TrainingOptions | None = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[Surrogate, Selection]:
+    """Pick the regressor with the lowest k-fold cross-validation error and refit it on all snapshots (collective).
+
+    Every rank computes the same errors from replicated coefficients (the fits run on rank 0 and are broadcast),
+    so the choice is the same on every rank and for any rank count.
+
+    Args:
+        basis: The reduced basis.
+        snapshots: The training snapshots (no new solves).
+        space: The parameter space.
+        candidates: Names of built-in candidates (``"network"``: :class:`~fem_ml.networks.TrainingOptions`
+            defaults; ``"rbf"``, ``"gp"``: :class:`~fem_ml.kernels.KernelOptions` of that method), or a mapping
+            from names to :class:`~fem_ml.networks.TrainingOptions` or :class:`~fem_ml.kernels.KernelOptions`.
+        tuned: Training options of a tuned network, compared as ``"network_tuned"``.
+        folds: Number of folds (``2 <= folds <= len(snapshots)``).
+        seed: Seed of the split into folds (and of the GP's optimizer restarts).
+
+    Returns:
+        The surrogate of the selected regressor, refit on all snapshots, and the report.
+
+    Raises:
+        ValueError: on every rank, for an unknown candidate, a bad ``folds``, snapshots on another space, bad points,
+            or inputs that differ between ranks.
+    """
+    comm = basis.V.mesh.comm
+    n = len(snapshots)
+
+    def check() -> dict[str, Options]:
+        if not 2 <= folds <= n:
+            raise ValueError(f"folds must be in [2, {n}] for {n} snapshots, got {folds}.")
+        return _candidates(candidates, tuned, seed)
+
+    chosen = agreed(comm, check, "The candidates or folds of select_regressor", key=lambda c: (c, folds, seed))
+    parameters, coefficients = _checked_data(
+        basis, snapshots, space, "The training points of select_regressor", lambda p: p
+    )
+    both = basis.inner_product.norms(
+        np.hstack([snapshots.values, snapshots.values - basis.reconstruct(coefficients.T)])
+    )
+    norms, projection_sq = both[:n], both[n:] ** 2
+    safe = np.where(norms > 0, norms, 1.0)
+    c_norms = np.where(np.linalg.norm(coefficients, axis=1) > 0, np.linalg.norm(coefficients, axis=1), 1.0)
+    fold = np.empty(n, dtype=np.int64)
+    for f, members in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
+        fold[members] = f
+
+    results = [
+        _cross_validate(name, options, parameters, coefficients, space, fold, comm, projection_sq, safe, c_norms)
+        for name, options in chosen.items()
+    ]
+    best, reason = _pick(results, folds)
+    start = time.perf_counter()
+    regressor, history = _fit(chosen[best.name], parameters, coefficients, space, comm)
+    refit = float(comm.bcast(time.perf_counter() - start, root=0))
+    selection = Selection(
+        candidates=tuple(results),
+        selected=best.name,
+        reason=reason,
+        folds=folds,
+        projection_error_mean=float(np.mean(np.sqrt(projection_sq) / safe)),
+        refit_time_s=refit,
+    )
+    if comm.rank == 0:
+        logger.info("select_regressor picked %s\n%s", reason, selection.table())
+    rom = Surrogate(space, basis, regressor, history=history, training_parameters=parameters)
+    return rom, selection

@@ -1,0 +1,201 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Kernel regressors behind Surrogate (RBF, GP), their files on any rank count, and select_regressor."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from conftest import SPACE, by_coordinates, raises_on_all_ranks
+from dolfinx import fem
+
+import fem_ml
+from fem_ml._formats import SURROGATE
+from fem_ml._h5 import read_tree, write_tree
+
+MU = np.array([[0.3, 0.45, 0.8, 0.2], [0.9, 0.15, 0.5, 0.6]])
+#: A GP fitted quickly: one kernel and transform, no optimizer restarts.
+QUICK_GP = fem_ml.KernelOptions(method="gp", kernel="matern52", input_transform="log", restarts=0)
+
+
+@pytest.fixture(scope="module")
+def basis(snapshots):
+    return fem_ml.pod(snapshots, "h1", n_modes=6)
+
+
+@pytest.fixture(scope="module")
+def roms(basis, snapshots):
+    out = {
+        "rbf": fem_ml.fit_kernel_surrogate(basis, snapshots, SPACE, method="rbf"),
+        "gp": fem_ml.fit_kernel_surrogate(basis, snapshots, SPACE, options=QUICK_GP),
+    }
+    yield out
+    for rom in out.values():
+        rom.destroy()
+
+
+@pytest.mark.parametrize("method", ["rbf", "gp"])
+def test_kernel_surrogate_fits_and_predicts_functions(basis, snapshots, test_snapshots, roms, method):
+    """The kernel reproduces the training coefficients (RBF exactly when unsmoothed) and predicts well held out."""
+    rom = roms[method]
+    assert rom.regressor.kind == "kernel" and rom.regressor.method == method
+    coefficients = basis.project(snapshots).T
+    fitted = rom.coefficients(snapshots.parameters)
+    misfit = np.linalg.norm(fitted - coefficients, axis=1) / np.linalg.norm(coefficients, axis=1)
+    if method == "rbf" and rom.regressor.noise == 0:
+        assert misfit.max() < 1e-8
+    else:
+        assert misfit.max() < 1e-2
+    report = rom.errors(test_snapshots.parameters, test_snapshots)
+    assert report.rel_error_h1.mean() < 0.1  # 40 snapshots: a few percent (GP and RBF alike)
+    u = rom(MU[0])
+    assert isinstance(u, fem.Function) and u.function_space is basis.V
+    np.testing.assert_allclose(u.x.array[: len(rom.predict_values(MU[:1]))], rom.predict_values(MU[:1])[:, 0])
+
+
+def test_gp_uncertainty_and_rbf_refusal(comm, roms):
+    """A GP has a positive predictive deviation, zero-ish at a training point; RBF says it has none."""
+    gp, rbf = roms["gp"], roms["rbf"]
+    _, std = gp.uncertainty(MU[0])
+    assert comm.allreduce(float(np.min(std.x.array)), op=MPI.MIN) >= 0
+    assert comm.allreduce(float(np.max(std.x.array)), op=MPI.MAX) > 0
+    far, near = gp.deviation(np.vstack([MU[:1], gp.training_parameters[:1]]))
+    assert near < 0.1 * far
+    raises_on_all_ranks(comm, ValueError, "no uncertainty", rbf.uncertainty, MU[0])
+    raises_on_all_ranks(comm, ValueError, "no deviation", rbf.deviation, MU)
+    raises_on_all_ranks(comm, TypeError, "not a network", lambda: rbf.network)
+
+
+@pytest.mark.parametrize("method", ["rbf", "gp"])
+def test_kernel_file_across_rank_counts(comm, tmp_dir, problem, serial_problem, basis, snapshots, roms, method):
+    """Saved on all ranks, loaded on one rank and on all; saved on one rank, loaded on all: the same fields."""
+    rom = roms[method]
+    reference = by_coordinates(rom.V, rom.predict_values(MU))
+    path = fem_ml.save(rom, tmp_dir / f"{method}.femml")
+    Vs, _ = serial_problem
+    for loaded in (fem_ml.load(path, problem[0]), fem_ml.load(path, Vs), fem_ml.load(path, comm=MPI.COMM_SELF)):
+        got = by_coordinates(loaded.V, loaded.predict_values(MU))
+        np.testing.assert_allclose(got, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
+        assert loaded.regressor.kind == "kernel" and loaded.regressor.method == method
+        loaded.destroy()
+    # Saved by rank 0 alone from a surrogate loaded on COMM_SELF, loaded again on every rank.
+    alone = comm.bcast(str(tmp_dir / f"{method}_alone.femml") if comm.rank == 0 else None, root=0)
+    if comm.rank == 0:
+        solo = fem_ml.load(path, Vs)
+        fem_ml.save(solo, alone)
+        solo.destroy()
+    comm.barrier()
+    loaded = fem_ml.load(alone, problem[0])
+    got = by_coordinates(loaded.V, loaded.predict_values(MU))
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
+    info = fem_ml.archive.describe(alone)
+    assert info["kernel"]["method"] == method and "network" not in info
+    loaded.destroy()
+
+
+def _forgeries(tree: dict):
+    """Kernel entries made inconsistent or non-finite; each yields (label, forged tree)."""
+    kernel = sorted(k for k in tree if k.startswith("kernel/"))
+    for name in kernel:
+        out = dict(tree)
+        del out[name]
+        yield f"{name}: removed", out
+        value = tree[name]
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
+            bad = value.copy()
+            bad.flat[bad.size // 2] = np.nan
+            yield f"{name}: nan", {**tree, name: bad}
+            yield f"{name}: one more row", {**tree, name: np.concatenate([value, value[:1]])}
+        elif isinstance(value, str):
+            yield f"{name}: bogus", {**tree, name: "bogus"}
+    yield "length scale negative", {**tree, "kernel/length_scales": -tree["kernel/length_scales"]}
+    upper = tree["kernel/cholesky"].copy()
+    upper[0, -1] = 1.0
+    yield "cholesky not triangular", {**tree, "kernel/cholesky": upper}
+    yield "network and kernel", {**tree, "network/n_in": 4}
+
+
+def test_forged_kernel_files_are_refused(comm, tmp_dir, roms):
+    """Every forged kernel entry, with a valid checksum, is a FileFormatError naming the file, on every rank."""
+    path = fem_ml.save(roms["gp"], tmp_dir / "gp_forge.femml")
+    cases = []
+    if comm.rank == 0:
+        tree = read_tree(path, kind=SURROGATE.kind, version=SURROGATE.version, what="test", schema=SURROGATE.schema)
+        for k, (label, forged) in enumerate(_forgeries(tree)):
+            target = tmp_dir / f"forged_kernel_{k:03d}.femml"
+            write_tree(target, forged, kind=SURROGATE.kind, version=SURROGATE.version)
+            cases.append((label, str(target)))
+    cases = comm.bcast(cases, root=0)
+    assert len(cases) > 20
+    for label, target in cases:
+        with pytest.raises(fem_ml.FileFormatError, match="forged_kernel") as err:
+            fem_ml.load(target, comm=comm)
+        assert target in str(err.value), label
+
+
+def test_select_regressor_reports_every_candidate(comm, basis, snapshots):
+    """The pick is the lowest CV error, the same on every rank; the report lists every candidate."""
+    candidates = {
+        "network": fem_ml.TrainingOptions(hidden_layers=(8,), adam_epochs=30, lbfgs_iterations=0, progress=False),
+        "rbf": fem_ml.KernelOptions(method="rbf"),
+        "gp": QUICK_GP,
+    }
+    rom, selection = fem_ml.select_regressor(basis, snapshots, SPACE, candidates=candidates, folds=3, seed=1)
+    names = [c.name for c in selection.candidates]
+    assert names == ["network", "rbf", "gp"]
+    errors = [c.cv_error_mean for c in selection.candidates]
+    assert selection.selected == names[int(np.argmin(errors))]
+    assert selection.selected in selection.reason and all(np.isfinite(errors))
+    assert all(c.cv_error.shape == (len(snapshots),) for c in selection.candidates)
+    assert all(c.cv_error_mean >= selection.projection_error_mean for c in selection.candidates)
+    # Identical on every rank, and to a run on this rank alone.
+    assert comm.allgather((selection.selected, errors)) == [(selection.selected, errors)] * comm.size
+    assert rom.regressor.kind == ("network" if selection.selected == "network" else "kernel")
+    rom.destroy()
+
+
+def test_select_regressor_same_on_one_rank(comm, serial_problem, snapshots):
+    """The choice and the CV errors on one rank (COMM_SELF) equal those of all ranks together."""
+    Vs, solve = serial_problem
+    candidates = {"rbf": fem_ml.KernelOptions(method="rbf"), "gp": QUICK_GP}
+    world = fem_ml.pod(snapshots, "h1", n_modes=6)
+    _, together = fem_ml.select_regressor(world, snapshots, SPACE, candidates=candidates, folds=3)
+    alone = fem_ml.collect_snapshots(solve, snapshots.parameters, Vs, space=SPACE, progress=False)
+    serial = fem_ml.pod(alone, "h1", n_modes=6)
+    _, single = fem_ml.select_regressor(serial, alone, SPACE, candidates=candidates, folds=3)
+    assert single.selected == together.selected
+    for a, b in zip(single.candidates, together.candidates, strict=True):
+        np.testing.assert_allclose(a.cv_error, b.cv_error, rtol=1e-6)
+    world.destroy()
+    serial.destroy()
+
+
+def test_options_reject_unknown_names(comm, basis, snapshots):
+    """Unknown option names are TypeErrors; unknown values and candidates are ValueErrors, on every rank."""
+    with pytest.raises(TypeError):
+        fem_ml.KernelOptions(methd="gp")  # type: ignore[call-arg]
+    raises_on_all_ranks(comm, TypeError, "bogus", fem_ml.fit_kernel_surrogate, basis, snapshots, SPACE, bogus=1)
+    raises_on_all_ranks(comm, ValueError, "Unknown kernel", fem_ml.KernelOptions, method="rbf", kernel="matern52")
+    raises_on_all_ranks(comm, ValueError, "Unknown method", fem_ml.KernelOptions, method="knn")
+    raises_on_all_ranks(comm, ValueError, "Unknown candidate", fem_ml.select_regressor, basis, snapshots, SPACE,
+                        candidates=("rbf", "svm"))  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "folds", fem_ml.select_regressor, basis, snapshots, SPACE, folds=1)
+    with pytest.raises(TypeError):
+        fem_ml.select_regressor(basis, snapshots, SPACE, fold=3)  # type: ignore[call-arg]
+
+
+def test_network_only_features_refuse_a_kernel_surrogate(comm, tmp_dir, roms):
+    """The inverse problems (through torch) and the ParaView runtime refuse a kernel surrogate clearly."""
+    from fem_ml.paraview.runtime import SurrogateModel
+
+    rom = roms["gp"]
+    sensors = fem_ml.Sensors(rom, np.array([[0.25, 0.25, 0.0], [0.75, 0.5, 0.0]]))
+    data = sensors.matrix @ rom.coefficients(MU[:1])[0]
+    observations = sensors.observe(data, noise_std=1e-3 * float(np.sqrt(np.mean(data**2))))
+    raises_on_all_ranks(comm, TypeError, "not a network", fem_ml.identify, rom, observations, n_starts=1)
+    path = fem_ml.save(rom, tmp_dir / "for_paraview.femml")
+    with pytest.raises(ValueError, match="evaluates network surrogates only"):
+        SurrogateModel(path)
