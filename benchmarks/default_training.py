@@ -5,7 +5,7 @@ r"""Default training options on three problems no demo tunes for, against the de
 
 Run (serially or under ``mpirun``; training runs on rank 0 either way)::
 
-    OMP_NUM_THREADS=1 python benchmarks/default_training.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/default_training.py
 
 The problems (small-to-moderate meshes, P1, ``u = 0`` on the boundary):
 

@@ -1,6 +1,8 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
+import json
+
 from mpi4py import MPI
 
 import numpy as np
@@ -14,7 +16,9 @@ from fem_ml.networks import (
     TrainingHistory,
     TrainingOptions,
     _EarlyStopping,
+    automatic_fields,
     resolve_device,
+    resolve_options,
     stack_numpy,
     stack_torch,
     train_network,
@@ -229,3 +233,29 @@ def test_float32_adam_then_float64_polish():
     assert net.models[0].layers[0].weight.dtype == torch.float64
     x_test, y_test = _data(20, seed=5)
     assert np.mean(np.linalg.norm(net(x_test) - y_test, axis=1) / np.linalg.norm(y_test, axis=1)) < 0.05
+
+
+def test_auto_options_resolve_from_the_data_and_are_recorded():
+    """``"auto"`` fields follow the documented rules; the resolved options are recorded in every history."""
+    auto = TrainingOptions()
+    wide = resolve_options(auto, n_samples=100, n_outputs=13, lower=[1e-4, 1e-4], upper=[1e2, 1e2])
+    assert wide.input_transform == "log" and wide.hidden_layers == (64, 64, 64) and wide.n_networks == 2
+    assert (wide.adam_epochs, wide.lbfgs_iterations, wide.patience) == (3000, 1000, 1000)
+    narrow = resolve_options(auto, n_samples=30, n_outputs=50, lower=[0.3, 1.0], upper=[0.7, 2.0])
+    assert narrow.input_transform == "linear" and narrow.hidden_layers == (128, 128, 128)
+    signed = resolve_options(auto, n_samples=2000, n_outputs=3, lower=[-1.0, 1e-3], upper=[1.0, 1.0])
+    assert signed.input_transform == "linear" and signed.hidden_layers == (128,) * 3 and signed.n_networks == 1
+    chosen = resolve_options(TrainingOptions(hidden_layers=(8,), input_transform="linear"), n_samples=100,
+                             n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
+    assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
+    assert automatic_fields(TrainingOptions(n_networks=1)) == [
+        "hidden_layers", "input_transform", "adam_epochs", "lbfgs_iterations", "patience", "adam_dtype"
+    ]  # fmt: skip
+    x, y = _data()
+    _, histories = _fit(x, y, input_transform="auto", n_networks="auto")
+    for history in histories:
+        recorded = json.loads(history.options)
+        assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
+        assert recorded["automatic"] == ["input_transform", "n_networks", "adam_dtype"]
+    with pytest.raises(ValueError, match="n_networks"):
+        TrainingOptions(n_networks="many")  # type: ignore[arg-type]
