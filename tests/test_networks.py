@@ -168,6 +168,10 @@ def test_training_is_reproducible_and_identical_on_all_ranks():
     np.testing.assert_array_equal(a(x), b(x))
     for other in comm.allgather(a(x)):
         np.testing.assert_array_equal(other, a(x))
+    # The same ensemble trained by each rank alone: the batched training does not depend on the rank count.
+    options = TrainingOptions(**{**FAST, "seed": 7, "n_networks": 2, "input_transform": "log"})
+    alone, _ = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=MPI.COMM_SELF)
+    np.testing.assert_array_equal(alone(x), a(x))
     c, _ = _fit(x, y, seed=8)
     assert not np.allclose(a(x), c(x))
 
