@@ -328,6 +328,8 @@ def _check_surrogate(tree: Tree) -> None:
         _float(tree, prefix + "time_s", low=0.0)
         for name in ("train_indices", "validation_indices"):
             _indices(tree, prefix + name, 1 << 62)
+        if prefix + "options" in tree and not isinstance(_json(tree, prefix + "options"), dict):
+            raise ValueError(f"'{prefix}options': not a JSON object")
         m += 1
     if "training/parameters" in tree:
         _finite(tree, "training/parameters")
@@ -431,6 +433,7 @@ _SURROGATE_FIELDS = [
     Field(_HISTORY + "(best_index|n_adam_epochs|n_lbfgs_iterations)", "int"),
     Field(_HISTORY + "time_s", "float"),
     Field(_HISTORY + "device", "str"),
+    Field(_HISTORY + "options", "str", required=False),
     Field("training/parameters", shape=("*", "p"), required=False),
     Field("errors/parameters", shape=("n_test", "p"), required=False),
     Field("errors/(rel_error_l2|rel_error_h1|proj_error_l2|proj_error_h1|network_error)", shape=("n_test",)),

@@ -234,7 +234,7 @@ def _default_build(
     resolved = dataclasses.replace(
         options if options is not None else TrainingOptions(n_networks=3, progress=False), **overrides
     )
-    if resolved.n_networks < 2:
+    if isinstance(resolved.n_networks, int) and resolved.n_networks < 2:
         raise ValueError("The default build estimates with the ensemble's deviation: it needs n_networks >= 2.")
 
     def ensemble_build(snapshots: SnapshotSet) -> tuple[Surrogate, Estimator]:

@@ -378,6 +378,7 @@ def describe(
                 "adam_epochs": history.n_adam_epochs,
                 "lbfgs_iterations": history.n_lbfgs_iterations,
                 "time_s": history.time_s,
+                "options": json.loads(history.options) if history.options else None,
             }
         )
     info["training"] = training

@@ -101,6 +101,15 @@ def _format_info(info: dict) -> str:
             f"network: {net['n_networks']} x MLP {net['hidden_layers']} {net['activation']}, "
             f"input transform {net['input_transform']}"
         )
+        options = info["training"][0].get("options") if info["training"] else None
+        if options:
+            shown = ["hidden_layers", "input_transform", "n_networks", "adam_epochs", "lbfgs_iterations", "patience"]
+            shown += ["adam_dtype", "dtype", "learning_rate", "validation_fraction", "seed"]
+            automatic = set(options.get("automatic", []))
+            lines.append(
+                "training options (* chosen from the data): "
+                + ", ".join(f"{k}={options[k]}{'*' if k in automatic else ''}" for k in shown if k in options)
+            )
     for m, t in enumerate(info["training"]):
         lines.append(
             f"  member {m}: best train loss {t['best_train_loss']:.3e}, best validation loss "

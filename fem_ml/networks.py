@@ -11,15 +11,22 @@ The loss is measured on the unscaled coefficients. Because the POD modes are :ma
 .. math:: \frac{1}{n} \sum_i \frac{\|\hat c(\mu_i) - c_i\|_2^2}{\|c_i\|_2^2}
 
 is the mean squared relative field error (network part) in the POD's inner product.
-Training runs on one rank (and one device); the weights are broadcast to all ranks.
+All ensemble members train at once as one batched model, on one rank (and one device): Adam, then SciPy's
+L-BFGS-B on the flat weight vector; the weights are broadcast to all ranks.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import itertools
+import json
 import logging
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,13 +50,16 @@ else:
     torch = lazy_module("torch")  # imported at its first use: loading and querying a surrogate do not need it
 
 __all__ = [
+    "LOG_RATIO",
     "MLP",
     "AffineScaler",
     "CoefficientNetwork",
     "PhysicsLoss",
     "TrainingHistory",
     "TrainingOptions",
+    "automatic_fields",
     "resolve_device",
+    "resolve_options",
     "stack_numpy",
     "stack_torch",
     "train_network",
@@ -164,78 +174,155 @@ def _torch_affine(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Te
 class TrainingOptions:
     r"""Options of :func:`train_network`; every option is a named field, so an unknown one is an error.
 
+    The fields that default to ``"auto"`` are chosen from the data by :func:`resolve_options` (the bounds, the
+    number of samples and of outputs); every one of them can be set. The resolved options are recorded in each
+    member's :attr:`TrainingHistory.options`, saved with the surrogate and shown by ``python -m fem_ml info``.
+
     Attributes:
-        hidden_layers: Widths of the hidden layers.
+        hidden_layers: Widths of the hidden layers (``"auto"``: from the samples and outputs).
         activation: Activation between layers.
         input_transform: ``"linear"`` scales each parameter affinely from its bounds to :math:`[-1, 1]`;
             ``"log"`` does the same with :math:`\log \mu` and the log-bounds (positive parameters only; suited to
-            coefficients such as conductivities or moduli that span orders of magnitude).
-        n_networks: Size of the ensemble. Member ``m`` is seeded with ``seed + m`` (its own initialization and
-            validation split); the prediction is the mean of the members. Members train in parallel over the
-            ranks.
+            coefficients such as conductivities or moduli that span orders of magnitude); ``"auto"``: ``"log"``
+            when the bounds are positive and span a decade or more.
+        n_networks: Size of the ensemble (``"auto"``: 2 up to 1000 samples, else 1). Member ``m`` is seeded with
+            ``seed + m`` (its own initialization and validation split); the prediction is the mean of the members.
+            All members train at once, as one batched model.
         loss: ``"relative"`` (mean squared relative coefficient error) or ``"mse"`` (squared error relative to
             the mean squared norm of the data).
-        adam_epochs: Maximum number of Adam epochs.
+        adam_epochs: Maximum number of Adam epochs (``"auto"``: 3000).
         learning_rate: Initial Adam learning rate; it decays geometrically to ``learning_rate * final_lr_ratio``.
         final_lr_ratio: Learning-rate ratio reached at the last Adam epoch.
         batch_size: Mini-batch size for Adam; None for full batches.
         weight_decay: L2 weight decay of Adam.
-        lbfgs_iterations: Maximum number of L-BFGS iterations after Adam (0 to skip the polish).
+        lbfgs_iterations: Maximum number of L-BFGS iterations after Adam (0 to skip the polish; ``"auto"``: 1000).
         validation_fraction: Fraction of the samples held out for validation and early stopping (0 disables
             both: the last weights are kept).
-        patience: Adam epochs (and L-BFGS iterations) without improvement of the validation loss before stopping.
+        patience: Adam epochs (and L-BFGS iterations) without improvement of the validation loss before stopping
+            (``"auto"``: 1000).
         seed: Seed of the weight initialization, the validation split and the batch order (of member 0).
-        dtype: ``"float64"`` or ``"float32"``.
+        dtype: ``"float64"`` or ``"float32"``: the precision of the trained network and of the L-BFGS polish.
+        adam_dtype: The precision of the Adam phase (None: ``dtype``); ``"float32"`` runs it about twice as fast,
+            and the polish then continues in ``dtype`` from the best Adam weights (``"auto"``: ``"float32"`` on
+            the CPU for a float64 network).
         device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used for training only.
+        threads: torch threads while training; None for the usable cores divided by the ranks on the node (so
+            that ranks never oversubscribe it). The previous thread count is restored after training.
         progress: Show a progress bar on rank 0.
     """
 
-    hidden_layers: tuple[int, ...] = (64, 64, 64)
+    hidden_layers: tuple[int, ...] | Literal["auto"] = "auto"
     activation: Activation = "gelu"
-    input_transform: Literal["linear", "log"] = "linear"
-    n_networks: int = 1
+    input_transform: Literal["linear", "log", "auto"] = "auto"
+    n_networks: int | Literal["auto"] = "auto"
     loss: Literal["relative", "mse"] = "relative"
-    adam_epochs: int = 3000
+    adam_epochs: int | Literal["auto"] = "auto"
     learning_rate: float = 3e-3
     final_lr_ratio: float = 1e-2
     batch_size: int | None = None
     weight_decay: float = 0.0
-    lbfgs_iterations: int = 1000
+    lbfgs_iterations: int | Literal["auto"] = "auto"
     validation_fraction: float = 0.2
-    patience: int = 1000
+    patience: int | Literal["auto"] = "auto"
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
+    adam_dtype: Literal["float32", "float64", "auto"] | None = "auto"
     device: str = "auto"
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
-        hidden = tuple(self.hidden_layers)
-        if not hidden or any(not isinstance(w, int | np.integer) or w < 1 for w in hidden):
-            raise ValueError(f"hidden_layers must be positive ints, got {self.hidden_layers!r}.")
-        object.__setattr__(self, "hidden_layers", tuple(int(w) for w in hidden))
+        if self.hidden_layers != "auto":
+            hidden = tuple(self.hidden_layers)
+            if not hidden or any(not isinstance(w, int | np.integer) or w < 1 for w in hidden):
+                raise ValueError(f"hidden_layers must be positive ints or 'auto', got {self.hidden_layers!r}.")
+            object.__setattr__(self, "hidden_layers", tuple(int(w) for w in hidden))
         if self.activation not in NUMPY_ACTIVATIONS:
             raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(NUMPY_ACTIVATIONS)}.")
-        if self.input_transform not in ("linear", "log"):
-            raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear' or 'log'.")
-        if int(self.n_networks) < 1:
-            raise ValueError(f"n_networks must be >= 1, got {self.n_networks}.")
+        if self.input_transform not in ("linear", "log", "auto"):
+            raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear', 'log' or 'auto'.")
+        for name in ("n_networks", "adam_epochs", "lbfgs_iterations", "patience"):
+            value = getattr(self, name)
+            if value != "auto" and (not isinstance(value, int | np.integer) or value < (name == "n_networks")):
+                low = 1 if name == "n_networks" else 0
+                raise ValueError(f"{name} must be an int >= {low} or 'auto', got {value!r}.")
         if self.loss not in ("relative", "mse"):
             raise ValueError(f"Unknown loss {self.loss!r}; choose 'relative' or 'mse'.")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"Unknown dtype {self.dtype!r}; choose one of {sorted(_DTYPES)}.")
-        for name in ("adam_epochs", "lbfgs_iterations", "patience"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("dtype", "adam_dtype"):
+            value = getattr(self, name)
+            if value not in _DTYPES and not (name == "adam_dtype" and value in (None, "auto")):
+                raise ValueError(f"Unknown {name} {value!r}; choose one of {sorted(_DTYPES)}.")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if not 0 < self.final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio must be in (0, 1], got {self.final_lr_ratio}.")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}.")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
-        if self.adam_epochs + self.lbfgs_iterations == 0:
+        if self.adam_epochs == 0 and self.lbfgs_iterations == 0:
             raise ValueError("adam_epochs and lbfgs_iterations are both 0: nothing would be trained.")
+
+
+#: Bound ratio ``upper / lower`` from which ``input_transform="auto"`` scales :math:`\log \mu` (one decade).
+LOG_RATIO = 10.0
+
+
+def resolve_options(
+    options: TrainingOptions, *, n_samples: int, n_outputs: int, lower: npt.ArrayLike, upper: npt.ArrayLike
+) -> TrainingOptions:
+    r"""The options with every ``"auto"`` value replaced by the choice for this data (local, deterministic).
+
+    The rules, from the number of samples :math:`n`, the number of outputs (modes) :math:`r` and the bounds:
+
+    * ``input_transform``: ``"log"`` when every lower bound is positive and some ratio ``upper / lower`` is at
+      least :data:`LOG_RATIO` (a decade: diffusion-like solutions depend smoothly on :math:`\log \mu` over
+      decades), else ``"linear"``.
+    * ``hidden_layers``: three layers of width :math:`w = 32` for :math:`n < 40`, 64 for :math:`n \le 400`,
+      128 beyond, and at least the power of two above :math:`2r` (at most 256).
+    * ``n_networks``: 2 for :math:`n \le 1000` (averaging two members trained on different validation splits
+      removes part of the variance that dominates with little data; the members train as one batched model, so
+      the second costs far less than a second run), else 1.
+    * ``adam_epochs``: 3000; ``lbfgs_iterations``: 1000; ``patience``: 1000. Training stops earlier on a plateau
+      of the validation loss (no improvement for ``patience`` epochs or iterations; a shorter patience stopped the
+      L-BFGS polish on the validation noise of small data sets, at a higher error).
+    * ``adam_dtype``: ``"float32"`` on the CPU when ``dtype`` is ``"float64"`` (the Adam phase twice as fast;
+      the float64 L-BFGS polish that follows restores the accuracy), else ``dtype``.
+
+    Args:
+        options: Options, possibly with ``"auto"`` values.
+        n_samples: Number of training samples (before the validation split).
+        n_outputs: Number of network outputs.
+        lower: Lower parameter bounds.
+        upper: Upper parameter bounds.
+
+    Returns:
+        Options without ``"auto"``: the same object when nothing was automatic.
+    """
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    choices: dict[str, Any] = {}
+    if options.input_transform == "auto":
+        wide = bool(np.all(lo > 0) and np.max(hi / np.where(lo > 0, lo, 1.0)) >= LOG_RATIO)
+        choices["input_transform"] = "log" if wide else "linear"
+    if options.hidden_layers == "auto":
+        width = 32 if n_samples < 40 else 64 if n_samples <= 400 else 128
+        width = max(width, min(256, 1 << math.ceil(math.log2(max(2 * n_outputs, 1)))))
+        choices["hidden_layers"] = (width,) * 3
+    if options.n_networks == "auto":
+        choices["n_networks"] = 2 if n_samples <= 1000 else 1
+    fixed = {"adam_epochs": 3000, "lbfgs_iterations": 1000, "patience": 1000}
+    choices |= {name: value for name, value in fixed.items() if getattr(options, name) == "auto"}
+    if options.adam_dtype == "auto":
+        cpu = options.device == "cpu" or (options.device == "auto" and not torch.cuda.is_available())
+        choices["adam_dtype"] = "float32" if cpu and options.dtype == "float64" else options.dtype
+    return dataclasses.replace(options, **choices) if choices else options
+
+
+def automatic_fields(options: TrainingOptions) -> list[str]:
+    """The names of the fields of ``options`` whose value is ``"auto"`` (resolved by :func:`resolve_options`)."""
+    return [f.name for f in dataclasses.fields(options) if getattr(options, f.name) == "auto" and f.name != "device"]
 
 
 @dataclass
@@ -252,6 +339,9 @@ class TrainingHistory:
         validation_indices: Samples held out.
         time_s: Training wall-clock seconds.
         device: Device used.
+        options: The training options as resolved for the data (JSON: every field of
+            :class:`TrainingOptions`, and ``"automatic"``, the fields that were ``"auto"``; see
+            :func:`resolve_options`); None when not recorded (files written before it was).
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -263,6 +353,7 @@ class TrainingHistory:
     validation_indices: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     time_s: float = 0.0
     device: str = "cpu"
+    options: str | None = None
 
     @property
     def best_train_loss(self) -> float:
@@ -532,8 +623,8 @@ def train_network(
 ) -> tuple[CoefficientNetwork, list[TrainingHistory]]:
     """Train the network(s) from parameters to coefficients and share them with every rank (collective).
 
-    A single network trains on rank 0; ensemble members are spread over the ranks. Weights travel as NumPy
-    arrays.
+    All ensemble members train together as one batched model on rank 0 (the other ranks wait without spinning);
+    the weights travel to every rank as NumPy arrays, so the result does not depend on the number of ranks.
 
     Args:
         parameters: Parameter points ``(n, p)``, the same on every rank.
@@ -558,6 +649,9 @@ def train_network(
             f"coefficients, the data {parameters.shape[1]} and {coefficients.shape[1]}."
         )
     n_samples = parameters.shape[0]
+    automatic = automatic_fields(options)
+    options = resolve_options(options, n_samples=n_samples, n_outputs=coefficients.shape[1], lower=lower, upper=upper)
+    plan = _Plan.of(options)
     n_val = round(options.validation_fraction * n_samples)
     if options.validation_fraction > 0 and (n_val < 1 or n_samples - n_val < 1):
         raise ValueError(
@@ -565,113 +659,271 @@ def train_network(
             f"out of {n_samples}."
         )
     lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-    if options.input_transform == "log":
+    if plan.input_transform == "log":
         if np.any(lo <= 0):
             raise ValueError("input_transform='log' needs positive lower bounds for every parameter.")
         lo, hi = np.log(lo), np.log(hi)
     input_scaler = AffineScaler.from_bounds(lo, hi)
     output_scaler = AffineScaler.standardize(coefficients)
-    x = _scale_inputs(parameters, options.input_transform, input_scaler)
+    x = _scale_inputs(parameters, plan.input_transform, input_scaler)
     show = options.progress and comm.rank == 0
     scaled_physics = None
     if physics is not None:
-        x_physics = _scale_inputs(physics.parameters, options.input_transform, input_scaler)
+        x_physics = _scale_inputs(physics.parameters, plan.input_transform, input_scaler)
         scaled_physics = PhysicsLoss(x_physics, physics.matrices, physics.rhs, physics.weight)
+    threads = options.threads if options.threads is not None else _default_threads(comm)
 
-    def member(m: int) -> Callable[[], tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]]:
-        return lambda: _train(
-            x, coefficients, output_scaler, options=options, seed=options.seed + m, show_progress=show,
-            physics=scaled_physics,
-        )  # fmt: skip
+    def task() -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
+        with _torch_threads(threads):
+            return _train(
+                x, coefficients, output_scaler, plan=plan, options=options, show_progress=show, physics=scaled_physics
+            )
 
-    results = run_distributed(comm, [member(m) for m in range(options.n_networks)])
+    ((weights, histories),) = run_distributed(comm, [task])
+    record = json.dumps({**dataclasses.asdict(options), "automatic": automatic})
+    for history in histories:
+        history.options = record
     models = []
-    for weights, _ in results:
-        model = _new_model(parameters.shape[1], coefficients.shape[1], options)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    for member in weights:
+        model = _new_model(parameters.shape[1], coefficients.shape[1], plan, options)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in member.items()})
         models.append(model)
-    network = CoefficientNetwork(models, input_scaler, output_scaler, input_transform=options.input_transform)
-    return network, [history for _, history in results]
+    network = CoefficientNetwork(models, input_scaler, output_scaler, input_transform=plan.input_transform)
+    return network, histories
 
 
-def _new_model(n_in: int, n_out: int, options: TrainingOptions) -> MLP:
+def _default_threads(comm: MPI.Comm) -> int:
+    """The torch threads for training that do not oversubscribe the node: usable cores over ranks on the node.
+
+    The usable cores are this process' CPU affinity (``os.sched_getaffinity``, or ``os.cpu_count``); the ranks on
+    the node are the size of ``comm.Split_type(MPI.COMM_TYPE_SHARED)`` (collective). A positive
+    ``OMP_NUM_THREADS`` caps the count: whoever set it knows what else runs on the cores.
+    """
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local_ranks = node.size
+    node.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // local_ranks)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to ``n``, restored afterwards (local)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The options of one training run that may be ``"auto"``, resolved (see :func:`resolve_options`)."""
+
+    hidden_layers: tuple[int, ...]
+    input_transform: Literal["linear", "log"]
+    n_networks: int
+    adam_epochs: int
+    lbfgs_iterations: int
+    patience: int
+    adam_dtype: torch.dtype
+
+    @classmethod
+    def of(cls, options: TrainingOptions) -> _Plan:
+        """The plan of resolved options (a ``ValueError`` if one is still ``"auto"``)."""
+        values = {f.name: getattr(options, f.name) for f in dataclasses.fields(cls) if f.name != "adam_dtype"}
+        if "auto" in values.values() or options.adam_dtype == "auto":
+            raise ValueError("Training options must be resolved (resolve_options) before training.")
+        return cls(**values, adam_dtype=getattr(torch, options.adam_dtype or options.dtype))
+
+
+def _new_model(n_in: int, n_out: int, plan: _Plan, options: TrainingOptions) -> MLP:
     from fem_ml._mlp import MLP
 
-    model = MLP(n_in, n_out, hidden_layers=options.hidden_layers, activation=options.activation)
+    model = MLP(n_in, n_out, hidden_layers=plan.hidden_layers, activation=options.activation)
     return model.to(getattr(torch, options.dtype))
 
 
-class _EarlyStopping:
-    """Records the losses and keeps the best weights seen so far, with their monitored loss.
+class _Stacked:
+    """The ensemble's members as one trainable model whose weights are one flat vector.
 
-    The monitored loss is the validation loss, or the training loss without a validation split (then every step
-    counts as an improvement and the last weights are kept). The best weights live in one preallocated flat
-    buffer, overwritten only when the monitored loss improves; :meth:`restore` copies them back into the model.
+    Per layer, the weights ``(m, in, out)`` and biases ``(m, 1, out)`` of the ``m`` members are views of one flat
+    tensor :attr:`flat` (the only leaf of the graph), so the optimizers, the best-weights copy and SciPy's
+    L-BFGS-B all work on a single vector. The forward pass takes one batch per member, ``(m, n, in)``, and runs
+    one ``baddbmm`` per layer. The gradient of a sum of per-member losses is each member's own gradient, so the
+    members train independently, side by side.
 
     Args:
-        model: The model being trained.
-        history: Receives the losses.
-        validation: The validation loss of the current weights, or None without a validation split.
-        patience: Steps without improvement after which :attr:`exhausted` becomes true (with validation only).
+        models: The members (their initial weights), all with the same architecture.
+        device: Where to train.
     """
 
-    def __init__(self, model: MLP, history: TrainingHistory, validation: Callable[[], float] | None, *, patience: int):
-        self.parameters = list(model.parameters())
-        self.history = history
+    def __init__(self, models: list[MLP], device: torch.device):
+        chunks: list[torch.Tensor] = []
+        self.shapes: list[tuple[int, ...]] = []
+        for k in _linear_layers(models):
+            W = torch.stack([lin.weight.detach().T for lin in k])
+            b = torch.stack([lin.bias.detach()[None, :] for lin in k])
+            chunks += [W.reshape(-1), b.reshape(-1)]
+            self.shapes += [tuple(W.shape), tuple(b.shape)]
+        self.n_members = len(models)
+        self.flat = torch.cat(chunks).to(device).requires_grad_()
+        self.offsets = [0, *itertools.accumulate(math.prod(shape) for shape in self.shapes)]
+        #: The member of each entry of :attr:`flat`.
+        self.member_of = torch.cat(
+            [torch.arange(self.n_members).repeat_interleave(math.prod(shape[1:])) for shape in self.shapes]
+        ).to(device)
+        from fem_ml._mlp import ACTIVATIONS as TORCH_ACTIVATIONS
+
+        self.activation = TORCH_ACTIVATIONS[models[0].activation]()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(m, n, out)`` of inputs ``(m, n, in)``."""
+        h = x
+        n_layers = len(self.shapes) // 2
+        for k in range(n_layers):
+            (a, b, c), (W, B) = self.offsets[2 * k : 2 * k + 3], self.shapes[2 * k : 2 * k + 2]
+            h = torch.baddbmm(self.flat[b:c].view(B), h, self.flat[a:b].view(W))
+            if k < n_layers - 1:
+                h = self.activation(h)
+        return h
+
+    def converted(self, dtype: torch.dtype) -> _Stacked:
+        """The same model (same layout) with its weights copied to ``dtype``."""
+        other = copy.copy(self)
+        other.flat = self.flat.detach().to(dtype).requires_grad_()
+        return other
+
+    def member_weights(self, dtype: torch.dtype) -> list[dict[str, npt.NDArray[np.float64]]]:
+        """Each member's weights as the ``state_dict`` of an :class:`MLP` (NumPy arrays in ``dtype``)."""
+        flat = self.flat.detach().to(device="cpu", dtype=dtype)
+        parts = [
+            flat[a:b].view(shape) for a, b, shape in zip(self.offsets, self.offsets[1:], self.shapes, strict=False)
+        ]
+        out: list[dict[str, npt.NDArray[np.float64]]] = []
+        for m in range(self.n_members):
+            state = {}
+            for k in range(len(parts) // 2):
+                state[f"layers.{2 * k}.weight"] = parts[2 * k][m].T.contiguous().numpy().copy()
+                state[f"layers.{2 * k}.bias"] = parts[2 * k + 1][m, 0].contiguous().numpy().copy()
+            out.append(state)
+        return out
+
+
+class _EarlyStopping:
+    """Records each member's losses and keeps its best weights seen so far, with their monitored loss.
+
+    The monitored loss is the validation loss, or the training loss without a validation split (then every step
+    counts as an improvement and the last weights are kept). The best weights live in one preallocated flat copy,
+    overwritten (for the members that improved) only when a monitored loss improves; :meth:`restore` copies them
+    back. A member whose patience is exhausted stops recording: its history and best weights stay as they were
+    when it stopped, as if it had trained alone.
+
+    Args:
+        flat: The flat weights being trained.
+        member_of: The member of each weight.
+        histories: One history per member; receives the losses.
+        validation: The validation loss of each member for the current weights, or None without a validation split.
+        patience: Steps without improvement after which a member is exhausted (with validation only).
+    """
+
+    def __init__(
+        self,
+        flat: torch.Tensor,
+        member_of: torch.Tensor,
+        histories: list[TrainingHistory],
+        validation: Callable[[], npt.NDArray[np.float64]] | None,
+        *,
+        patience: int,
+    ):
+        self.flat = flat
+        self.member_of = member_of
+        self.histories = histories
         self.validation = validation
         self.patience = patience
-        self.loss = math.inf
-        self.index = -1
-        self.since_best = 0
-        with torch.no_grad():
-            self.best = torch.cat([p.detach().reshape(-1) for p in self.parameters])
-        self._views = list(torch.split(self.best, [p.numel() for p in self.parameters]))
+        m = len(histories)
+        self.loss = np.full(m, math.inf)
+        self.index = np.full(m, -1, dtype=np.int64)
+        self.since_best = np.zeros(m, dtype=np.int64)
+        self.active = np.ones(m, dtype=bool)
+        self.best = flat.detach().clone()
 
-    def record(self, train_loss: float, *, steps: int = 1) -> bool:
-        """Record one point of the loss curves that stands for ``steps`` optimizer steps; True on improvement."""
-        self.history.train_loss.append(train_loss)
-        monitored = train_loss
-        if self.validation is not None:
-            monitored = self.validation()
-            self.history.validation_loss.append(monitored)
-        if self.validation is not None and not monitored < self.loss:
-            self.since_best += steps
-            return False
-        self.loss, self.index, self.since_best = monitored, len(self.history.train_loss) - 1, 0
+    def record(self, train_loss: npt.NDArray[np.float64], *, steps: int = 1) -> npt.NDArray[np.bool_]:
+        """Record one point of the active members' loss curves; returns which members improved."""
+        validation = self.validation() if self.validation is not None else None
+        monitored = train_loss if validation is None else validation
+        improved = np.zeros(len(self.histories), dtype=bool)
+        for m in np.flatnonzero(self.active):
+            history = self.histories[m]
+            history.train_loss.append(float(train_loss[m]))
+            if validation is not None:
+                history.validation_loss.append(float(validation[m]))
+            if validation is not None and not monitored[m] < self.loss[m]:
+                self.since_best[m] += steps
+                if self.since_best[m] > self.patience:
+                    self.active[m] = False
+                continue
+            self.loss[m], self.index[m], self.since_best[m] = monitored[m], len(history.train_loss) - 1, 0
+            improved[m] = True
         with torch.no_grad():
-            for view, p in zip(self._views, self.parameters, strict=True):
-                view.copy_(p.detach().reshape(-1))
-        return True
+            if improved.all():
+                self.best.copy_(self.flat)
+            elif improved.any():
+                mask = torch.from_numpy(improved).to(self.member_of.device)[self.member_of]
+                torch.where(mask, self.flat, self.best, out=self.best)
+        return improved
 
     @property
     def exhausted(self) -> bool:
-        """True when the validation loss has not improved for more than ``patience`` steps."""
-        return self.validation is not None and self.since_best > self.patience
+        """True when no member is still improving (each ran out of patience)."""
+        return not self.active.any()
+
+    def rebind(self, flat: torch.Tensor, validation: Callable[[], npt.NDArray[np.float64]] | None) -> None:
+        """Follow other weights of the same layout (another precision), starting from their current values."""
+        self.flat, self.validation = flat, validation
+        self.best = flat.detach().clone()
+
+    def restart(self) -> None:
+        """Make every member active again with fresh patience (for the next optimizer)."""
+        self.active[:] = True
+        self.since_best[:] = 0
 
     def restore(self) -> None:
-        """Copy the best weights back into the model."""
+        """Copy the best weights back."""
         with torch.no_grad():
-            for view, p in zip(self._views, self.parameters, strict=True):
-                p.copy_(view.view_as(p))
+            self.flat.copy_(self.best)
 
 
 @dataclass(frozen=True)
 class _TrainingData:
-    """The tensors of one training run and its loss functions (the physics term joins the training loss only)."""
+    """The stacked tensors of one training run, ``(m, n, .)``, and its per-member loss functions.
+
+    The physics term joins the training loss only.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
-    data_loss: Callable[[MLP, torch.Tensor, torch.Tensor], torch.Tensor]
-    physics_loss: Callable[[MLP], torch.Tensor] | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    data_loss: Callable[[_Stacked, torch.Tensor, torch.Tensor], torch.Tensor]
+    physics_loss: Callable[[_Stacked], torch.Tensor] | None
 
-    def train_loss(self, model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch."""
+    def train_loss(self, model: _Stacked, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The training loss of each member on its batch, ``(m,)``."""
         loss = self.data_loss(model, xb, yb)
         return loss if self.physics_loss is None else loss + self.physics_loss(model)
 
-    def full_train_loss(self, model: MLP) -> torch.Tensor:
-        """The training loss of the whole training set."""
+    def full_train_loss(self, model: _Stacked) -> torch.Tensor:
+        """The training loss of each member on its whole training set, ``(m,)``."""
         return self.train_loss(model, self.x_train, self.y_train)
+
+    def validation_loss(self, model: _Stacked) -> npt.NDArray[np.float64]:
+        """The data loss of each member on its validation set (no graph)."""
+        with torch.no_grad():
+            return self.data_loss(model, self.x_val, self.y_val).double().cpu().numpy()
 
 
 def _train(
@@ -679,174 +931,258 @@ def _train(
     y: npt.NDArray[np.float64],
     output_scaler: AffineScaler,
     *,
+    plan: _Plan,
     options: TrainingOptions,
-    seed: int,
     show_progress: bool,
     physics: PhysicsLoss | None = None,
-) -> tuple[dict[str, npt.NDArray[np.float64]], TrainingHistory]:
-    """The training run of one member: Adam with early stopping, then an L-BFGS polish; returns the best weights.
+) -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
+    """Train every member at once: Adam with early stopping, then an L-BFGS polish; returns the best weights.
 
-    ``physics``, if given, holds scaled inputs; its term joins the training loss, not the validation loss.
+    Member ``m`` has the seed ``options.seed + m``: its initialization, validation split and batch order are
+    those it would have trained with alone. ``physics``, if given, holds scaled inputs; its term joins the
+    training loss, not the validation loss.
     """
     start = time.perf_counter()
     device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
-    rng = np.random.default_rng(seed)
     n = x.shape[0]
-    permutation = rng.permutation(n)
     n_val = round(options.validation_fraction * n)
-    val_idx, train_idx = np.sort(permutation[:n_val]), np.sort(permutation[n_val:])
+    seeds = [options.seed + m for m in range(plan.n_networks)]
+    splits = []
+    for seed in seeds:
+        permutation = np.random.default_rng(seed).permutation(n)
+        splits.append((np.sort(permutation[n_val:]), np.sort(permutation[:n_val])))
+
+    def training_data(precision: torch.dtype) -> _TrainingData:
+        return _training_data(x, y, splits, output_scaler, options.loss, physics, precision, device)
+
+    members = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            members.append(_new_model(x.shape[1], y.shape[1], plan, options))
+    model = _Stacked(members, device)
+    adam_dtype = plan.adam_dtype
+    adam_model = model if adam_dtype == dtype else model.converted(adam_dtype)
+    data = training_data(dtype)
+    adam_data = data if adam_dtype == dtype else training_data(adam_dtype)
+
+    histories = [
+        TrainingHistory(train_indices=train_idx, validation_indices=val_idx, device=str(device))
+        for train_idx, val_idx in splits
+    ]
+    validation = (lambda: adam_data.validation_loss(adam_model)) if n_val > 0 else None
+    stopping = _EarlyStopping(adam_model.flat, adam_model.member_of, histories, validation, patience=plan.patience)
+    total = plan.adam_epochs + plan.lbfgs_iterations
+    label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    bar = Progress(total, f"training ({label})", enabled=show_progress)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    _adam(adam_model, adam_data, stopping, plan, options, generators, bar)
+    stopping.restore()
+    if adam_model is not model:
+        with torch.no_grad():
+            model.flat.copy_(adam_model.flat)
+        stopping.rebind(model.flat, (lambda: data.validation_loss(model)) if n_val > 0 else None)
+    if plan.lbfgs_iterations > 0:
+        stopping.restart()
+        _lbfgs(model, data, stopping, plan.lbfgs_iterations, bar)
+        stopping.restore()
+    kind = "validation" if n_val > 0 else "training"
+    bar.update(total, f"best {kind} loss {', '.join(f'{v:.3e}' for v in stopping.loss)}")
+
+    elapsed = time.perf_counter() - start
+    for history, index in zip(histories, stopping.index, strict=True):
+        history.best_index = int(index)
+        history.time_s = elapsed
+    logger.info(
+        "Training %d member(s): %s Adam epochs, %s L-BFGS iterations, best %s loss %s, %.1f s",
+        len(seeds),
+        [h.n_adam_epochs for h in histories],
+        [h.n_lbfgs_iterations for h in histories],
+        kind,
+        ", ".join(f"{v:.3e}" for v in stopping.loss),
+        elapsed,
+    )
+    return model.member_weights(dtype), histories
+
+
+def _training_data(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    splits: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+    output_scaler: AffineScaler,
+    loss: Literal["relative", "mse"],
+    physics: PhysicsLoss | None,
+    precision: torch.dtype,
+    device: torch.device,
+) -> _TrainingData:
+    """The members' training and validation sets ``(m, n, .)`` (from their ``(train, validation)`` splits)."""
 
     def tensor(a: npt.NDArray[np.float64]) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=dtype, device=device)
+        return torch.as_tensor(a, dtype=precision, device=device)
 
-    x_val, y_val = tensor(x[val_idx]), tensor(y[val_idx])
-    data_loss = _data_loss(tensor(output_scaler.shift), tensor(output_scaler.scale), options.loss, y)
+    def stacked(a: npt.NDArray[np.float64], part: int) -> torch.Tensor:
+        return tensor(np.stack([a[split[part]] for split in splits]))
+
+    data_loss = _data_loss(tensor(output_scaler.shift), tensor(output_scaler.scale), loss, y)
     physics_loss = None if physics is None else _physics_loss(physics, output_scaler, tensor)
-    data = _TrainingData(tensor(x[train_idx]), tensor(y[train_idx]), data_loss, physics_loss)
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = _new_model(x.shape[1], y.shape[1], options).to(device=device)
-
-    history = TrainingHistory(train_indices=train_idx, validation_indices=val_idx, device=str(device))
-
-    def validation() -> float:
-        with torch.no_grad():
-            return float(data_loss(model, x_val, y_val))
-
-    stopping = _EarlyStopping(model, history, validation if n_val > 0 else None, patience=options.patience)
-    total = options.adam_epochs + options.lbfgs_iterations
-    bar = Progress(total, f"training (seed {seed})", enabled=show_progress)
-    _adam(model, data, stopping, options, torch.Generator().manual_seed(seed), bar)
-    stopping.restore()
-    if options.lbfgs_iterations > 0:
-        _lbfgs(model, data, stopping, options.lbfgs_iterations, bar)
-        stopping.restore()
-    bar.update(total, f"best {'validation' if n_val > 0 else 'training'} loss {stopping.loss:.3e}")
-
-    history.best_index = stopping.index
-    history.time_s = time.perf_counter() - start
-    logger.info(
-        "Training: %d Adam epochs, %d L-BFGS iterations, best validation loss %.3e, %.1f s",
-        history.n_adam_epochs,
-        history.n_lbfgs_iterations,
-        history.best_validation_loss,
-        history.time_s,
-    )
-    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    return weights, history
+    return _TrainingData(stacked(x, 0), stacked(y, 0), stacked(x, 1), stacked(y, 1), data_loss, physics_loss)
 
 
 def _data_loss(
     shift: torch.Tensor, scale: torch.Tensor, kind: Literal["relative", "mse"], y: npt.NDArray[np.float64]
-) -> Callable[[MLP, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The data loss on unscaled coefficients: mean squared relative error, or squared error over the data's."""
+) -> Callable[[_Stacked, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Per-member data loss on unscaled coefficients: mean squared relative error, or squared error over the data's."""
     mean_sq = float(np.mean(np.sum(y**2, axis=1)))
 
-    def loss(model: MLP, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def loss(model: _Stacked, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         pred = model(xb) * scale + shift
-        sq_err = torch.sum((pred - yb) ** 2, dim=1)
+        sq_err = torch.sum((pred - yb) ** 2, dim=2)
         if kind == "relative":
-            return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=1), min=1e-300))
-        return torch.mean(sq_err) / mean_sq
+            return torch.mean(sq_err / torch.clamp(torch.sum(yb**2, dim=2), min=1e-300), dim=1)
+        return torch.mean(sq_err, dim=1) / mean_sq
 
     return loss
 
 
 def _physics_loss(
     physics: PhysicsLoss, output_scaler: AffineScaler, tensor: Callable[[npt.NDArray[np.float64]], torch.Tensor]
-) -> Callable[[MLP], torch.Tensor]:
-    """The physics term of :class:`PhysicsLoss` (with scaled inputs) as a function of the model."""
+) -> Callable[[_Stacked], torch.Tensor]:
+    """The physics term of :class:`PhysicsLoss` (with scaled inputs) of each member of a stacked model, ``(m,)``."""
     x_phys, A_phys, f_phys = tensor(physics.parameters), tensor(physics.matrices), tensor(physics.rhs)
     shift, scale = tensor(output_scaler.shift), tensor(output_scaler.scale)
     f_sq = torch.clamp(torch.sum(f_phys**2, dim=1), min=1e-300)
     weight = physics.weight
 
-    def loss(model: MLP) -> torch.Tensor:
-        c = model(x_phys) * scale + shift
-        residual = f_phys - torch.einsum("mij,mj->mi", A_phys, c)
-        return weight * torch.mean(torch.sum(residual**2, dim=1) / f_sq)
+    def loss(model: _Stacked) -> torch.Tensor:
+        c = model(x_phys.expand(model.n_members, -1, -1)) * scale + shift
+        residual = f_phys - torch.einsum("nij,knj->kni", A_phys, c)
+        return weight * torch.mean(torch.sum(residual**2, dim=2) / f_sq, dim=1)
 
     return loss
 
 
 def _adam(
-    model: MLP,
+    model: _Stacked,
     data: _TrainingData,
     stopping: _EarlyStopping,
+    plan: _Plan,
     options: TrainingOptions,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
     bar: Progress,
 ) -> None:
-    """Adam with a geometrically decaying learning rate, by mini-batches, until early stopping."""
-    n_train = data.x_train.shape[0]
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    gamma = options.final_lr_ratio ** (1.0 / max(options.adam_epochs, 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    r"""Adam with a geometrically decaying learning rate, by mini-batches, until every member stops early.
+
+    The update of :func:`torch.optim.Adam` (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-8}`, L2
+    ``weight_decay`` added to the gradient) on the flat weight vector, a handful of tensor operations per step.
+    Adam updates each weight from its own gradient history, so minimizing the sum of the members' losses trains
+    each member as alone. Each member draws its batch order from its own generator.
+    """
+    m, n_train = data.x_train.shape[:2]
+    flat = model.flat
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    first, second = torch.zeros_like(flat), torch.zeros_like(flat)
+    gamma = options.final_lr_ratio ** (1.0 / max(plan.adam_epochs, 1))
     batch = options.batch_size or n_train
-    report_every = max((options.adam_epochs + options.lbfgs_iterations) // 100, 1)
+    report_every = max((plan.adam_epochs + plan.lbfgs_iterations) // 100, 1)
     device = data.x_train.device
-    for epoch in range(options.adam_epochs):
-        model.train()
-        order = torch.randperm(n_train, generator=generator).to(device) if batch < n_train else None
-        epoch_loss = 0.0
+    rows = torch.arange(m, device=device)[:, None]
+    step = 0
+    for epoch in range(plan.adam_epochs):
+        lr = options.learning_rate * gamma**epoch
+        order = None
+        if batch < n_train:
+            order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
+        epoch_loss = torch.zeros(m, dtype=torch.float64, device=device)
         for b in range(0, n_train, batch):
-            idx = order[b : b + batch] if order is not None else slice(None)
-            optimizer.zero_grad()
-            loss = data.train_loss(model, data.x_train[idx], data.y_train[idx])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * (len(data.x_train[idx]) / n_train)
-        scheduler.step()
-        stopping.history.n_adam_epochs = epoch + 1
-        stopping.record(epoch_loss)
+            if order is None:
+                xb, yb = data.x_train, data.y_train
+            else:
+                idx = order[:, b : b + batch]
+                xb, yb = data.x_train[rows, idx], data.y_train[rows, idx]
+            flat.grad = None
+            loss = data.train_loss(model, xb, yb)
+            loss.sum().backward()  # type: ignore[no-untyped-call]
+            step += 1
+            with torch.no_grad():
+                grad = flat.grad
+                assert grad is not None
+                if options.weight_decay:
+                    grad = grad.add(flat, alpha=options.weight_decay)
+                first.mul_(beta1).add_(grad, alpha=1 - beta1)
+                second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = second.sqrt().div_(math.sqrt(1 - beta2**step)).add_(eps)
+                flat.addcdiv_(first, denom, value=-lr / (1 - beta1**step))
+            epoch_loss += loss.detach().double() * (xb.shape[1] / n_train)
+        for k in np.flatnonzero(stopping.active):
+            stopping.histories[k].n_adam_epochs = epoch + 1
+        losses = epoch_loss.cpu().numpy()
+        stopping.record(losses)
         if (epoch + 1) % report_every == 0:
-            bar.update(epoch + 1, f"adam loss {epoch_loss:.3e}")
+            bar.update(epoch + 1, f"adam loss {float(losses.mean()):.3e}")
         if stopping.exhausted:
             logger.info("Adam stopped early after %d epochs", epoch + 1)
             break
 
 
-def _lbfgs(model: MLP, data: _TrainingData, stopping: _EarlyStopping, iterations: int, bar: Progress) -> None:
-    """L-BFGS (strong Wolfe) on the full training set, in chunks of 10 iterations, until early stopping.
+class _Stop(Exception):
+    """Raised from the L-BFGS callback to end the run (every member stopped early, or a loss not finite)."""
 
-    The iteration count comes from the optimizer's public state (``state[parameter]["n_iter"]``); the run stops
-    when a chunk makes no iteration, when the loss is not finite, or when the validation loss stops improving.
+
+def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, iterations: int, bar: Progress) -> None:
+    """SciPy's L-BFGS-B on the flat vector of all members' weights, full batch, until every member stops early.
+
+    torch gives the loss (the sum over the members) and its gradient in one backward pass; SciPy keeps the
+    quasi-Newton history (30 pairs) and runs the line search in compiled code. After each iteration the members'
+    training and validation losses are recorded (the training loss of the accepted point is reused from its
+    evaluation). The run ends after ``iterations`` iterations, on SciPy's own convergence test, when a loss is not
+    finite, or when every member has stopped improving.
     """
-    chunk = 10
-    lbfgs = torch.optim.LBFGS(
-        model.parameters(),
-        lr=1.0,
-        max_iter=chunk,
-        max_eval=chunk * 5,
-        history_size=100,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-14,
-        tolerance_change=1e-16,
-    )
-    first = lbfgs.param_groups[0]["params"][0]  # the optimizer keeps its counters in this parameter's state
+    from scipy.optimize import minimize  # SciPy's optimizers only when training
 
-    def closure() -> torch.Tensor:
-        lbfgs.zero_grad()
-        value = data.full_train_loss(model)
-        value.backward()  # type: ignore[no-untyped-call]
-        return value
+    flat = model.flat
+    last: dict[str, Any] = {}
+    counts = np.array([h.n_lbfgs_iterations for h in stopping.histories])
 
-    history = stopping.history
-    stopping.since_best = 0
-    done = 0
-    while done < iterations:
-        model.train()
-        lbfgs.step(closure)  # type: ignore[no-untyped-call]
-        count = int(lbfgs.state[first].get("n_iter", done + chunk))
-        stalled = count == history.n_lbfgs_iterations
-        done = history.n_lbfgs_iterations = min(count, iterations)
+    def load(theta: npt.NDArray[np.float64]) -> None:
         with torch.no_grad():
-            train_loss = float(data.full_train_loss(model))
-        if not math.isfinite(train_loss):
-            break
-        stopping.record(train_loss, steps=chunk)
-        bar.update(history.n_adam_epochs + done, f"l-bfgs loss {train_loss:.3e}")
-        if stalled or stopping.exhausted:
-            break
+            flat.copy_(torch.from_numpy(theta))
+
+    def fun(theta: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
+        load(theta)
+        flat.grad = None
+        losses = data.full_train_loss(model)
+        losses.sum().backward()  # type: ignore[no-untyped-call]
+        assert flat.grad is not None
+        last["theta"], last["losses"] = theta.copy(), losses.detach().double().cpu().numpy()
+        value = float(last["losses"].sum())
+        if not math.isfinite(value):
+            return math.inf, np.zeros_like(theta)
+        return value, flat.grad.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+    def callback(intermediate_result: Any) -> None:
+        theta = intermediate_result.x
+        if "theta" in last and np.array_equal(last["theta"], theta):
+            losses = last["losses"]
+        else:
+            load(theta)
+            with torch.no_grad():
+                losses = data.full_train_loss(model).double().cpu().numpy()
+        if not np.all(np.isfinite(losses)):
+            raise _Stop
+        counts[stopping.active] += 1
+        for history, count in zip(stopping.histories, counts, strict=True):
+            history.n_lbfgs_iterations = int(count)
+        stopping.record(losses)
+        done = int(counts.max())
+        if done % 10 == 0:
+            bar.update(stopping.histories[0].n_adam_epochs + done, f"l-bfgs loss {float(losses.mean()):.3e}")
+        if stopping.exhausted:
+            raise _Stop
+
+    start = flat.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    options = {"maxiter": iterations, "maxfun": 5 * iterations, "maxcor": 30, "ftol": 0.0, "gtol": 1e-14}
+    try:
+        minimize(fun, start, jac=True, method="L-BFGS-B", callback=callback, options=options)
+    except _Stop:
+        pass

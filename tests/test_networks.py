@@ -1,6 +1,8 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
+import json
+
 from mpi4py import MPI
 
 import numpy as np
@@ -14,7 +16,9 @@ from fem_ml.networks import (
     TrainingHistory,
     TrainingOptions,
     _EarlyStopping,
+    automatic_fields,
     resolve_device,
+    resolve_options,
     stack_numpy,
     stack_torch,
     train_network,
@@ -28,12 +32,20 @@ def _data(n=60, seed=0):
     return x, y
 
 
-FAST = {"adam_epochs": 300, "lbfgs_iterations": 50, "patience": 100, "progress": False, "hidden_layers": (16, 16)}
+FAST = {
+    "n_networks": 1,
+    "input_transform": "linear",
+    "adam_epochs": 300,
+    "lbfgs_iterations": 50,
+    "patience": 100,
+    "progress": False,
+    "hidden_layers": (16, 16),
+}
 
 
 def _fit(x, y, lower=(0.1, 1.0), **options):
     """Train on the test data with FAST options plus ``options``, on COMM_WORLD."""
-    return train_network(x, y, lower, [1.0, 3.0], options=TrainingOptions(**FAST, **options), comm=MPI.COMM_WORLD)
+    return train_network(x, y, lower, [1.0, 3.0], options=TrainingOptions(**{**FAST, **options}), comm=MPI.COMM_WORLD)
 
 
 def test_unknown_option_is_an_error():
@@ -48,6 +60,7 @@ def test_unknown_option_is_an_error():
         ({"activation": "swish"}, "activation"),
         ({"loss": "l1"}, "loss"),
         ({"dtype": "float16"}, "dtype"),
+        ({"adam_dtype": "float16"}, "adam_dtype"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"adam_epochs": 0, "lbfgs_iterations": 0}, "nothing would be trained"),
@@ -98,29 +111,33 @@ def test_numpy_forward_matches_torch(activation):
 
 
 def test_early_stopping_keeps_and_restores_the_best_weights():
-    """The best weights are kept in one flat copy, replaced only on improvement, and restored exactly."""
-    torch.manual_seed(0)
-    model = MLP(2, 1, hidden_layers=(4,), activation="tanh").double()
-    history = TrainingHistory()
-    losses = iter([3.0, 1.0, 2.0, 5.0])
-    stopping = _EarlyStopping(model, history, lambda: next(losses), patience=1)
+    """Each member's best weights are kept in one flat copy, replaced only on improvement, and restored exactly."""
+    flat = torch.zeros(6, dtype=torch.float64)
+    member_of = torch.tensor([0, 0, 1, 1, 0, 1])
+    histories = [TrainingHistory(), TrainingHistory()]
+    losses = iter(np.array(v) for v in ([3.0, 3.0], [1.0, 4.0], [2.0, 2.0], [5.0, 1.0], [0.0, 0.5]))
+    stopping = _EarlyStopping(flat, member_of, histories, lambda: next(losses), patience=1)
     snapshots = []
+    improved = []
     for step in range(4):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(1.0)
-        snapshots.append([p.detach().clone() for p in model.parameters()])
-        improved = stopping.record(10.0 - step)
-        assert improved == (step in (0, 1))
-    assert stopping.index == 1 and stopping.loss == 1.0 and stopping.since_best == 2 and stopping.exhausted
-    assert history.train_loss == [10.0, 9.0, 8.0, 7.0] and history.validation_loss == [3.0, 1.0, 2.0, 5.0]
+        flat += 1.0
+        snapshots.append(flat.clone())
+        improved.append(stopping.record(np.array([10.0 - step, 20.0 - step])).tolist())
+    # Member 0 improves at steps 0 and 1, then runs out of patience after step 3; member 1 at steps 0, 2 and 3.
+    assert improved == [[True, True], [True, False], [False, True], [False, True]]
+    assert stopping.index.tolist() == [1, 3] and stopping.loss.tolist() == [1.0, 1.0]
+    assert stopping.active.tolist() == [False, True] and not stopping.exhausted
+    assert histories[0].validation_loss == [3.0, 1.0, 2.0, 5.0] and histories[1].train_loss == [20.0, 19.0, 18.0, 17.0]
     stopping.restore()
-    for p, best in zip(model.parameters(), snapshots[1], strict=True):
-        assert torch.equal(p, best)
+    expected = torch.where(member_of == 0, snapshots[1], snapshots[3])
+    assert torch.equal(flat, expected)
+    # An exhausted member records nothing more.
+    stopping.record(np.array([0.0, 0.0]))
+    assert len(histories[0].train_loss) == 4 and len(histories[1].train_loss) == 5
     # Without validation, every step is an improvement and patience never runs out.
-    no_validation = _EarlyStopping(model, TrainingHistory(), None, patience=0)
-    assert all(no_validation.record(v) for v in (1.0, 2.0, 3.0)) and not no_validation.exhausted
-    assert no_validation.index == 2
+    no_validation = _EarlyStopping(flat, member_of, [TrainingHistory(), TrainingHistory()], None, patience=0)
+    assert all(no_validation.record(np.array([v, v])).all() for v in (1.0, 2.0, 3.0)) and not no_validation.exhausted
+    assert no_validation.index.tolist() == [2, 2]
 
 
 def test_training_fits_learns_and_restores_best():
@@ -151,6 +168,10 @@ def test_training_is_reproducible_and_identical_on_all_ranks():
     np.testing.assert_array_equal(a(x), b(x))
     for other in comm.allgather(a(x)):
         np.testing.assert_array_equal(other, a(x))
+    # The same ensemble trained by each rank alone: the batched training does not depend on the rank count.
+    options = TrainingOptions(**{**FAST, "seed": 7, "n_networks": 2, "input_transform": "log"})
+    alone, _ = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=MPI.COMM_SELF)
+    np.testing.assert_array_equal(alone(x), a(x))
     c, _ = _fit(x, y, seed=8)
     assert not np.allclose(a(x), c(x))
 
@@ -177,3 +198,68 @@ def test_failure_on_one_rank_is_raised_everywhere():
 
 def test_device_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_ensemble_members_train_as_alone():
+    """A batched ensemble member has the initialization, split and Adam path of a network trained alone."""
+    x, y = _data()
+    alone, (history,) = _fit(x, y, seed=4, lbfgs_iterations=0)
+    ensemble, histories = _fit(x, y, seed=3, n_networks=2, lbfgs_iterations=0)
+    np.testing.assert_array_equal(histories[1].validation_indices, history.validation_indices)
+    np.testing.assert_allclose(histories[1].train_loss, history.train_loss, rtol=1e-9)
+    np.testing.assert_allclose(ensemble.members(x)[1], alone(x), rtol=1e-9, atol=1e-12)
+
+
+def test_lbfgs_polish_reduces_the_loss_and_restores_the_best_weights():
+    x, y = _data()
+    net, (history,) = _fit(x, y, adam_epochs=50, lbfgs_iterations=60)
+    assert history.n_adam_epochs == 50 and 0 < history.n_lbfgs_iterations <= 60
+    assert len(history.train_loss) == history.n_adam_epochs + history.n_lbfgs_iterations
+    assert min(history.validation_loss[50:]) < 0.5 * min(history.validation_loss[:50])
+    assert history.best_index >= 50
+    val = history.validation_indices
+    rel = np.mean(np.sum((net(x[val]) - y[val]) ** 2, axis=1) / np.sum(y[val] ** 2, axis=1))
+    assert rel == pytest.approx(history.best_validation_loss, rel=1e-8)
+
+
+def test_thread_count_is_set_and_restored():
+    x, y = _data()
+    before = torch.get_num_threads()
+    _fit(x, y, adam_epochs=5, lbfgs_iterations=0, threads=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        TrainingOptions(threads=0)
+
+
+def test_float32_adam_then_float64_polish():
+    x, y = _data()
+    net, _ = _fit(x, y, adam_dtype="float32")
+    assert net.models[0].layers[0].weight.dtype == torch.float64
+    x_test, y_test = _data(20, seed=5)
+    assert np.mean(np.linalg.norm(net(x_test) - y_test, axis=1) / np.linalg.norm(y_test, axis=1)) < 0.05
+
+
+def test_auto_options_resolve_from_the_data_and_are_recorded():
+    """``"auto"`` fields follow the documented rules; the resolved options are recorded in every history."""
+    auto = TrainingOptions()
+    wide = resolve_options(auto, n_samples=100, n_outputs=13, lower=[1e-4, 1e-4], upper=[1e2, 1e2])
+    assert wide.input_transform == "log" and wide.hidden_layers == (64, 64, 64) and wide.n_networks == 2
+    assert (wide.adam_epochs, wide.lbfgs_iterations, wide.patience) == (3000, 1000, 1000)
+    narrow = resolve_options(auto, n_samples=30, n_outputs=50, lower=[0.3, 1.0], upper=[0.7, 2.0])
+    assert narrow.input_transform == "linear" and narrow.hidden_layers == (128, 128, 128)
+    signed = resolve_options(auto, n_samples=2000, n_outputs=3, lower=[-1.0, 1e-3], upper=[1.0, 1.0])
+    assert signed.input_transform == "linear" and signed.hidden_layers == (128,) * 3 and signed.n_networks == 1
+    chosen = resolve_options(TrainingOptions(hidden_layers=(8,), input_transform="linear"), n_samples=100,
+                             n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
+    assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
+    assert automatic_fields(TrainingOptions(n_networks=1)) == [
+        "hidden_layers", "input_transform", "adam_epochs", "lbfgs_iterations", "patience", "adam_dtype"
+    ]  # fmt: skip
+    x, y = _data()
+    _, histories = _fit(x, y, input_transform="auto", n_networks="auto")
+    for history in histories:
+        recorded = json.loads(history.options)
+        assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
+        assert recorded["automatic"] == ["input_transform", "n_networks", "adam_dtype"]
+    with pytest.raises(ValueError, match="n_networks"):
+        TrainingOptions(n_networks="many")  # type: ignore[arg-type]
