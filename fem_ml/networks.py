@@ -623,8 +623,11 @@ def train_network(
 ) -> tuple[CoefficientNetwork, list[TrainingHistory]]:
     """Train the network(s) from parameters to coefficients and share them with every rank (collective).
 
-    All ensemble members train together as one batched model on rank 0 (the other ranks wait without spinning);
-    the weights travel to every rank as NumPy arrays, so the result does not depend on the number of ranks.
+    Each ensemble member trains alone, member ``m`` on rank ``m % comm.size`` (ranks without a member wait
+    without spinning), and the weights travel to every rank as NumPy arrays: a member is the same whatever the
+    number of ranks. (The batched model of :func:`_train` could train several members at once on one rank, but
+    its L-BFGS runs on their joint weight vector, so a member would then depend on which others shared its batch,
+    and so on the rank count; on several ranks, members in parallel are faster anyway.)
 
     Args:
         parameters: Parameter points ``(n, p)``, the same on every rank.
@@ -673,13 +676,21 @@ def train_network(
         scaled_physics = PhysicsLoss(x_physics, physics.matrices, physics.rhs, physics.weight)
     threads = options.threads if options.threads is not None else _default_threads(comm)
 
-    def task() -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
-        with _torch_threads(threads):
-            return _train(
-                x, coefficients, output_scaler, plan=plan, options=options, show_progress=show, physics=scaled_physics
-            )
+    def member_task(m: int) -> Callable[[], tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]]:
+        alone, seeded = dataclasses.replace(plan, n_networks=1), dataclasses.replace(options, seed=options.seed + m)
 
-    ((weights, histories),) = run_distributed(comm, [task])
+        def task() -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
+            with _torch_threads(threads):
+                return _train(
+                    x, coefficients, output_scaler, plan=alone, options=seeded, show_progress=show,
+                    physics=scaled_physics,
+                )  # fmt: skip
+
+        return task
+
+    results = run_distributed(comm, [member_task(m) for m in range(plan.n_networks)])
+    weights = [w for member_weights, _ in results for w in member_weights]
+    histories = [h for _, member_histories in results for h in member_histories]
     record = json.dumps({**dataclasses.asdict(options), "automatic": automatic})
     for history in histories:
         history.options = record
