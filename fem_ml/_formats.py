@@ -37,7 +37,7 @@ __all__ = [
 ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 #: Input transforms a network file may name.
 INPUT_TRANSFORMS = ("linear", "log")
-#: Kernel regressors a surrogate file may hold: method and kernel names.
+#: Kernel regressors a surrogate file may hold, each method with its kernel names.
 KERNELS = {"gp": ("gaussian", "matern32", "matern52"), "rbf": ("cubic", "linear", "thin_plate_spline")}
 #: Inner products rebuilt by name (any other name comes with its matrix).
 NAMED_PRODUCTS = ("euclidean", "h1", "h1_semi", "l2")

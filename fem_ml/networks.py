@@ -625,7 +625,7 @@ def train_network(
 
     Each ensemble member trains alone, member ``m`` on rank ``m % comm.size`` (ranks without a member wait
     without spinning), and the weights travel to every rank as NumPy arrays: a member is the same whatever the
-    number of ranks. (The batched model of :func:`_train` could train several members at once on one rank, but
+    number of ranks. (The batched model of ``_train`` could train several members at once on one rank, but
     its L-BFGS runs on their joint weight vector, so a member would then depend on which others shared its batch,
     and so on the rank count; on several ranks, members in parallel are faster anyway.)
 

@@ -167,7 +167,7 @@ class Surrogate:
 
     @property
     def network(self) -> CoefficientNetwork:
-        """The regressor, when it is a network (the features that need torch: inverse problems, ParaView).
+        """The regressor if it is a network, for the features that exist for networks only (inverse problems, ParaView).
 
         Raises:
             TypeError: for a surrogate with another regressor (a kernel one): the feature is for networks only.
