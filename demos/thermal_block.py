@@ -126,7 +126,7 @@ def main(
     n_networks: int = 2,
     hidden_layers: tuple[int, ...] = (128, 128, 128),
     adam_epochs: int = 3000,
-    lbfgs_iterations: int = 2000,
+    lbfgs_iterations: int = 1000,
     out_dir: str | Path = "results/thermal_block",
     n_output: int = 3,
     progress: bool = True,
@@ -242,7 +242,7 @@ if __name__ == "__main__":
     parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
     parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
     parser.add_argument("--adam-epochs", type=int, default=3000)
-    parser.add_argument("--lbfgs-iterations", type=int, default=2000)
+    parser.add_argument("--lbfgs-iterations", type=int, default=1000)
     parser.add_argument("--n-output", type=int, default=3, help="test points written for ParaView")
     parser.add_argument("--out-dir", default="results/thermal_block")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
