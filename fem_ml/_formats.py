@@ -328,8 +328,13 @@ def _check_surrogate(tree: Tree) -> None:
         _float(tree, prefix + "time_s", low=0.0)
         for name in ("train_indices", "validation_indices"):
             _indices(tree, prefix + name, 1 << 62)
-        if prefix + "options" in tree and not isinstance(_json(tree, prefix + "options"), dict):
-            raise ValueError(f"'{prefix}options': not a JSON object")
+        if prefix + "options" in tree:
+            options = _json(tree, prefix + "options")
+            if not isinstance(options, dict):
+                raise ValueError(f"'{prefix}options': not a JSON object")
+            automatic = options.get("automatic", [])
+            if not isinstance(automatic, list) or not all(isinstance(name, str) for name in automatic):
+                raise ValueError(f"'{prefix}options': 'automatic' is not a list of option names")
         m += 1
     if "training/parameters" in tree:
         _finite(tree, "training/parameters")
@@ -440,8 +445,8 @@ _SURROGATE_FIELDS = [
 ]
 
 
-#: Surrogate files (``.femml``): format version 1 holds a network, version 2 a network or a kernel regressor
-#: (``kernel/``); fem_ml writes version 1 for a network, so older readers keep reading those.
+#: Surrogate files (``.femml``): format version 1 holds a network, version 2 a network (with its resolved training
+#: options) or a kernel regressor (``kernel/``); fem_ml reads both and writes version 2.
 SURROGATE = Format(
     "fem_ml.surrogate",
     2,

@@ -10,8 +10,8 @@ The member networks of an ensemble share their architecture, so layer :math:`k` 
 
 evaluated for every member at once by one batched product per layer. The same pass runs on NumPy arrays (a
 trained :class:`~fem_ml.networks.CoefficientNetwork` for a few points, and the ParaView plugin) and on torch
-tensors (large batches; :mod:`fem_ml.inverse`, which differentiates it); :mod:`fem_ml.networks` stacks the torch
-models into either.
+tensors (large batches); :mod:`fem_ml.networks` stacks the torch models into either, and :mod:`fem_ml.inverse`
+differentiates the NumPy pass.
 
 On NumPy weights, :meth:`StackedMLP.jacobian` also gives the exact derivatives of the outputs with respect to the
 inputs (forward mode: one tangent per input carried through the layers, with each activation's derivative), and

@@ -168,9 +168,9 @@ def save(
                 tree |= prefixed("errors", report.to_tree())
             if rom.training_parameters is not None:
                 tree["training/parameters"] = np.asarray(rom.training_parameters, dtype=np.float64)
-            # A network is written as format version 1, which fem_ml versions before kernel regressors read.
-            version = 1 if rom.regressor.kind == "network" else VERSION
-            write_tree(tmp[target], tree, kind=FORMAT, version=version, key=secret)
+            # Version 2 for networks too: their files now record the resolved training options, an entry that
+            # readers of version 1 would refuse as unknown; with version 2 they say that the file is newer.
+            write_tree(tmp[target], tree, kind=FORMAT, version=VERSION, key=secret)
     logger.info("Saved surrogate (%d modes, %d dofs) to %s", rom.n_modes, layout.n_global, target)
     return target
 

@@ -11,8 +11,8 @@ The loss is measured on the unscaled coefficients. Because the POD modes are :ma
 .. math:: \frac{1}{n} \sum_i \frac{\|\hat c(\mu_i) - c_i\|_2^2}{\|c_i\|_2^2}
 
 is the mean squared relative field error (network part) in the POD's inner product.
-All ensemble members train at once as one batched model, on one rank (and one device): Adam, then SciPy's
-L-BFGS-B on the flat weight vector; the weights are broadcast to all ranks.
+Each ensemble member trains on its own rank (round-robin) with its weights in one flat vector: Adam, then
+torch's L-BFGS on that vector; the weights are broadcast to all ranks.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class TrainingOptions:
             when the bounds are positive and span a decade or more.
         n_networks: Size of the ensemble (``"auto"``: 2 up to 1000 samples, else 1). Member ``m`` is seeded with
             ``seed + m`` (its own initialization and validation split); the prediction is the mean of the members.
-            All members train at once, as one batched model.
+            Members train in parallel over the ranks.
         loss: ``"relative"`` (mean squared relative coefficient error) or ``"mse"`` (squared error relative to
             the mean squared norm of the data).
         adam_epochs: Maximum number of Adam epochs (``"auto"``: 3000).
@@ -207,7 +207,9 @@ class TrainingOptions:
             :func:`resolve_options`).
         device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used for training only.
         threads: torch threads while training; None for the usable cores divided by the ranks on the node (so
-            that ranks never oversubscribe it). The previous thread count is restored after training.
+            that ranks never oversubscribe it). The previous thread count is restored after training. The
+            default depends on the rank count; for networks identical to the last digit on any rank count, fix it
+            (or ``OMP_NUM_THREADS``): torch's products need not round alike on different thread counts.
         progress: Show a progress bar on rank 0.
     """
 
@@ -762,8 +764,8 @@ class _Stacked:
     """The ensemble's members as one trainable model whose weights are one flat vector.
 
     Per layer, the weights ``(m, in, out)`` and biases ``(m, 1, out)`` of the ``m`` members are views of one flat
-    tensor :attr:`flat` (the only leaf of the graph), so the optimizers, the best-weights copy and SciPy's
-    L-BFGS-B all work on a single vector. The forward pass takes one batch per member, ``(m, n, in)``, and runs
+    tensor :attr:`flat` (the only leaf of the graph), so the optimizers and the best-weights copy work on a
+    single vector. The forward pass takes one batch per member, ``(m, n, in)``, and runs
     one ``baddbmm`` per layer. The gradient of a sum of per-member losses is each member's own gradient, so the
     members train independently, side by side.
 
@@ -1169,6 +1171,7 @@ def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, itera
     counts = np.array([h.n_lbfgs_iterations for h in stopping.histories])
     done = 0
     while done < iterations:
+        lbfgs.param_groups[0]["max_iter"] = min(chunk, iterations - done)  # never beyond ``iterations``
         lbfgs.step(closure)  # type: ignore[no-untyped-call]
         count = min(int(lbfgs.state[flat].get("n_iter", done + chunk)), iterations)
         steps, done = count - done, count

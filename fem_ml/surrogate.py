@@ -175,7 +175,7 @@ class Surrogate:
         if not isinstance(self.regressor, CoefficientNetwork):
             raise TypeError(
                 f"This surrogate's regressor is a {self.regressor.kind} regressor, not a network; this feature "
-                "(inverse problems through torch, the ParaView plugin, training histories) needs a network."
+                "(inverse problems, the ParaView plugin, training histories) needs a network."
             )
         return self.regressor
 

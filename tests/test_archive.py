@@ -18,7 +18,7 @@ from problems import build_problem
 
 import fem_ml
 from fem_ml._h5 import write_tree
-from fem_ml.archive import FORMAT, describe
+from fem_ml.archive import FORMAT, VERSION, describe
 
 MU = np.array([[0.3, 0.45, 0.8, 0.2], [0.9, 0.15, 0.5, 0.6]])
 
@@ -249,9 +249,9 @@ def test_valid_checksum_but_missing_entry_is_refused(comm, tmp_dir, world_rom):
     path = fem_ml.save(rom, tmp_dir / "model.femml")
     partial = shared_path(comm, tmp_dir, "partial.femml")
     if comm.rank == 0:
-        tree = read_tree(path, kind=FORMAT, version=1, what="test")
+        tree = read_tree(path, kind=FORMAT, version=VERSION, what="test")
         del tree["basis/modes"]
-        write_tree(partial, tree, kind=FORMAT, version=1)
+        write_tree(partial, tree, kind=FORMAT, version=VERSION)
     comm.barrier()
     raises_on_all_ranks(comm, fem_ml.FileFormatError, "'basis/modes': missing entry", fem_ml.load, partial,
                         comm=comm)  # fmt: skip

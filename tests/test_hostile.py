@@ -220,7 +220,8 @@ from fem_ml import _formats, _h5
 heavy = sorted(m for m in ("dolfinx", "torch", "mpi4py", "petsc4py", "ufl", "basix") if m in sys.modules)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    _h5.read_tree(sys.argv[2], kind=_formats.SURROGATE.kind, version=1, what="x", schema=_formats.SURROGATE.schema)
+    surrogate = _formats.SURROGATE
+    _h5.read_tree(sys.argv[2], kind=surrogate.kind, version=surrogate.version, what="x", schema=surrogate.schema)
     outcome = "loaded"
 except _h5.FileFormatError as err:
     outcome = str(err)

@@ -126,7 +126,7 @@ def test_physics_loss_lowers_the_reduced_residual_at_points_without_data(data, o
     train, test, basis = data
     few = train.subset(np.arange(8))
     extra = SPACE.sample(200, method="lhs", seed=5)
-    # SciPy's L-BFGS-B iteration does less than torch's (up to 5 evaluations each): 60 of them, not 20.
+    # 60 L-BFGS iterations (in chunks of 10) for the physics term to show.
     recipe = Recipe(hidden_layers=(16, 16), adam_epochs=300, lbfgs_iterations=60)
     data_only = recipe.train(basis, few)
     physics = recipe.train(basis, few, physics=operators.systems(extra))

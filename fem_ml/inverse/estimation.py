@@ -421,8 +421,8 @@ def identify(
     are a few NumPy products per evaluation, without torch.
 
     **Uncertainty.** The Laplace approximation of the posterior at :math:`\hat\mu` has the Gauss-Newton
-    covariance :func:`laplace_covariance` with :math:`J_\mu = B\, \partial c / \partial\mu` (automatic
-    differentiation), in the parameters' own units.
+    covariance :func:`laplace_covariance` with :math:`J_\mu = B\, \partial c / \partial\mu` (the network's exact
+    Jacobian, in NumPy), in the parameters' own units.
 
     Args:
         rom: The surrogate.

@@ -139,13 +139,14 @@ def sample_posterior(
         comm, "The inputs of sample_posterior (result, observations, seed or options)", result, n_samples, burn_in,
         seed, step_scale, observations.matrix, observations.data, observations.noise_std, observations.residual,
     )  # fmt: skip
+    network = rom.network  # a TypeError on every rank for a surrogate without a network
     p = rom.space.dim
     scale = 2.38 / math.sqrt(p) if step_scale is None else float(step_scale)
     eigenvalues, vectors = np.linalg.eigh(result.covariance)
     factor = vectors * np.sqrt(np.maximum(eigenvalues, 0.0)) * scale
 
     def log_posterior(mu: npt.NDArray[np.float64]) -> float:
-        value = observations.misfit(rom.network(mu[None, :])[0])
+        value = observations.misfit(network(mu[None, :])[0])
         if prior is not None:
             value += 0.5 * float(np.sum(((mu - prior[0]) / prior[1]) ** 2))
         return -value
