@@ -270,6 +270,26 @@ def _history_loss_shape(match: Any, dims: Mapping[str, int]) -> tuple[int, ...] 
     return (n,) if name == "train_loss" else None
 
 
+def _check_history(tree: Tree, prefix: str) -> None:
+    """One ensemble member's training history, under ``prefix``."""
+    n_loss = np.shape(tree[prefix + "train_loss"])[0]
+    if np.shape(tree[prefix + "validation_loss"])[0] not in (0, n_loss):
+        raise ValueError(f"'{prefix}validation_loss': {np.shape(tree[prefix + 'validation_loss'])[0]} values")
+    _int(tree, prefix + "best_index", 0 if n_loss else -1, n_loss - 1 if n_loss else -1)
+    _int(tree, prefix + "n_adam_epochs", 0, 1 << 40)
+    _int(tree, prefix + "n_lbfgs_iterations", 0, 1 << 40)
+    _float(tree, prefix + "time_s", low=0.0)
+    for name in ("train_indices", "validation_indices"):
+        _indices(tree, prefix + name, 1 << 62)
+    if prefix + "options" in tree:
+        options = _json(tree, prefix + "options")
+        if not isinstance(options, dict):
+            raise ValueError(f"'{prefix}options': not a JSON object")
+        automatic = options.get("automatic", [])
+        if not isinstance(automatic, list) or not all(isinstance(name, str) for name in automatic):
+            raise ValueError(f"'{prefix}options': 'automatic' is not a list of option names")
+
+
 def _check_surrogate(tree: Tree) -> None:
     n_dofs = np.shape(tree["layout/keys"])[0]
     n_modes = np.shape(tree["basis/modes"])[0]
@@ -318,23 +338,7 @@ def _check_surrogate(tree: Tree) -> None:
             raise ValueError(f"'{group}/{side}_scaler/scale': not positive")
     m = 0
     while f"training/member_{m}/best_index" in tree:
-        prefix = f"training/member_{m}/"
-        n_loss = np.shape(tree[prefix + "train_loss"])[0]
-        if np.shape(tree[prefix + "validation_loss"])[0] not in (0, n_loss):
-            raise ValueError(f"'{prefix}validation_loss': {np.shape(tree[prefix + 'validation_loss'])[0]} values")
-        _int(tree, prefix + "best_index", 0 if n_loss else -1, n_loss - 1 if n_loss else -1)
-        _int(tree, prefix + "n_adam_epochs", 0, 1 << 40)
-        _int(tree, prefix + "n_lbfgs_iterations", 0, 1 << 40)
-        _float(tree, prefix + "time_s", low=0.0)
-        for name in ("train_indices", "validation_indices"):
-            _indices(tree, prefix + name, 1 << 62)
-        if prefix + "options" in tree:
-            options = _json(tree, prefix + "options")
-            if not isinstance(options, dict):
-                raise ValueError(f"'{prefix}options': not a JSON object")
-            automatic = options.get("automatic", [])
-            if not isinstance(automatic, list) or not all(isinstance(name, str) for name in automatic):
-                raise ValueError(f"'{prefix}options': 'automatic' is not a list of option names")
+        _check_history(tree, f"training/member_{m}/")
         m += 1
     if "training/parameters" in tree:
         _finite(tree, "training/parameters")

@@ -613,6 +613,21 @@ class PhysicsLoss:
             raise ValueError(f"The physics weight must be positive and finite, got {self.weight}.")
 
 
+def _check_shapes(
+    parameters: npt.NDArray[np.float64], coefficients: npt.NDArray[np.float64], physics: PhysicsLoss | None
+) -> None:
+    """The data and the physics term agree in sizes (a ``ValueError`` otherwise)."""
+    if parameters.shape[0] != coefficients.shape[0]:
+        raise ValueError(f"{parameters.shape[0]} parameter points but {coefficients.shape[0]} coefficient vectors.")
+    if physics is not None and (
+        physics.parameters.shape[1] != parameters.shape[1] or physics.rhs.shape[1] != coefficients.shape[1]
+    ):
+        raise ValueError(
+            f"The physics loss has {physics.parameters.shape[1]} parameters and {physics.rhs.shape[1]} "
+            f"coefficients, the data {parameters.shape[1]} and {coefficients.shape[1]}."
+        )
+
+
 def train_network(
     parameters: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
@@ -625,11 +640,9 @@ def train_network(
 ) -> tuple[CoefficientNetwork, list[TrainingHistory]]:
     """Train the network(s) from parameters to coefficients and share them with every rank (collective).
 
-    Each ensemble member trains alone, member ``m`` on rank ``m % comm.size`` (ranks without a member wait
-    without spinning), and the weights travel to every rank as NumPy arrays: a member is the same whatever the
-    number of ranks. (The batched model of ``_train`` could train several members at once on one rank, but
-    its L-BFGS runs on their joint weight vector, so a member would then depend on which others shared its batch,
-    and so on the rank count; on several ranks, members in parallel are faster anyway.)
+    Member ``m`` trains alone on rank ``m % comm.size`` (the other ranks wait without spinning) and its weights
+    travel to every rank as NumPy arrays, so it is the same on any rank count (trained in one batch, members would
+    share one L-BFGS over their joint weights, and each would depend on its batch).
 
     Args:
         parameters: Parameter points ``(n, p)``, the same on every rank.
@@ -644,15 +657,7 @@ def train_network(
     Returns:
         The trained network (on every rank) and the training history of each member.
     """
-    if parameters.shape[0] != coefficients.shape[0]:
-        raise ValueError(f"{parameters.shape[0]} parameter points but {coefficients.shape[0]} coefficient vectors.")
-    if physics is not None and (
-        physics.parameters.shape[1] != parameters.shape[1] or physics.rhs.shape[1] != coefficients.shape[1]
-    ):
-        raise ValueError(
-            f"The physics loss has {physics.parameters.shape[1]} parameters and {physics.rhs.shape[1]} "
-            f"coefficients, the data {parameters.shape[1]} and {coefficients.shape[1]}."
-        )
+    _check_shapes(parameters, coefficients, physics)
     n_samples = parameters.shape[0]
     automatic = automatic_fields(options)
     options = resolve_options(options, n_samples=n_samples, n_outputs=coefficients.shape[1], lower=lower, upper=upper)
