@@ -314,16 +314,20 @@ def _transforms(lower: npt.NDArray[np.float64], choice: str) -> list[Literal["li
     return [choice]  # type: ignore[list-item]
 
 
-def _scalers(
+def _scaled_data(
+    parameters: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
     lower: npt.NDArray[np.float64],
     upper: npt.NDArray[np.float64],
     transform: str,
-) -> tuple[AffineScaler, AffineScaler]:
+) -> tuple[AffineScaler, AffineScaler, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The input and output scalers for ``transform``, and the scaled inputs and coefficients."""
     lo, hi = (np.log(lower), np.log(upper)) if transform == "log" else (lower, upper)
     rms = float(np.sqrt(np.mean(np.var(coefficients, axis=0) * coefficients.shape[1])))
     scale = np.full(coefficients.shape[1], rms if rms > 1e-300 else 1.0)
-    return AffineScaler.from_bounds(lo, hi), AffineScaler(coefficients.mean(axis=0), scale)
+    in_scaler, out_scaler = AffineScaler.from_bounds(lo, hi), AffineScaler(coefficients.mean(axis=0), scale)
+    x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
+    return in_scaler, out_scaler, x, out_scaler.transform(coefficients)
 
 
 def _rbf_candidate(
@@ -368,9 +372,7 @@ def _fit_rbf(
     smoothings = _SMOOTHING if options.smoothing is None else (options.smoothing,)
     best: tuple[float, KernelRegressor] | None = None
     for transform in _transforms(lower, options.input_transform):
-        in_scaler, out_scaler = _scalers(coefficients, lower, upper, transform)
-        x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
-        y = out_scaler.transform(coefficients)
+        in_scaler, out_scaler, x, y = _scaled_data(parameters, coefficients, lower, upper, transform)
         for kernel in kernels:
             for s in smoothings:
                 loo, w, b, lam = _rbf_candidate(x, y, coefficients, out_scaler.scale, kernel, s)
@@ -432,9 +434,7 @@ def _fit_gp(
     kernels = GP_KERNELS if options.kernel == "auto" else (options.kernel,)
     best: tuple[float, KernelRegressor] | None = None
     for transform in _transforms(lower, options.input_transform):
-        in_scaler, out_scaler = _scalers(coefficients, lower, upper, transform)
-        x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
-        y = out_scaler.transform(coefficients)
+        in_scaler, out_scaler, x, y = _scaled_data(parameters, coefficients, lower, upper, transform)
         for kernel in kernels:
             gp = GaussianProcessRegressor(
                 _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=int(options.restarts),
