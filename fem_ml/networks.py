@@ -768,11 +768,14 @@ def _new_model(n_in: int, n_out: int, plan: _Plan, options: TrainingOptions) -> 
 class _Stacked:
     """The ensemble's members as one trainable model whose weights are one flat vector.
 
-    Per layer, the weights ``(m, in, out)`` and biases ``(m, 1, out)`` of the ``m`` members are views of one flat
-    tensor :attr:`flat` (the only leaf of the graph), so the optimizers and the best-weights copy work on a
-    single vector. The forward pass takes one batch per member, ``(m, n, in)``, and runs
-    one ``baddbmm`` per layer. The gradient of a sum of per-member losses is each member's own gradient, so the
-    members train independently, side by side.
+    Per layer, the weights ``(m, in, out)`` and biases ``(m, 1, out)`` of the ``m`` members live in one flat
+    tensor :attr:`flat`, and their gradients in one flat tensor :attr:`grad`, so the optimizers and the
+    best-weights copy work on single vectors. The autograd leaves (:attr:`params`) are views of :attr:`flat`
+    whose ``.grad`` are views of :attr:`grad` (autograd accumulates into them in place); a leaf per layer keeps
+    the backward pass free of the slicing of one big leaf, which cost as much as the products themselves here.
+    The forward pass takes one batch per member, ``(m, n, in)``, and runs one ``baddbmm`` per layer (one
+    ``addmm`` for a single member). The gradient of a sum of per-member losses is each member's own gradient, so
+    the members train independently, side by side.
 
     Args:
         models: The members (their initial weights), all with the same architecture.
@@ -788,7 +791,6 @@ class _Stacked:
             chunks += [W.reshape(-1), b.reshape(-1)]
             self.shapes += [tuple(W.shape), tuple(b.shape)]
         self.n_members = len(models)
-        self.flat = torch.cat(chunks).to(device).requires_grad_()
         self.offsets = [0, *itertools.accumulate(math.prod(shape) for shape in self.shapes)]
         #: The member of each entry of :attr:`flat`.
         self.member_of = torch.cat(
@@ -797,22 +799,45 @@ class _Stacked:
         from fem_ml._mlp import ACTIVATIONS as TORCH_ACTIVATIONS
 
         self.activation = TORCH_ACTIVATIONS[models[0].activation]()
+        self._bind(torch.cat(chunks).to(device))
+
+    def _bind(self, flat: torch.Tensor) -> None:
+        """Make ``flat`` the weights: leaves that view it, with gradients that view :attr:`grad`."""
+        self.flat = flat
+        self.grad = torch.zeros_like(flat)
+        # One member: 2-D leaves and ``addmm``; several: the stacked 3-D leaves and ``baddbmm``.
+        shapes = self.shapes
+        if self.n_members == 1:
+            shapes = [s[1:] if i % 2 == 0 else s[2:] for i, s in enumerate(self.shapes)]
+        self.params: list[torch.Tensor] = []
+        for a, b, shape in zip(self.offsets, self.offsets[1:], shapes, strict=False):
+            leaf = flat[a:b].view(shape).detach().requires_grad_()
+            leaf.grad = self.grad[a:b].view(shape)
+            self.params.append(leaf)
+
+    def zero_grad(self) -> None:
+        """Zero :attr:`grad` (and point the leaves' gradients at it again if an optimizer replaced them)."""
+        for leaf, a, b in zip(self.params, self.offsets, self.offsets[1:], strict=False):
+            if leaf.grad is None or leaf.grad.data_ptr() != self.grad[a:].data_ptr():
+                leaf.grad = self.grad[a:b].view(leaf.shape)
+        self.grad.zero_()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``(m, n, out)`` of inputs ``(m, n, in)``."""
-        h = x
-        n_layers = len(self.shapes) // 2
+        n_layers = len(self.params) // 2
+        single = self.n_members == 1
+        h = x[0] if single else x
         for k in range(n_layers):
-            (a, b, c), (W, B) = self.offsets[2 * k : 2 * k + 3], self.shapes[2 * k : 2 * k + 2]
-            h = torch.baddbmm(self.flat[b:c].view(B), h, self.flat[a:b].view(W))
+            W, B = self.params[2 * k], self.params[2 * k + 1]
+            h = torch.addmm(B, h, W) if single else torch.baddbmm(B, h, W)
             if k < n_layers - 1:
                 h = self.activation(h)
-        return h
+        return h[None] if single else h
 
     def converted(self, dtype: torch.dtype) -> _Stacked:
         """The same model (same layout) with its weights copied to ``dtype``."""
         other = copy.copy(self)
-        other.flat = self.flat.detach().to(dtype).requires_grad_()
+        other._bind(self.flat.detach().to(dtype))
         return other
 
     def member_weights(self, dtype: torch.dtype) -> list[dict[str, npt.NDArray[np.float64]]]:
@@ -1124,13 +1149,12 @@ def _adam(
             else:
                 idx = order[:, b : b + batch]
                 xb, yb = data.x_train[rows, idx], data.y_train[rows, idx]
-            flat.grad = None
+            model.zero_grad()
             loss = data.train_loss(model, xb, yb)
             loss.sum().backward()  # type: ignore[no-untyped-call]
             step += 1
             with torch.no_grad():
-                grad = flat.grad
-                assert grad is not None
+                grad = model.grad
                 if options.weight_decay:
                     grad = grad.add(flat, alpha=options.weight_decay)
                 first.mul_(beta1).add_(grad, alpha=1 - beta1)
@@ -1161,14 +1185,13 @@ def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, itera
     in the trained network, where this one stays below 1e-8; and they need about twice the iterations.)
     """
     chunk = 10
-    flat = model.flat
     lbfgs = torch.optim.LBFGS(
-        [flat], lr=1.0, max_iter=chunk, max_eval=chunk * 5, history_size=100, line_search_fn="strong_wolfe",
+        model.params, lr=1.0, max_iter=chunk, max_eval=chunk * 5, history_size=100, line_search_fn="strong_wolfe",
         tolerance_grad=1e-14, tolerance_change=1e-16,
     )  # fmt: skip
 
     def closure() -> torch.Tensor:
-        lbfgs.zero_grad()
+        model.zero_grad()
         value = data.full_train_loss(model).sum()
         value.backward()  # type: ignore[no-untyped-call]
         return value
@@ -1178,7 +1201,7 @@ def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, itera
     while done < iterations:
         lbfgs.param_groups[0]["max_iter"] = min(chunk, iterations - done)  # never beyond ``iterations``
         lbfgs.step(closure)  # type: ignore[no-untyped-call]
-        count = min(int(lbfgs.state[flat].get("n_iter", done + chunk)), iterations)
+        count = min(int(lbfgs.state[model.params[0]].get("n_iter", done + chunk)), iterations)
         steps, done = count - done, count
         with torch.no_grad():
             losses = data.full_train_loss(model).double().cpu().numpy()
