@@ -31,6 +31,7 @@ from dolfinx import fem, la
 from scipy import sparse
 
 from fem_ml._fem import n_owned
+from fem_ml._formats import NAMED_PRODUCTS
 from fem_ml._mpi import collectively
 from fem_ml.snapshots import check_converged
 
@@ -44,8 +45,9 @@ __all__ = [
     "owned_vector",
 ]
 
-#: Names of the built-in inner products: the Euclidean one on the dof values and those of :func:`named_form`.
-INNER_PRODUCT_NAMES: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
+#: Names of the built-in inner products: the Euclidean one on the dof values and those of :func:`named_form` (the
+#: table that the file schemas check, :data:`fem_ml._formats.NAMED_PRODUCTS`).
+INNER_PRODUCT_NAMES: tuple[str, ...] = NAMED_PRODUCTS
 
 
 class LocalOperator:

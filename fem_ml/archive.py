@@ -59,6 +59,7 @@ from fem_ml._h5 import DEFAULT_MAX_BYTES, FileFormatError, Tree, read_tree, reso
 from fem_ml._mpi import collectively
 from fem_ml._records import ErrorReport
 from fem_ml._serialize import prefixed, subtree
+from fem_ml._spectrum import energy_curve
 from fem_ml.kernels import KernelRegressor
 from fem_ml.networks import CoefficientNetwork, TrainingHistory
 from fem_ml.parameters import ParameterSpace
@@ -389,6 +390,5 @@ def describe(
 
 
 def _retained(sigma: npt.NDArray[np.float64], r: int, total: Any) -> float:
-    """Retained energy of ``r`` modes, as :attr:`~fem_ml.pod.PODBasis.retained_energy` computes it."""
-    energy = float(np.sum(sigma**2)) if total is None else float(total)
-    return float(np.sum(sigma[:r] ** 2) / energy) if energy > 0 else 1.0
+    """Retained energy of ``r`` modes, the formula of :attr:`~fem_ml.pod.PODBasis.retained_energy`."""
+    return float(energy_curve(sigma, None if total is None else float(total))[r - 1]) if r else 0.0

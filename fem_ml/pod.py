@@ -53,6 +53,7 @@ from fem_ml._layout import DofLayout
 from fem_ml._linalg import INNER_PRODUCT_NAMES, LocalOperator, assemble_matrix, named_form
 from fem_ml._mpi import collectively
 from fem_ml._serialize import coo_from_matrix, dataclass_kwargs, dataclass_tree, matrix_from_coo, prefixed, subtree
+from fem_ml._spectrum import energy_curve
 from fem_ml.snapshots import SnapshotSet, SnapshotSource
 
 __all__ = ["InnerProduct", "InnerProductKind", "PODBasis", "assemble_inner_product", "named_form", "pod"]
@@ -263,9 +264,7 @@ class PODBasis:
 
         That is :math:`\sum_{j \le k} \sigma_j^2 / \sum_j \sigma_j^2`.
         """
-        energy = self.singular_values**2
-        total = energy.sum() if self.total_energy is None else self.total_energy
-        return np.cumsum(energy) / total if total > 0 else np.ones_like(energy)
+        return energy_curve(self.singular_values, self.total_energy)
 
     def project(self, X: npt.NDArray[np.float64] | SnapshotSet) -> npt.NDArray[np.float64]:
         r"""Reduced coefficients :math:`\Phi^T M X`, shape ``(r, n)`` (collective)."""

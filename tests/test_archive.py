@@ -78,6 +78,7 @@ def test_roundtrip_keeps_everything(comm, tmp_dir, problem, world_rom):
     assert standalone.V.mesh.comm.size == comm.size
     info = describe(path)
     assert info["n_modes"] == 6 and info["parameters"]["mu0"] == [0.1, 1.0]
+    assert info["retained_energy"] == rom.basis.retained_energy  # one formula (fem_ml._spectrum), bit for bit
     assert info["test_errors"]["rel_error_h1_mean"] == pytest.approx(np.mean(report.rel_error_h1))
     for r in (loaded, standalone):
         r.destroy()

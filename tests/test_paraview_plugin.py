@@ -10,6 +10,8 @@ The runtime (NumPy and h5py only) is tested on 1 and 2 ranks against the surroga
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +165,13 @@ def test_model_plugin_and_cli(thermal, folder):
         written = write_model_plugin(path, folder / "plugins")
         text = written.read_text()
         compile(text, str(written), "exec")  # valid Python
+        # Written by fem_ml's atomic writer: its permission rule, nothing left beside it, replaced when written again.
+        umask = os.umask(0)
+        os.umask(umask)
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+        written.write_text("# an older plugin\n")
+        assert write_model_plugin(path, folder / "plugins") == written and written.read_text() == text
+        assert sorted(p.name for p in written.parent.iterdir()) == [written.name]
         proc = subprocess.run(
             [sys.executable, "-m", "fem_ml", "paraview-plugin", str(path), "-o", str(folder / "cli")],
             capture_output=True, text=True, timeout=120, env=clean_env(),

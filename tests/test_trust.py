@@ -284,3 +284,13 @@ def test_options_that_would_be_ignored_are_errors(comm, affine):
                         lambda s: None, adam_epochs=5, **points)  # fmt: skip
     raises_on_all_ranks(comm, ValueError, "n_networks >= 2", fem_ml.adaptive_sampling, affine.solve, affine.V, SPACE,
                         n_networks=1, **points)  # fmt: skip
+
+
+def test_adaptive_sampling_rejects_unknown_training_options(comm, affine):
+    """An unknown training option of the default build is a TypeError, as in train_surrogate and cross_validate."""
+    points = {"initial": [[0.5] * 4], "candidates": [[0.4] * 4], "target": 1e-3, "progress": False}
+    raises_on_all_ranks(comm, TypeError, "epochs", fem_ml.adaptive_sampling, affine.solve, affine.V, SPACE,
+                        epochs=10, **points)  # fmt: skip
+    options = fem_ml.TrainingOptions(n_networks=2, progress=False)
+    raises_on_all_ranks(comm, TypeError, "epochs", fem_ml.adaptive_sampling, affine.solve, affine.V, SPACE,
+                        options=options, epochs=10, **points)  # fmt: skip

@@ -36,6 +36,7 @@ from dolfinx import fem
 
 from fem_ml._atomic import output_set
 from fem_ml._fem import element_signature
+from fem_ml._formats import NAMED_PRODUCTS
 from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
 from fem_ml._mesh import element_from_tree, element_tree, gather_mesh, mesh_from_tree
@@ -49,7 +50,6 @@ __all__ = ["FORMAT", "VERSION", "describe", "is_dynamics_file", "load", "save"]
 logger = logging.getLogger(__name__)
 
 FORMAT, VERSION = "fem_ml.dynamics", 1
-_NAMED_PRODUCTS = ("euclidean", "l2", "h1", "h1_semi")
 
 
 def save(
@@ -95,10 +95,10 @@ def save(
                 tree["model/initial_parameters"] = model.initial_parameters
         tree |= {f"versions/{k}": v for k, v in versions().items()}
         if basis is not None:
-            if basis.inner_product.name not in _NAMED_PRODUCTS:
+            if basis.inner_product.name not in NAMED_PRODUCTS:
                 raise ValueError(
                     f"Saving a model whose basis uses the inner product {basis.inner_product.name!r} is not "
-                    f"supported; use one of {_NAMED_PRODUCTS}."
+                    f"supported; use one of {NAMED_PRODUCTS}."
                 )
             tree |= {f"element/{k}": v for k, v in element_tree(basis.V, what="models").items()}
     if basis is not None:
@@ -202,7 +202,7 @@ def _validate(source: Path, tree: Tree) -> None:
         array("mesh/x", 2)
         if modes.shape != (r, keys.shape[0]) or coordinates.shape != (keys.shape[0], 3):
             fail(f"modes {modes.shape}, dof keys {keys.shape}, coordinates {coordinates.shape} are inconsistent")
-        if scalar("basis/inner_product", str) not in _NAMED_PRODUCTS:
+        if scalar("basis/inner_product", str) not in NAMED_PRODUCTS:
             fail(f"unknown inner product {tree['basis/inner_product']!r}")
         for key in ("element/family", "element/signature", "mesh/cell_type"):
             scalar(key, str)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import keyword
 import os
 import re
-import tempfile
 from pathlib import Path
 
 __all__ = ["load_script", "plugin_path", "write_model_plugin"]
@@ -56,7 +55,9 @@ def write_model_plugin(model: str | os.PathLike[str], directory: str | os.PathLi
     and to the reader plugin's algorithm (:func:`plugin_path`), so it stays valid while both stay where they are.
     Each slider is named like its parameter (characters other than letters, digits and ``_`` become ``_``), ranges
     over the parameter's bounds and starts at the midpoint. In ``pvpython`` the source is created by the function
-    ``femml_<stem>()``. The model is read and checked first, so a damaged file is refused here already.
+    ``femml_<stem>()``. The model is read and checked first, so a damaged file is refused here already. The file
+    is written atomically, with the permissions of every file fem_ml writes (see :mod:`fem_ml._atomic`); an
+    existing file of that name is replaced.
 
     Args:
         model: A ``.femml`` file.
@@ -89,20 +90,14 @@ def write_model_plugin(model: str | os.PathLike[str], directory: str | os.PathLi
         names=", ".join(surrogate.names),
         slots="\n".join(slots),
     )
-    target = Path(directory) / f"femml_{stem}.py"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    # fem_ml's one atomic writer and permission rule; imported here, as ParaView's Python (which imports this
+    # package to reach the runtime) may lack mpi4py.
+    from fem_ml._atomic import write_file
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    return write_file(Path(directory) / f"femml_{stem}.py", write)
 
 
 _TEMPLATE = '''"""ParaView plugin for the fem_ml surrogate {model}: one slider per parameter ({names}).
