@@ -15,8 +15,9 @@ the regressor parts (the modes are :math:`M`-orthonormal),
 .. math:: \frac{\|u - \Phi \hat c\|_M}{\|u\|_M} = \frac{\big(\|u - \Phi c\|_M^2 + \|c - \hat c\|_2^2\big)^{1/2}}
     {\|u\|_M}.
 
-The candidate with the lowest mean held-out error is refit on all snapshots and returned with a
-:class:`Selection` report (every candidate's error and time, the one picked and why), logged on rank 0. No solves.
+The candidate of lowest mean held-out error, or a kernel regressor within one standard error of it (the
+one-standard-error rule), is refit on all snapshots and returned with a :class:`Selection` report (every
+candidate's error and time, the one picked and why), logged on rank 0. No solves.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ class Selection:
 
     Attributes:
         candidates: Every candidate's cross-validation, in the order compared.
-        selected: The name of the candidate picked (lowest mean held-out error).
-        reason: Why, in words: its error against the runner-up's.
+        selected: The name of the candidate picked (see :func:`select_regressor`).
+        reason: Why, in words: its error against the runner-up's, or the tie it won.
         folds: Number of folds.
         projection_error_mean: Mean relative projection error of the snapshots (the floor of every candidate).
         refit_time_s: Wall time of the final fit on all snapshots (rank 0's).
@@ -258,17 +259,35 @@ def _cross_validate(
     return result
 
 
-def _pick(results: list[CandidateResult], folds: int) -> tuple[CandidateResult, str]:
-    """The candidate of lowest mean CV error (the first of equals) and why, in words."""
+def _pick(results: list[CandidateResult], kinds: Mapping[str, str], folds: int) -> tuple[CandidateResult, str]:
+    """The candidate picked by the one-standard-error rule, and why, in words.
+
+    The candidates whose mean CV error is within one standard error (of the mean, over the snapshots) of the
+    lowest are statistically tied with it; among them a kernel regressor (a deterministic fit with a handful of
+    hyperparameters) is preferred to a network (thousands of weights from a stochastic training), and then the
+    lower mean error (the first of equals).
+    """
     ranked = sorted(range(len(results)), key=lambda i: (results[i].cv_error_mean, i))
-    best = results[ranked[0]]
+    lowest = results[ranked[0]]
     if len(ranked) == 1:
-        return best, f"{best.name}: the only candidate ({folds}-fold cross-validation error {best.cv_error_mean:.3e})"
-    runner = results[ranked[1]]
-    ratio = runner.cv_error_mean / max(best.cv_error_mean, 1e-300)
+        return lowest, (
+            f"{lowest.name}: the only candidate ({folds}-fold cross-validation error {lowest.cv_error_mean:.3e})"
+        )
+    errors = lowest.cv_error
+    standard_error = float(np.std(errors, ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else 0.0
+    tied = [i for i in ranked if results[i].cv_error_mean <= lowest.cv_error_mean + standard_error]
+    best = results[min(tied, key=lambda i: (kinds[results[i].name] != "kernel", results[i].cv_error_mean, i))]
+    if best is lowest:
+        runner = results[ranked[1]]
+        ratio = runner.cv_error_mean / max(lowest.cv_error_mean, 1e-300)
+        return best, (
+            f"{best.name}: lowest mean {folds}-fold cross-validation error {best.cv_error_mean:.3e} of "
+            f"{len(results)} candidates; the runner-up {runner.name} has {runner.cv_error_mean:.3e} ({ratio:.2f}x)"
+        )
     return best, (
-        f"{best.name}: lowest mean {folds}-fold cross-validation error {best.cv_error_mean:.3e} of "
-        f"{len(results)} candidates; the runner-up {runner.name} has {runner.cv_error_mean:.3e} ({ratio:.2f}x)"
+        f"{best.name}: a kernel regressor within one standard error ({standard_error:.1e}) of the lowest mean "
+        f"{folds}-fold cross-validation error ({lowest.name}, {lowest.cv_error_mean:.3e}), with "
+        f"{best.cv_error_mean:.3e}; of tied candidates, kernels are preferred to networks"
     )
 
 
@@ -282,7 +301,12 @@ def select_regressor(
     folds: int = 5,
     seed: int = 0,
 ) -> tuple[Surrogate, Selection]:
-    """Pick the regressor with the lowest k-fold cross-validation error and refit it on all snapshots (collective).
+    """Pick a regressor by k-fold cross-validation and refit it on all snapshots (collective).
+
+    The pick follows the one-standard-error rule (Hastie, Tibshirani and Friedman, *The Elements of Statistical
+    Learning*, 7.10): of the candidates whose mean held-out error is within one standard error of the lowest, a
+    kernel regressor is preferred to a network, then the lower error. Differences below the standard error are
+    noise of the folds; the kernel fit is deterministic and fast, and its hyperparameters are few.
 
     Every rank computes the same errors from replicated coefficients (the fits run on rank 0 and are broadcast),
     so the choice is the same on every rank and for any rank count.
@@ -331,7 +355,8 @@ def select_regressor(
         _cross_validate(name, options, parameters, coefficients, space, fold, comm, projection_sq, safe, c_norms)
         for name, options in chosen.items()
     ]
-    best, reason = _pick(results, folds)
+    kinds = {name: "kernel" if isinstance(options, KernelOptions) else "network" for name, options in chosen.items()}
+    best, reason = _pick(results, kinds, folds)
     start = time.perf_counter()
     regressor, history = _fit(chosen[best.name], parameters, coefficients, space, comm)
     refit = float(comm.bcast(time.perf_counter() - start, root=0))

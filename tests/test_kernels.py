@@ -15,6 +15,7 @@ from dolfinx import fem
 import fem_ml
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
+from fem_ml.selection import CandidateResult, _pick
 
 MU = np.array([[0.3, 0.45, 0.8, 0.2], [0.9, 0.15, 0.5, 0.6]])
 #: A GP fitted quickly: one kernel and transform, no optimizer restarts.
@@ -137,7 +138,7 @@ def test_forged_kernel_files_are_refused(comm, tmp_dir, roms):
 
 
 def test_select_regressor_reports_every_candidate(comm, basis, snapshots):
-    """The pick is the lowest CV error, the same on every rank; the report lists every candidate."""
+    """The pick follows the one-standard-error rule, the same on every rank; the report lists every candidate."""
     candidates = {
         "network": fem_ml.TrainingOptions(hidden_layers=(8,), adam_epochs=30, lbfgs_iterations=0, progress=False),
         "rbf": fem_ml.KernelOptions(method="rbf"),
@@ -147,7 +148,11 @@ def test_select_regressor_reports_every_candidate(comm, basis, snapshots):
     names = [c.name for c in selection.candidates]
     assert names == ["network", "rbf", "gp"]
     errors = [c.cv_error_mean for c in selection.candidates]
-    assert selection.selected == names[int(np.argmin(errors))]
+    lowest = selection.candidates[int(np.argmin(errors))]
+    bound = min(errors) + np.std(lowest.cv_error, ddof=1) / np.sqrt(len(snapshots))
+    tied = [name for name, error in zip(names, errors, strict=True) if error <= bound]
+    kernels = [name for name in tied if name != "network"]
+    assert selection.selected == min(kernels or tied, key=lambda name: errors[names.index(name)])
     assert selection.selected in selection.reason and all(np.isfinite(errors))
     assert all(c.cv_error.shape == (len(snapshots),) for c in selection.candidates)
     assert all(c.cv_error_mean >= selection.projection_error_mean for c in selection.candidates)
@@ -199,3 +204,22 @@ def test_network_only_features_refuse_a_kernel_surrogate(comm, tmp_dir, roms):
     path = fem_ml.save(rom, tmp_dir / "for_paraview.femml")
     with pytest.raises(ValueError, match="evaluates network surrogates only"):
         SurrogateModel(path)
+
+
+def _result(name, errors):
+    errors = np.asarray(errors, dtype=float)
+    return CandidateResult(name=name, cv_error=errors, regressor_error=errors, time_s=0.0, description=name)
+
+
+def test_pick_prefers_a_kernel_within_one_standard_error():
+    """A kernel regressor tied with a network (within one standard error of the lowest mean) is picked."""
+    noisy = np.array([0.05, 0.15, 0.05, 0.15])  # mean 0.1, standard error of the mean 0.0289
+    kinds = {"network": "network", "gp": "kernel", "rbf": "kernel"}
+    tied = [_result("network", noisy), _result("gp", noisy + 0.02), _result("rbf", noisy + 0.05)]
+    best, reason = _pick(tied, kinds, folds=2)
+    assert best.name == "gp" and "one standard error" in reason
+    clear = [_result("network", noisy), _result("gp", noisy + 0.05)]
+    best, reason = _pick(clear, kinds, folds=2)
+    assert best.name == "network" and "lowest mean" in reason
+    exact = [_result("network", np.full(4, 0.1)), _result("gp", np.full(4, 0.1 + 1e-9))]
+    assert _pick(exact, kinds, folds=2)[0].name == "network"  # no spread: no tie beyond the lowest
