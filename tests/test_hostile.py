@@ -31,6 +31,8 @@ import fem_ml
 import fem_ml.cli
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
+from fem_ml._layout import DofLayout
+from fem_ml._serialize import coo_from_matrix
 
 DATA = Path(__file__).with_name("data")
 MODEL = DATA / "thermal_block_v1.femml"
@@ -142,6 +144,73 @@ def test_every_entry_forged(comm, tmp_dir):
               f"loaded, {len(wrong)} other outcomes")  # fmt: skip
     assert not wrong, "\n".join(wrong)
     assert refused > 0.6 * len(cases)
+
+
+def with_matrix(tree: dict, rows, columns, values) -> dict:
+    """``tree`` with a user-given inner product stored as the COO triplets ``rows``, ``columns``, ``values``."""
+    matrix = {"basis/matrix/rows": rows, "basis/matrix/columns": columns, "basis/matrix/values": values}
+    return {**tree, "basis/inner_product": "form", **{k: v for k, v in matrix.items() if v is not None}}
+
+
+def test_forged_inner_product_matrix(comm, tmp_dir):
+    """A user inner product's COO triplets: indices out of range or negative, arrays of other lengths, NaN values.
+
+    Before the validating loader an out-of-range row index on 2 ranks hung (rank 0 failed alone) and a short value
+    array loaded without a word. The model's own H1 matrix under the name of a user product is the valid control:
+    it loads and predicts finite values.
+    """
+
+    def at(array, k, value):
+        array = array.copy()
+        array[k] = value
+        return array
+
+    def forge() -> list[str]:
+        tree = tree_of(MODEL)
+        n = tree["layout/keys"].shape[0]
+        rom = fem_ml.load(MODEL, comm=MPI.COMM_SELF)
+        coo = coo_from_matrix(rom.basis.inner_product.matrix, DofLayout(rom.V))
+        rom.destroy()
+        assert coo is not None
+        rows, columns, values = coo["rows"], coo["columns"], coo["values"]
+        cases = {
+            "valid H1 matrix": (rows, columns, values),
+            "row index = n_dofs": (at(rows, 7, n), columns, values),
+            "row index -1": (at(rows, 0, -1), columns, values),
+            "row index 2**40": (at(rows, -1, 2**40), columns, values),
+            "column index = n_dofs": (rows, at(columns, 3, n), values),
+            "column index -1": (rows, at(columns, 3, -1), values),
+            "values one shorter": (rows, columns, values[:-1]),
+            "values one longer": (rows, columns, np.append(values, 1.0)),
+            "columns one shorter": (rows, columns[:-1], values),
+            "values NaN": (rows, columns, at(values, 5, np.nan)),
+            "values inf": (rows, columns, at(values, 5, np.inf)),
+            "rows as floats": (rows.astype(np.float64), columns, values),
+            "rows missing": (None, columns, values),
+        }
+        for k, triplets in enumerate(cases.values()):
+            write_tree(tmp_dir / f"coo_{k}.femml", with_matrix(tree, *triplets), kind=SURROGATE.kind,
+                       version=SURROGATE.version)  # fmt: skip
+        return list(cases)
+
+    labels = on_root(comm, forge)
+    refused = 0
+    for k, label in enumerate(labels):
+        path = shared(comm, tmp_dir / f"coo_{k}.femml")
+        with deadline(label):
+            if label == "valid H1 matrix":
+                rom = fem_ml.load(path, comm=comm)
+                assert rom.basis.inner_product.name == "form"
+                assert comm.allreduce(bool(np.all(np.isfinite(rom.predict_values([0.3, 0.45, 0.8, 0.2])))), MPI.LAND)
+                rom.destroy()
+                continue
+            with pytest.raises(fem_ml.FileFormatError, match=r"coo_\d+\.femml.*basis/matrix"):
+                fem_ml.load(path, comm=comm)
+            refused += 1
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
+    if comm.rank == 0:
+        print(f"\nforged inner-product matrix: {len(labels)} cases, {refused} refused, 1 valid control loaded")
+    assert refused == len(labels) - 1
 
 
 def test_refused_before_reading(comm, tmp_dir):
