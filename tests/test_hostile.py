@@ -443,12 +443,54 @@ def test_divergent_input_fails_on_every_rank(comm, tmp_dir):
         "save: one rank's metadata": lambda: fem_ml.save(
             rom, tmp_dir / "m.femml", metadata={"x": object()} if last else {}
         ),
+        "assemble_inner_product: unknown name on one rank": lambda: fem_ml.assemble_inner_product(
+            rom.V, "h2" if last else "l2"
+        ),
     }
     for label, call in cases.items():
         with deadline(label), pytest.raises((ValueError, TypeError)):
             call()
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
     rom.destroy()
     assert not [p for p in tmp_dir.iterdir()]
+
+
+def test_divergent_outputs_and_products(comm, tmp_dir):
+    """Arguments valid on each rank but different between them: the same ValueError on every rank under MPI.
+
+    Before the agreement checks, these reached HDF5's collectives with other files or sizes (an ``MPI_Abort``, or a
+    raw ``RuntimeError``), or assembled a matrix whose rows came from different products without a word. Serially
+    the same calls are valid and succeed.
+    """
+    rom = fem_ml.load(MODEL, comm=comm)
+    n = rom.basis.modes.shape[0]
+    last = comm.rank == comm.size - 1
+    cases = {
+        "write_modes: one rank's n_modes": lambda: fem_ml.write_modes(tmp_dir / "m.xdmf", rom.basis,
+                                                                      n_modes=2 if last else 3),
+        "write_fields: one rank's path": lambda: fem_ml.write_fields(tmp_dir / ("e.xdmf" if last else "f.xdmf"),
+                                                                     rom.V, [{"u": np.zeros(n)}]),
+        "write_fields: one rank's steps": lambda: fem_ml.write_fields(tmp_dir / "g.xdmf", rom.V,
+                                                                      [{"u": np.zeros(n)}] * (2 if last else 1)),
+        "write_fields: one rank's field name": lambda: fem_ml.write_fields(tmp_dir / "h.xdmf", rom.V,
+                                                                           [{"v" if last else "u": np.zeros(n)}]),
+        "assemble_inner_product: one rank's name": lambda: fem_ml.assemble_inner_product(
+            rom.V, "h1" if last else "l2"
+        ),
+    }  # fmt: skip
+    for label, call in cases.items():
+        with deadline(label):
+            if comm.size > 1:
+                with pytest.raises(ValueError, match="differ between ranks"):
+                    call()
+            else:
+                result = call()
+                if isinstance(result, fem_ml.InnerProduct):
+                    result.destroy()
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
+    rom.destroy()
+    if comm.size > 1:
+        assert not [p for p in tmp_dir.iterdir()]
 
 
 @pytest.mark.processes
