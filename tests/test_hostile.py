@@ -89,7 +89,7 @@ def mutations(tree: dict):
             yield f"{name}: one more row", forged(grown.astype(value.dtype))
             yield f"{name}: other dtype", forged(value.astype(np.float32 if value.dtype.kind in "iu" else np.int32))
             if value.size and value.dtype.kind == "f":
-                for bad in (np.nan,):
+                for bad in (np.nan, np.inf):
                     v = value.copy()
                     v.flat[v.size // 2] = bad
                     yield f"{name}: {bad}", forged(v)
@@ -357,6 +357,7 @@ def test_cli_cases_in_process(comm, tmp_dir, capsys):
         (tmp_dir / "user.h5").write_bytes(b"user data")
         (tmp_dir / "user.vtu").write_text("<VTKFile/>")
     d = shared(comm, tmp_dir)
+    before = on_root(comm, lambda: [p.name for p in d.iterdir()])
     model = str(MODEL)
     cases = {
         "info: best_index out of range": ["info", str(d / "forged.femml")],
@@ -385,9 +386,9 @@ def test_cli_cases_in_process(comm, tmp_dir, capsys):
         assert "Traceback" not in captured.err + captured.out, label
         if comm.rank == 0:
             assert captured.err.startswith("error: "), (label, captured.err)
-    # Nothing was replaced or left behind.
+    # Nothing was replaced or left behind: no partial output, no temporary file.
     assert (d / "user.h5").read_bytes() == b"user data" and (d / "dir.xdmf").is_dir()
-    assert not [p.name for p in d.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in d.iterdir()) == sorted(before), sorted(p.name for p in d.iterdir())
     # --force replaces the user's files; a .vtu output works.
     with deadline("predict --force"):
         assert fem_ml.cli.main(["predict", model, "--mu", MU, "-o", str(d / "user.xdmf"), "--force"], comm=comm) == 0
