@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem, io
 
+from fem_ml._agree import check_same
 from fem_ml._atomic import output_set
 from fem_ml._fem import function_from_owned, n_owned
 from fem_ml._mpi import collectively
@@ -85,8 +86,8 @@ def write_fields(
         The path written.
 
     Raises:
-        ValueError: on every rank, for inconsistent steps, an unknown suffix or a destination that must not be
-            replaced.
+        ValueError: on every rank, for inconsistent steps, an unknown suffix, a destination that must not be
+            replaced, or a path, step count, field names, times or options that differ between ranks.
         OSError: on every rank, if a file cannot be written.
     """
     comm = V.mesh.comm
@@ -94,9 +95,13 @@ def write_fields(
     with collectively(comm):
         fmt = _format(target)
         _check_steps(V, steps, times, units)
+    step_times = [float(t) for t in times] if times is not None else [float(k) for k in range(len(steps))]
+    # Different paths, step counts or names would reach the writers' collectives with other files or sizes.
+    check_same(comm, "The output path, steps, times or options of write_fields", str(target), len(steps),
+               list(steps[0]), step_times, metadata is not None, units and dict(units), overwrite,
+               [str(p) for p in protect])  # fmt: skip
     if units is not None:
         metadata = {**(metadata or {}), "units": dict(units)}
-    step_times = [float(t) for t in times] if times is not None else [float(k) for k in range(len(steps))]
     files = [target]
     if fmt == "xdmf":
         files.append(target.with_suffix(".h5"))

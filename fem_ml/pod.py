@@ -47,7 +47,7 @@ import ufl
 from dolfinx import fem
 from scipy import linalg
 
-from fem_ml._agree import agreed
+from fem_ml._agree import agreed, check_same
 from fem_ml._fem import function_from_owned, n_global, n_owned
 from fem_ml._layout import DofLayout
 from fem_ml._linalg import INNER_PRODUCT_NAMES, LocalOperator, assemble_matrix, named_form
@@ -186,7 +186,19 @@ def assemble_inner_product(
 
     Returns:
         The inner product.
+
+    Raises:
+        ValueError: on every rank, for an unknown name or a kind that differs between ranks (a name on one rank,
+            another name or a form on another would assemble a matrix whose rows come from different products).
     """
+    comm = V.mesh.comm
+    with collectively(comm):
+        if isinstance(kind, str) and kind not in INNER_PRODUCT_NAMES:
+            raise ValueError(
+                f"Unknown inner product {kind!r}; use one of {INNER_PRODUCT_NAMES}, a UFL form or a PETSc Mat."
+            )
+    check_same(comm, "The inner products given to assemble_inner_product", kind if isinstance(kind, str) else
+               type(kind).__name__)  # fmt: skip
     if isinstance(kind, InnerProduct):
         kind._check_alive()
         if kind.V is not V and kind.V.mesh is not V.mesh:

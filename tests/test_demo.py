@@ -248,6 +248,53 @@ def test_elasticity_outputs_open_in_paraview(comm, elasticity):
         assert 0 <= lo < hi and np.isfinite(hi)
 
 
+@pytest.mark.paraview
+def test_demo_models_open_in_the_paraview_plugin(comm, thermal_block, elasticity, tmp_dir):
+    """The demos' saved models (P1 scalar temperature, P2 vector displacement) open in ``pvpython`` with the reader
+    plugin and give ``python -m fem_ml predict``'s field at the mesh nodes to 1e-12 relative."""
+    from fem_ml.paraview import plugin_path
+    from fem_ml.paraview.runtime import SurrogateModel
+
+    models = [thermal_block[0] / "thermal_block.femml", elasticity[0] / "elasticity.femml"]
+
+    def run() -> int:
+        points = []
+        for model in models:
+            m = SurrogateModel(model)
+            points.append((0.3 * m.lower + 0.7 * m.upper, m.names, m.field_name))
+        spec, result = tmp_dir / "cases.json", tmp_dir / "plugin_out.json"
+        spec.write_text(
+            json.dumps(
+                [{"model": str(m), "parameters": mu.tolist()} for m, (mu, _, _) in zip(models, points, strict=True)]
+            )
+        )
+        proc = subprocess.run(
+            ["xvfb-run", "-a", "pvpython", str(Path(__file__).with_name("paraview_plugin_check.py")),
+             str(plugin_path().parent), str(spec), str(result)],
+            capture_output=True, text=True, timeout=300, env=clean_env(),
+        )  # fmt: skip
+        assert proc.returncode == 0 and "PLUGIN_CHECK_DONE" in proc.stdout, proc.stdout + proc.stderr
+        for model, (mu, names, field), got in zip(models, points, json.loads(result.read_text()), strict=True):
+            out = tmp_dir / f"{model.stem}_predict.xdmf"
+            point = ",".join(f"{n}={float(v)!r}" for n, v in zip(names, mu, strict=True))
+            command = [sys.executable, "-m", "fem_ml", "predict", str(model), "--mu", point, "-o", str(out)]
+            run = subprocess.run(command, capture_output=True, text=True, timeout=300, env=clean_env())
+            assert run.returncode == 0, run.stderr
+            with h5py.File(out.with_suffix(".h5"), "r") as f:
+                x = f["Mesh/mesh/geometry"][()]
+                group = f["Function"][next(iter(f["Function"]))]
+                want = group[next(iter(group))][()]
+            x = np.pad(x, ((0, 0), (0, 3 - x.shape[1])))
+            plugin_points = np.asarray(got["points"])
+            values = np.asarray(got["arrays"][field]).reshape(len(plugin_points), -1)
+            index = {tuple(k): i for i, k in enumerate(np.round(plugin_points, 8))}
+            at_nodes = values[[index[tuple(k)] for k in np.round(x, 8)]][:, : want.shape[1]]
+            assert np.abs(at_nodes - want).max() <= 1e-12 * np.abs(want).max(), model.name
+        return len(models)
+
+    assert on_root(comm, run) == 2
+
+
 def test_heat_demo_small(heat):
     """Time as an input: trajectories, a time series of truth/prediction/error, the same summary keys."""
     out, summary = heat

@@ -31,6 +31,8 @@ import fem_ml
 import fem_ml.cli
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
+from fem_ml._layout import DofLayout
+from fem_ml._serialize import coo_from_matrix
 
 DATA = Path(__file__).with_name("data")
 MODEL = DATA / "thermal_block_v1.femml"
@@ -87,7 +89,7 @@ def mutations(tree: dict):
             yield f"{name}: one more row", forged(grown.astype(value.dtype))
             yield f"{name}: other dtype", forged(value.astype(np.float32 if value.dtype.kind in "iu" else np.int32))
             if value.size and value.dtype.kind == "f":
-                for bad in (np.nan,):
+                for bad in (np.nan, np.inf):
                     v = value.copy()
                     v.flat[v.size // 2] = bad
                     yield f"{name}: {bad}", forged(v)
@@ -142,6 +144,73 @@ def test_every_entry_forged(comm, tmp_dir):
               f"loaded, {len(wrong)} other outcomes")  # fmt: skip
     assert not wrong, "\n".join(wrong)
     assert refused > 0.6 * len(cases)
+
+
+def with_matrix(tree: dict, rows, columns, values) -> dict:
+    """``tree`` with a user-given inner product stored as the COO triplets ``rows``, ``columns``, ``values``."""
+    matrix = {"basis/matrix/rows": rows, "basis/matrix/columns": columns, "basis/matrix/values": values}
+    return {**tree, "basis/inner_product": "form", **{k: v for k, v in matrix.items() if v is not None}}
+
+
+def test_forged_inner_product_matrix(comm, tmp_dir):
+    """A user inner product's COO triplets: indices out of range or negative, arrays of other lengths, NaN values.
+
+    Before the validating loader an out-of-range row index on 2 ranks hung (rank 0 failed alone) and a short value
+    array loaded without a word. The model's own H1 matrix under the name of a user product is the valid control:
+    it loads and predicts finite values.
+    """
+
+    def at(array, k, value):
+        array = array.copy()
+        array[k] = value
+        return array
+
+    def forge() -> list[str]:
+        tree = tree_of(MODEL)
+        n = tree["layout/keys"].shape[0]
+        rom = fem_ml.load(MODEL, comm=MPI.COMM_SELF)
+        coo = coo_from_matrix(rom.basis.inner_product.matrix, DofLayout(rom.V))
+        rom.destroy()
+        assert coo is not None
+        rows, columns, values = coo["rows"], coo["columns"], coo["values"]
+        cases = {
+            "valid H1 matrix": (rows, columns, values),
+            "row index = n_dofs": (at(rows, 7, n), columns, values),
+            "row index -1": (at(rows, 0, -1), columns, values),
+            "row index 2**40": (at(rows, -1, 2**40), columns, values),
+            "column index = n_dofs": (rows, at(columns, 3, n), values),
+            "column index -1": (rows, at(columns, 3, -1), values),
+            "values one shorter": (rows, columns, values[:-1]),
+            "values one longer": (rows, columns, np.append(values, 1.0)),
+            "columns one shorter": (rows, columns[:-1], values),
+            "values NaN": (rows, columns, at(values, 5, np.nan)),
+            "values inf": (rows, columns, at(values, 5, np.inf)),
+            "rows as floats": (rows.astype(np.float64), columns, values),
+            "rows missing": (None, columns, values),
+        }
+        for k, triplets in enumerate(cases.values()):
+            write_tree(tmp_dir / f"coo_{k}.femml", with_matrix(tree, *triplets), kind=SURROGATE.kind,
+                       version=SURROGATE.version)  # fmt: skip
+        return list(cases)
+
+    labels = on_root(comm, forge)
+    refused = 0
+    for k, label in enumerate(labels):
+        path = shared(comm, tmp_dir / f"coo_{k}.femml")
+        with deadline(label):
+            if label == "valid H1 matrix":
+                rom = fem_ml.load(path, comm=comm)
+                assert rom.basis.inner_product.name == "form"
+                assert comm.allreduce(bool(np.all(np.isfinite(rom.predict_values([0.3, 0.45, 0.8, 0.2])))), MPI.LAND)
+                rom.destroy()
+                continue
+            with pytest.raises(fem_ml.FileFormatError, match=r"coo_\d+\.femml.*basis/matrix"):
+                fem_ml.load(path, comm=comm)
+            refused += 1
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
+    if comm.rank == 0:
+        print(f"\nforged inner-product matrix: {len(labels)} cases, {refused} refused, 1 valid control loaded")
+    assert refused == len(labels) - 1
 
 
 def test_refused_before_reading(comm, tmp_dir):
@@ -288,6 +357,7 @@ def test_cli_cases_in_process(comm, tmp_dir, capsys):
         (tmp_dir / "user.h5").write_bytes(b"user data")
         (tmp_dir / "user.vtu").write_text("<VTKFile/>")
     d = shared(comm, tmp_dir)
+    before = on_root(comm, lambda: [p.name for p in d.iterdir()])
     model = str(MODEL)
     cases = {
         "info: best_index out of range": ["info", str(d / "forged.femml")],
@@ -316,9 +386,9 @@ def test_cli_cases_in_process(comm, tmp_dir, capsys):
         assert "Traceback" not in captured.err + captured.out, label
         if comm.rank == 0:
             assert captured.err.startswith("error: "), (label, captured.err)
-    # Nothing was replaced or left behind.
+    # Nothing was replaced or left behind: no partial output, no temporary file.
     assert (d / "user.h5").read_bytes() == b"user data" and (d / "dir.xdmf").is_dir()
-    assert not [p.name for p in d.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in d.iterdir()) == sorted(before), sorted(p.name for p in d.iterdir())
     # --force replaces the user's files; a .vtu output works.
     with deadline("predict --force"):
         assert fem_ml.cli.main(["predict", model, "--mu", MU, "-o", str(d / "user.xdmf"), "--force"], comm=comm) == 0
@@ -374,12 +444,54 @@ def test_divergent_input_fails_on_every_rank(comm, tmp_dir):
         "save: one rank's metadata": lambda: fem_ml.save(
             rom, tmp_dir / "m.femml", metadata={"x": object()} if last else {}
         ),
+        "assemble_inner_product: unknown name on one rank": lambda: fem_ml.assemble_inner_product(
+            rom.V, "h2" if last else "l2"
+        ),
     }
     for label, call in cases.items():
         with deadline(label), pytest.raises((ValueError, TypeError)):
             call()
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
     rom.destroy()
     assert not [p for p in tmp_dir.iterdir()]
+
+
+def test_divergent_outputs_and_products(comm, tmp_dir):
+    """Arguments valid on each rank but different between them: the same ValueError on every rank under MPI.
+
+    Before the agreement checks, these reached HDF5's collectives with other files or sizes (an ``MPI_Abort``, or a
+    raw ``RuntimeError``), or assembled a matrix whose rows came from different products without a word. Serially
+    the same calls are valid and succeed.
+    """
+    rom = fem_ml.load(MODEL, comm=comm)
+    n = rom.basis.modes.shape[0]
+    last = comm.rank == comm.size - 1
+    cases = {
+        "write_modes: one rank's n_modes": lambda: fem_ml.write_modes(tmp_dir / "m.xdmf", rom.basis,
+                                                                      n_modes=2 if last else 3),
+        "write_fields: one rank's path": lambda: fem_ml.write_fields(tmp_dir / ("e.xdmf" if last else "f.xdmf"),
+                                                                     rom.V, [{"u": np.zeros(n)}]),
+        "write_fields: one rank's steps": lambda: fem_ml.write_fields(tmp_dir / "g.xdmf", rom.V,
+                                                                      [{"u": np.zeros(n)}] * (2 if last else 1)),
+        "write_fields: one rank's field name": lambda: fem_ml.write_fields(tmp_dir / "h.xdmf", rom.V,
+                                                                           [{"v" if last else "u": np.zeros(n)}]),
+        "assemble_inner_product: one rank's name": lambda: fem_ml.assemble_inner_product(
+            rom.V, "h1" if last else "l2"
+        ),
+    }  # fmt: skip
+    for label, call in cases.items():
+        with deadline(label):
+            if comm.size > 1:
+                with pytest.raises(ValueError, match="differ between ranks"):
+                    call()
+            else:
+                result = call()
+                if isinstance(result, fem_ml.InnerProduct):
+                    result.destroy()
+        assert comm.allreduce(1) == comm.size  # every rank got past the case
+    rom.destroy()
+    if comm.size > 1:
+        assert not [p for p in tmp_dir.iterdir()]
 
 
 @pytest.mark.processes

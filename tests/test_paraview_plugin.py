@@ -92,6 +92,39 @@ def elastic(folder):
     return rom, path
 
 
+WAVE_SPACE = fem_ml.ParameterSpace({"a": (0.5, 2.0), "b": (0.0, 1.0)})
+
+
+def _wave(comm: MPI.Comm, element: tuple) -> tuple[fem.FunctionSpace, object]:
+    """A scalar field ``sin(a x) cos(b y) + a b x y`` on a 6 x 6 unit square in ``element``: ``(V, solve)``."""
+    V = fem.functionspace(mesh.create_unit_square(comm, 6, 6), element)
+    u = fem.Function(V, name="wave")
+
+    def solve(p: np.ndarray) -> fem.Function:
+        a, b = p
+        u.interpolate(lambda x: np.sin(a * x[0]) * np.cos(b * x[1]) + a * b * x[0] * x[1])
+        return u
+
+    return V, solve
+
+
+def _wave_model(path: Path, element: tuple) -> fem_ml.Surrogate:
+    """Train a small surrogate of :func:`_wave` in ``element`` and save it to ``path``."""
+    V, solve = _wave(MPI.COMM_WORLD, element)
+    snapshots = fem_ml.collect_snapshots(solve, WAVE_SPACE.sample(12, method="lhs", seed=0), V, progress=False)
+    rom = fem_ml.train_surrogate(fem_ml.pod(snapshots, inner_product="l2", n_modes=4), snapshots, WAVE_SPACE, seed=0,
+                                 **TRAIN)  # fmt: skip
+    fem_ml.save(rom, path)
+    return rom
+
+
+@pytest.fixture(scope="module")
+def scalar_p2(folder):
+    """A P2 scalar surrogate (ensemble of 2) on triangles, saved: ``(rom, path)``."""
+    path = folder / "scalar_p2.femml"
+    return _wave_model(path, ("Lagrange", 2)), path
+
+
 def _by_coordinates(points: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """``values`` (one row per point of ``points``) at the points ``at`` (each one of ``points``)."""
     scale = 1e-8 * max(1.0, float(np.abs(points).max()))
@@ -115,7 +148,7 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("case", ["thermal", "elastic"])
+@pytest.mark.parametrize("case", ["thermal", "elastic", "scalar_p2"])
 def test_runtime_matches_surrogate(case, request):
     """The plugin's engine (no DOLFINx, no torch) gives the surrogate's field and its ensemble deviation."""
     rom, path = request.getfixturevalue(case)
@@ -132,8 +165,20 @@ def test_runtime_matches_surrogate(case, request):
     std = np.sqrt(np.mean((fields - fields.mean(axis=0)) ** 2, axis=0)).reshape(n, bs)
     std = np.vstack(rom.V.mesh.comm.allgather(std))
     assert deviation is not None and _relative(_by_coordinates(model.points, deviation, points)[:, :bs], std) < 1e-10
-    expected_cells = {"thermal": rom.V.mesh.topology.index_map(2).size_global, "elastic": 4 * 6}[case]
-    assert model.cells.shape == (expected_cells, {"thermal": 3, "elastic": 10}[case])
+    expected_cells = {"thermal": rom.V.mesh.topology.index_map(2).size_global, "elastic": 4 * 6, "scalar_p2": 72}
+    assert model.cells.shape == (expected_cells[case], {"thermal": 3, "elastic": 10, "scalar_p2": 6}[case])
+
+
+@pytest.mark.parametrize(
+    ("element", "match"),
+    [(("Lagrange", 3), "supports P1/P2 .* not degree 3 on triangle"), (("DG", 1), "not DG1")],
+)
+def test_runtime_refuses_other_elements(element, match, folder):
+    """A valid surrogate in an element the grid cannot show (P3, discontinuous) is refused with a message."""
+    path = folder / f"{element[0]}{element[1]}.femml"
+    _wave_model(path, element).destroy()
+    with pytest.raises(ValueError, match=match):
+        SurrogateModel(path)
 
 
 def test_runtime_refuses_bad_points_and_files(thermal, folder):
@@ -214,14 +259,17 @@ def _predict_xdmf(model: Path, names: list[str], mu: np.ndarray, out: Path) -> t
 
 
 @pytest.mark.paraview
-def test_plugin_in_paraview(thermal, elastic, folder):
-    """In pvpython: the reader and a model's sliders give predict's field to 1e-12; bounds and damage refused."""
+def test_plugin_in_paraview(thermal, elastic, scalar_p2, folder):
+    """In pvpython: the reader and a model's sliders give predict's field to 1e-12 (P1 and P2 scalar, P2 vector);
+    bounds, damage and other elements refused with a message."""
     comm = MPI.COMM_WORLD
-    (rom_t, path_t), (rom_e, path_e) = thermal, elastic
+    (rom_t, path_t), (rom_e, path_e), (rom_s, path_s) = thermal, elastic, scalar_p2
     mu_t = np.array([0.3, 0.7, 0.45, 0.9])
     mu_e = np.array([0.4, 0.8])
-    expected_t = _surrogate_values(rom_t, mu_t)
-    expected_e = _surrogate_values(rom_e, mu_e)
+    mu_s = np.array([1.3, 0.6])
+    expected = [_surrogate_values(rom, mu) for rom, mu in ((rom_t, mu_t), (rom_e, mu_e), (rom_s, mu_s))]
+    path_p3 = folder / "p3_pv.femml"
+    _wave_model(path_p3, ("Lagrange", 3)).destroy()
 
     def run() -> None:
         plugin = write_model_plugin(path_t, folder / "plugins")
@@ -232,18 +280,21 @@ def test_plugin_in_paraview(thermal, elastic, folder):
         cases = [
             {"model": str(path_t), "parameters": mu_t.tolist()},
             {"model": str(path_e), "parameters": mu_e.tolist()},
+            {"model": str(path_s), "parameters": mu_s.tolist()},
             {"model": str(path_t), "parameters": mu_t.tolist(), "plugin": str(plugin), "names": list(SPACE.names)},
             {"model": str(path_t), "parameters": [5.0, 0.5, 0.5, 0.5]},
             {"model": str(damaged), "parameters": mu_t.tolist()},
+            {"model": str(path_p3), "parameters": mu_s.tolist()},
         ]
         results, stderr = _pvpython(folder, cases)
-        reader_t, reader_e, sliders, out_of_bounds, broken = results
-        for result, (points, values) in ((reader_t, expected_t), (reader_e, expected_e)):
+        reader_t, reader_e, reader_s, sliders, out_of_bounds, broken, p3 = results
+        for result, (points, values) in zip((reader_t, reader_e, reader_s), expected, strict=True):
             got = np.asarray(result["arrays"]["prediction"]).reshape(len(result["points"]), -1)
             bs = values.shape[1]
             assert _relative(_by_coordinates(np.asarray(result["points"]), got, points)[:, :bs], values) < 1e-12
             assert "deviation" in result["arrays"]
-        assert reader_t["cell_types"] == [5] and reader_e["cell_types"] == [24]  # triangles; quadratic tetrahedra
+        # Triangles, quadratic tetrahedra, quadratic triangles.
+        assert reader_t["cell_types"] == [5] and reader_e["cell_types"] == [24] and reader_s["cell_types"] == [22]
         assert reader_t["field"] == dict(zip(SPACE.names, mu_t.tolist(), strict=True))
         # The model's plugin: one slider per parameter, named and bounded like it, the same field.
         assert sliders["sliders"] == {
@@ -254,11 +305,13 @@ def test_plugin_in_paraview(thermal, elastic, folder):
         for model, names, mu, result in (
             (path_t, SPACE.names, mu_t, reader_t),
             (path_e, ELASTIC_SPACE.names, mu_e, reader_e),
+            (path_s, WAVE_SPACE.names, mu_s, reader_s),
         ):
             geometry, values = _predict_xdmf(model, list(names), mu, folder / f"{model.stem}_predict.xdmf")
             got = np.asarray(result["arrays"]["prediction"]).reshape(len(result["points"]), -1)
             assert _relative(_by_coordinates(np.asarray(result["points"]), got, geometry), values) < 1e-12
         assert out_of_bounds is None and "mu0 = 5.0 is outside its bounds" in stderr
         assert broken is None and f"fem_ml: {damaged}" in stderr
+        assert p3 is None and f"fem_ml: {path_p3}" in stderr and "not degree 3 on triangle" in stderr
 
     on_root(comm, run)
