@@ -30,6 +30,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+from fem_ml._agree import check_same
 from fem_ml._mpi import collectively, wait_for_all
 
 __all__ = ["MARKER", "apply_permissions", "mark_written", "output_set", "write_file", "written_by_fem_ml"]
@@ -176,11 +177,14 @@ def output_set(
             one created meanwhile by another process; nothing is replaced.
 
     Raises:
-        ValueError: on every rank, for a destination that must not be replaced.
+        ValueError: on every rank, for a destination that must not be replaced, or destinations or options that
+            differ between ranks.
         OSError: on every rank, if a file cannot be written or moved.
     """
     paths = [Path(t) for t in targets]
     folder_set = {Path(p) for p in folders}
+    check_same(comm, "The output paths or options", [str(p) for p in paths], sorted(str(p) for p in folder_set),
+               overwrite, [str(p) for p in protect], fsync, exclusive)  # fmt: skip
     parent = paths[0].parent
     name = None
     with collectively(comm):

@@ -53,6 +53,7 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 
+from fem_ml._agree import check_same
 from fem_ml._atomic import output_set
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import DEFAULT_MAX_BYTES, FileFormatError, Tree, read_tree, resolve_key, write_tree
@@ -215,7 +216,8 @@ def load(
     Raises:
         FileFormatError: on every rank, naming the file and the entry, if it is missing, truncated, corrupted,
             forged, not a fem_ml surrogate or from a newer format version.
-        ValueError: on every rank, if ``V`` has another element or mesh than the surrogate.
+        ValueError: on every rank, if ``V`` has another element or mesh than the surrogate, or the path or options
+            differ between ranks.
     """
     from dolfinx import fem
 
@@ -230,6 +232,7 @@ def load(
         comm = V.mesh.comm
     comm = MPI.COMM_WORLD if comm is None else comm
     source = Path(path)
+    check_same(comm, "The path or options of load", str(source), max_bytes, key is None)
 
     tree: Tree = {}
     with collectively(comm):

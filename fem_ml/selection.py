@@ -259,7 +259,7 @@ def _cross_validate(
     return result
 
 
-def _pick(results: list[CandidateResult], kinds: Mapping[str, str], folds: int) -> tuple[CandidateResult, str]:
+def _pick(results: list[CandidateResult], chosen: Mapping[str, Options], folds: int) -> tuple[CandidateResult, str]:
     """The candidate picked by the one-standard-error rule, and why, in words.
 
     The candidates whose mean CV error is within one standard error (of the mean, over the snapshots) of the
@@ -276,7 +276,8 @@ def _pick(results: list[CandidateResult], kinds: Mapping[str, str], folds: int) 
     errors = lowest.cv_error
     standard_error = float(np.std(errors, ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else 0.0
     tied = [i for i in ranked if results[i].cv_error_mean <= lowest.cv_error_mean + standard_error]
-    best = results[min(tied, key=lambda i: (kinds[results[i].name] != "kernel", results[i].cv_error_mean, i))]
+    network = {name: not isinstance(options, KernelOptions) for name, options in chosen.items()}
+    best = results[min(tied, key=lambda i: (network[results[i].name], results[i].cv_error_mean, i))]
     if best is lowest:
         runner = results[ranked[1]]
         ratio = runner.cv_error_mean / max(lowest.cv_error_mean, 1e-300)
@@ -355,8 +356,7 @@ def select_regressor(
         _cross_validate(name, options, parameters, coefficients, space, fold, comm, projection_sq, safe, c_norms)
         for name, options in chosen.items()
     ]
-    kinds = {name: "kernel" if isinstance(options, KernelOptions) else "network" for name, options in chosen.items()}
-    best, reason = _pick(results, kinds, folds)
+    best, reason = _pick(results, chosen, folds)
     start = time.perf_counter()
     regressor, history = _fit(chosen[best.name], parameters, coefficients, space, comm)
     refit = float(comm.bcast(time.perf_counter() - start, root=0))

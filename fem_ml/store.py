@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from dolfinx import fem
 
+from fem_ml._agree import check_same
 from fem_ml._atomic import write_file
 from fem_ml._fem import element_signature
 from fem_ml._formats import SAMPLE, STORE
@@ -87,6 +88,7 @@ class SnapshotStore:
         self.path = Path(path)
         self.V = V
         self.comm: MPI.Comm = V.mesh.comm
+        check_same(self.comm, "The path of the SnapshotStore", str(self.path))
         self.layout = DofLayout(V)
         header = self.path / "store.h5"
         exists = self.comm.bcast(header.exists() if self.comm.rank == 0 else None, root=0)
@@ -208,8 +210,8 @@ class SnapshotStore:
             message: Error message of a failed solve.
         """
         ok = values is not None
-        if self.comm.allreduce(int(ok), op=MPI.SUM) not in (0, self.comm.size):  # the same on every rank
-            raise ValueError(f"Sample {index}: values given on some ranks only.")
+        what = f"Sample {index}: the index, parameters or values given (on some ranks only?)"
+        check_same(self.comm, what, int(index), np.asarray(parameters, dtype=np.float64), ok)
         gathered = self.layout.gather(values) if values is not None else None
         with collectively(self.comm):
             if self.comm.rank == 0:

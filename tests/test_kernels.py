@@ -214,7 +214,7 @@ def _result(name, errors):
 def test_pick_prefers_a_kernel_within_one_standard_error():
     """A kernel regressor tied with a network (within one standard error of the lowest mean) is picked."""
     noisy = np.array([0.05, 0.15, 0.05, 0.15])  # mean 0.1, standard error of the mean 0.0289
-    kinds = {"network": "network", "gp": "kernel", "rbf": "kernel"}
+    kinds = {"network": fem_ml.TrainingOptions(), "gp": QUICK_GP, "rbf": fem_ml.KernelOptions(method="rbf")}
     tied = [_result("network", noisy), _result("gp", noisy + 0.02), _result("rbf", noisy + 0.05)]
     best, reason = _pick(tied, kinds, folds=2)
     assert best.name == "gp" and "one standard error" in reason
