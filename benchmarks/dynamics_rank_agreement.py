@@ -20,7 +20,13 @@
 **Burgers** (``python benchmarks/dynamics_rank_agreement.py burgers --serial DIR1 --parallel DIR2``): the models
 ``burgers.femml`` saved by ``demos/dynamics_burgers.py`` run on 1 rank (``--out-dir DIR1``) and on 2 ranks
 (``DIR2``), loaded serially: the relative Frobenius difference of each operator, of the POD singular values and of
-the modes (matched through the dof coordinates).
+the modes (matched through the dof coordinates), and of the full-order solution the demos wrote for their first
+test viscosity (``trajectory.h5``, the largest over time).
+
+**Burgers data** (``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py burgers-data``): the demo's training
+trajectories (5 viscosities, 101 times, 48 x 48 cells) on ``COMM_SELF`` and ``COMM_WORLD``, compared like the
+beam's: the snapshots, and the POD, reduced trajectories and operator-inference fit from own data, from identical
+data, and from identical data and modes.
 
 Each part prints its figures and updates its section of ``benchmarks/results/dynamics_rank_agreement.json``
 (with the date and the load average). A quick check: ``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py
@@ -38,6 +44,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +208,25 @@ def beam_part(args: argparse.Namespace) -> dict:
     return comm.bcast(result, root=0)
 
 
+def truth_difference(first: Path, second: Path) -> float:
+    """Largest relative difference over time of the full-order solution ``velocity_truth`` in two demo outputs.
+
+    The demo writes the full DOLFINx solution of its first test viscosity over [0, 2T] to ``trajectory.h5``
+    (a read-only look with h5py; nodes matched through the mesh geometry).
+    """
+    fields = []
+    for path in (first, second):
+        with h5py.File(path, "r") as f:
+            x = np.asarray(f["Mesh/mesh/geometry"])
+            order = np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))
+            group = f["Function/velocity_truth"]
+            steps = sorted(group, key=lambda name: float(name.replace("_", ".")))
+            fields.append(np.stack([np.asarray(group[name])[order] for name in steps]))
+    a, b = fields
+    norms = np.linalg.norm(a.reshape(a.shape[0], -1), axis=1)
+    return float(np.max(np.linalg.norm((b - a).reshape(a.shape[0], -1), axis=1) / norms))
+
+
 def burgers_part(serial_dir: Path, parallel_dir: Path) -> dict:
     """Compare the Burgers models saved on 1 and on 2 ranks (local: both loaded on COMM_SELF)."""
     models = [fem_ml.dynamics.load(d / "burgers.femml", comm=MPI.COMM_SELF) for d in (serial_dir, parallel_dir)]
@@ -224,6 +250,7 @@ def burgers_part(serial_dir: Path, parallel_dir: Path) -> dict:
     signs = np.sign(np.sum(modes[0] * modes[1], axis=0))
     diff = np.linalg.norm(modes[1] * signs - modes[0], axis=0) / np.linalg.norm(modes[0], axis=0)
     out["modes_max"] = float(np.max(diff))
+    out["truth_rel_max"] = truth_difference(serial_dir / "trajectory.h5", parallel_dir / "trajectory.h5")
     summaries = [json.loads((d / "summary.json").read_text()) for d in (serial_dir, parallel_dir)]
     out["n_ranks"] = [s["n_ranks"] for s in summaries]
     for key in ("rel_l2_error_mean_train_window", "rel_l2_error_mean_extrapolation"):
@@ -231,10 +258,77 @@ def burgers_part(serial_dir: Path, parallel_dir: Path) -> dict:
     return out
 
 
+def burgers_data_part() -> dict:
+    """The Burgers demo's training data and fit on 1 rank (rank 0) and on 2 ranks, from own and identical data."""
+    from dynamics_burgers import NU_RANGE, build_problem
+
+    comm = MPI.COMM_WORLD
+    root = comm.rank == 0
+    start = time.perf_counter()
+    train_nu = np.geomspace(*NU_RANGE, 5)  # the demo's defaults: 48 x 48 cells, dt 0.005, T = 0.5, 24 modes
+    mids = np.sqrt(train_nu[:-1] * train_nu[1:])
+    times = np.arange(101) * 0.005
+    space = fem_ml.ParameterSpace({"nu": NU_RANGE})
+
+    def collect(c: MPI.Comm) -> tuple:
+        V, solve = build_problem(c, 48, 0.005)
+        S = fem_ml.collect_trajectories(solve, train_nu[:, None], V, times=times, space=space, progress=False)
+        layout = DofLayout(V)
+        return V, S, layout, layout.gather(S.values)
+
+    def fit_burgers(V: object, S: fem_ml.SnapshotSet, layout: DofLayout, modes: np.ndarray | None = None) -> dict:
+        if modes is None:
+            basis = fem_ml.pod(S, inner_product="l2", n_modes=24)
+        else:
+            basis = fem_ml.PODBasis(V, modes, np.ones(modes.shape[1]), fem_ml.assemble_inner_product(V, "l2"), 0.0)
+        data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
+        model = fem_ml.dynamics.fit_operator_inference(
+            data, basis=basis, terms="AH", parameter_functions={"A": ["nu"]}, test_time_length=0.5,
+            stability_parameters=mids[:, None],
+        )  # fmt: skip
+        return {"entries": model.entries, "modes": layout.gather(basis.modes), "states": np.hstack(data.states)}
+
+    serial = collect(MPI.COMM_SELF) if root else None
+    fit_serial = fit_burgers(*serial[:3]) if root else None
+    V, S, layout, canonical = collect(comm)
+    fit_world = fit_burgers(V, S, layout)
+    n = S.values.shape[1]
+    same = fem_ml.SnapshotSet(V, S.parameters, layout.scatter(serial[3] if root else None, width=n), S.solve_times)
+    fit_same = fit_burgers(V, same, layout)
+    modes = layout.scatter(fit_serial["modes"] if root else None, width=24)
+    fit_same_modes = fit_burgers(V, same, layout, modes)
+    result: dict = {}
+    if root:
+        assert serial is not None and fit_serial is not None
+
+        def against_serial(fitted: dict) -> dict:
+            signs = np.sign(np.sum(fitted["modes"] * fit_serial["modes"], axis=0))
+            diff = np.linalg.norm(fitted["modes"] * signs - fit_serial["modes"], axis=0)
+            out = {f"operator_{k}": rel(fitted["entries"][k], fit_serial["entries"][k]) for k in fit_serial["entries"]}
+            out["modes_max"] = float(np.max(diff / np.linalg.norm(fit_serial["modes"], axis=0)))
+            out["coefficients"] = rel(fitted["states"] * signs[:, None], fit_serial["states"])
+            return out
+
+        columns = np.linalg.norm(canonical - serial[3], axis=0) / np.linalg.norm(serial[3], axis=0)
+        result = {
+            "n_dofs": int(layout.n_global),
+            "n_snapshots": int(n),
+            "data_2_ranks_vs_1": {
+                "snapshots": rel(canonical, serial[3]),
+                "snapshots_max_per_column": float(columns.max()),
+            },
+            "fit_own_data_2_ranks_vs_1": against_serial(fit_world),
+            "fit_identical_data_2_ranks_vs_1": against_serial(fit_same),
+            "fit_identical_data_and_modes_2_ranks_vs_1": against_serial(fit_same_modes),
+        }
+    result["wall_s"] = time.perf_counter() - start
+    return comm.bcast(result, root=0)
+
+
 def main() -> None:
     """Run one part, print it and update its section of the JSON (collective for the beam)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["beam", "burgers"])
+    parser.add_argument("part", choices=["beam", "burgers", "burgers-data"])
     parser.add_argument("--n-cells", type=int, nargs=3, default=[30, 3, 3])
     parser.add_argument("--degree", type=int, default=2)
     parser.add_argument("--dt", type=float, default=1e-4)
@@ -252,6 +346,10 @@ def main() -> None:
         section = beam_part(args)
         section["problem"] = {"n_cells": args.n_cells, "degree": args.degree, "dt": args.dt, "t_train": args.t_train,
                               "pod_tol": args.pod_tol}  # fmt: skip
+    elif args.part == "burgers-data":
+        if comm.size != 2:
+            raise SystemExit("Run the burgers-data part on 2 ranks.")
+        section = burgers_data_part()
     else:
         if args.serial is None or args.parallel is None:
             raise SystemExit("The burgers part needs --serial DIR1 --parallel DIR2 (the demo's output folders).")
@@ -267,7 +365,7 @@ def main() -> None:
         "benchmark": "dynamics_rank_agreement",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"fem_ml": fem_ml.__version__},
-        args.part: section,
+        args.part.replace("-", "_"): section,
     })  # fmt: skip
     fem_ml.write_json(args.out, existing, comm=comm)
 
