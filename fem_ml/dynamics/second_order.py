@@ -1055,6 +1055,8 @@ class NewmarkIntegrator:
         for key, value in self.options.items():
             opts.setValue(prefix + key, str(value))
         ksp.setFromOptions()
+        # The factorization reads its options (e.g. mat_mumps_icntl_*) when it is set up: before they are removed.
+        ksp.setUp()
         for key in self.options:
             opts.delValue(prefix + key)
         return ksp

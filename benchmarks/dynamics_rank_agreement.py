@@ -1,0 +1,374 @@
+# Copyright (C) 2026 fem_ml developers
+#
+# SPDX-License-Identifier:    MIT
+"""Learned reduced dynamics, 1 rank against 2: how far the operators agree, and where the difference comes from.
+
+**Beam** (``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py beam``): the cantilever of
+``demos/dynamics_beam.py`` at its full size, trained on the step response, built twice in one job: on
+``COMM_SELF`` (rank 0 alone, the serial run) and on ``COMM_WORLD`` (2 ranks). Recorded:
+
+* *data*: the relative difference of the full-order Newmark trajectories (displacements, velocities, accelerations,
+  compared dof by dof in the rank-independent canonical order of the snapshot store, ``fem_ml._layout``), of the
+  tip displacement, of the POD singular values and of the reduced coefficients;
+* *operators, own data*: the fitted :math:`K_r, C_r, B_r` of each run from its own trajectories (what the demo
+  compares);
+* *operators, identical data*: each run's trajectories handed to the other rank count (scattered through the same
+  canonical order, bit for bit) and fitted there: POD, projection and fit on 1 and on 2 ranks from the same data;
+* *serial, another factorization*: the serial run again with MUMPS' AMD and METIS orderings (ICNTL(7) = 0, 5)
+  and with PETSc's own LU instead of MUMPS' automatic choice: the same comparisons, on one rank throughout.
+
+**Burgers** (``python benchmarks/dynamics_rank_agreement.py burgers --serial DIR1 --parallel DIR2``): the models
+``burgers.femml`` saved by ``demos/dynamics_burgers.py`` run on 1 rank (``--out-dir DIR1``) and on 2 ranks
+(``DIR2``), loaded serially: the relative Frobenius difference of each operator, of the POD singular values and of
+the modes (matched through the dof coordinates), and of the full-order solution the demos wrote for their first
+test viscosity (``trajectory.h5``, the largest over time).
+
+**Burgers data** (``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py burgers-data``): the demo's training
+trajectories (5 viscosities, 101 times, 48 x 48 cells) on ``COMM_SELF`` and ``COMM_WORLD``, compared like the
+beam's: the snapshots, and the POD, reduced trajectories and operator-inference fit from own data, from identical
+data, and from identical data and modes.
+
+Each part prints its figures and updates its section of ``benchmarks/results/dynamics_rank_agreement.json``
+(with the date and the load average). A quick check: ``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py
+beam --n-cells 8 2 2 --degree 1 --t-train 0.01 --out /tmp/agreement.json``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mpi4py import MPI
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "demos"))
+
+from dynamics_beam import build_beam
+
+import fem_ml
+from fem_ml._layout import DofLayout
+from fem_ml.dynamics import NewmarkIntegrator, fit_second_order
+
+FIELDS = ("displacements", "velocities", "accelerations")
+OPERATORS = ("stiffness", "damping", "input_matrix")
+#: The factorizations of the serial reruns (the default is MUMPS with its automatic ordering).
+LU = {"ksp_type": "preonly", "pc_type": "lu"}
+OTHER_LU = {
+    "mumps_amd": LU | {"pc_factor_mat_solver_type": "mumps", "mat_mumps_icntl_7": 0},
+    "mumps_metis": LU | {"pc_factor_mat_solver_type": "mumps", "mat_mumps_icntl_7": 5},
+    "petsc_lu": LU | {"pc_factor_mat_solver_type": "petsc"},
+}
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Relative Frobenius difference ``|a - b| / |b|``."""
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+def newmark_data(comm: MPI.Comm, args: argparse.Namespace, petsc_options: dict | None = None) -> dict:
+    """The step-response training run of the demo's beam on ``comm`` (collective).
+
+    Returns the beam, its dof layout, the times and inputs, the owned fields, the fields gathered in canonical
+    order (rank 0; None elsewhere) and the tip displacement over time.
+    """
+    beam = build_beam(comm, tuple(args.n_cells), degree=args.degree)
+    newmark = NewmarkIntegrator(beam.M, beam.K, beam.load, damping=beam.rayleigh, petsc_options=petsc_options)
+    t = np.arange(round(args.t_train / args.dt) + 1) * args.dt
+    run = newmark.run(t, np.ones(t.size), functionals={"tip": beam.tip})
+    newmark.destroy()
+    layout = DofLayout(beam.V)
+    owned = {key: getattr(run, key) for key in FIELDS}
+    canonical = {key: layout.gather(owned[key]) for key in FIELDS}
+    return {"beam": beam, "layout": layout, "t": t, "s": run.inputs, "owned": owned, "canonical": canonical,
+            "tip": run.functionals["tip"]}  # fmt: skip
+
+
+def fit(data: dict, owned: dict, args: argparse.Namespace, modes: np.ndarray | None = None) -> dict:
+    """POD in the mass product, projection and second-order fit of ``owned`` fields, as in the demo (collective).
+
+    With ``modes`` (owned values, ``(n_owned, r)``) the POD is skipped and those modes are the basis.
+    """
+    beam = data["beam"]
+    u = owned["displacements"]
+    if modes is None:
+        basis = fem_ml.pod(u, inner_product=beam.M, V=beam.V, tol=args.pod_tol)
+    else:
+        ip = fem_ml.assemble_inner_product(beam.V, beam.M)
+        basis = fem_ml.PODBasis(beam.V, modes, np.ones(modes.shape[1]), ip, 0.0)
+    model = fit_second_order(basis, u, data["t"], data["s"], velocities=owned["velocities"],
+                             accelerations=owned["accelerations"])  # fmt: skip
+    out = {key: getattr(model, key) for key in OPERATORS}
+    out["regularization"] = model.fit_info.regularization
+    out["singular_values"] = basis.singular_values[: basis.n_modes]
+    out["coefficients"] = basis.project(u)
+    out["modes"] = data["layout"].gather(basis.modes)
+    basis.inner_product.destroy()
+    return out
+
+
+def compare_fits(a: dict, b: dict) -> dict:
+    """Relative differences of two fits' operators (``b`` the reference) and their regularizations."""
+    out = {key: rel(a[key], b[key]) for key in OPERATORS}
+    out["regularizations"] = [a["regularization"], b["regularization"]]
+    return out
+
+
+def compare_data(a: dict, b: dict, fit_a: dict, fit_b: dict) -> dict:
+    """Relative differences of two runs' trajectories (canonical order, rank 0), tips, singular values, coefficients."""
+    out = {key: rel(a["canonical"][key], b["canonical"][key]) for key in FIELDS}
+    u_a, u_b = a["canonical"]["displacements"][:, 1:], b["canonical"]["displacements"][:, 1:]
+    out["displacements_max_per_step"] = float(np.max(np.linalg.norm(u_a - u_b, axis=0) / np.linalg.norm(u_b, axis=0)))
+    out["tip_max_over_peak"] = float(np.max(np.abs(a["tip"] - b["tip"])) / np.max(np.abs(b["tip"])))
+    n = min(fit_a["singular_values"].size, fit_b["singular_values"].size)
+    out["n_modes"] = [int(fit_a["singular_values"].size), int(fit_b["singular_values"].size)]
+    out["singular_values_max"] = float(
+        np.max(np.abs(fit_a["singular_values"][:n] / fit_b["singular_values"][:n] - 1.0))
+    )
+    q_a, q_b = fit_a["coefficients"][:n], fit_b["coefficients"][:n]
+    signs = np.sign(np.sum(q_a * q_b, axis=1))[:, None]  # POD modes are defined up to their sign
+    out["coefficients"] = rel(signs * q_a, q_b)
+    return out
+
+
+def compare_bases(a: dict, b: dict) -> dict:
+    """Largest relative difference of two fits' modes (sign-aligned) and of their coefficients (rank 0)."""
+    n = min(a["modes"].shape[1], b["modes"].shape[1])
+    signs = np.sign(np.sum(a["modes"][:, :n] * b["modes"][:, :n], axis=0))
+    phi_a, phi_b = a["modes"][:, :n] * signs, b["modes"][:, :n]
+    diff = np.linalg.norm(phi_a - phi_b, axis=0) / np.linalg.norm(phi_b, axis=0)
+    q_a, q_b = a["coefficients"][:n] * signs[:, None], b["coefficients"][:n]
+    return {
+        "modes_max": float(np.max(diff)),
+        "modes_per_mode": diff.tolist(),
+        "coefficients": rel(q_a, q_b),
+        "coefficients_per_mode": (np.linalg.norm(q_a - q_b, axis=1) / np.linalg.norm(q_b, axis=1)).tolist(),
+    }
+
+
+def scattered(layout: DofLayout, canonical: dict | None, width: int) -> dict:
+    """Canonical-order fields (rank 0) distributed to the owners of ``layout`` (collective)."""
+    return {key: layout.scatter(None if canonical is None else canonical[key], width=width) for key in FIELDS}
+
+
+def beam_part(args: argparse.Namespace) -> dict:
+    """The beam comparisons (collective on COMM_WORLD; the serial runs on rank 0)."""
+    comm = MPI.COMM_WORLD
+    root = comm.rank == 0
+    start = time.perf_counter()
+    serial = newmark_data(MPI.COMM_SELF, args) if root else None
+    fit_serial = fit(serial, serial["owned"], args) if root else None
+    world = newmark_data(comm, args)
+    fit_world = fit(world, world["owned"], args)
+    width = world["t"].size
+    # Identical data: the serial trajectories fitted on 2 ranks, the 2-rank trajectories fitted on 1 rank.
+    fit_world_serial_data = fit(world, scattered(world["layout"], serial["canonical"] if root else None, width), args)
+    # Identical data and identical modes: only the projection q = Phi^T M u runs on 2 ranks.
+    r = comm.bcast(fit_serial["modes"].shape[1] if root else None, root=0)
+    modes = world["layout"].scatter(fit_serial["modes"] if root else None, width=r)
+    fit_world_serial_basis = fit(world, scattered(world["layout"], serial["canonical"] if root else None, width),
+                                 args, modes=modes)  # fmt: skip
+    result: dict = {}
+    if root:
+        assert serial is not None and fit_serial is not None
+        fit_serial_world_data = fit(serial, scattered(serial["layout"], world["canonical"], width), args)
+        result = {
+            "n_dofs": int(world["layout"].n_global),
+            "n_steps": int(width - 1),
+            "data_2_ranks_vs_1": compare_data(world, serial, fit_world, fit_serial),
+            "operators_own_data_2_ranks_vs_1": compare_fits(fit_world, fit_serial),
+            "operators_identical_data_2_ranks_vs_1": {
+                "serial_trajectories": compare_fits(fit_world_serial_data, fit_serial),
+                "2_rank_trajectories": compare_fits(fit_world, fit_serial_world_data),
+                "serial_trajectories_bases": compare_bases(fit_world_serial_data, fit_serial),
+                "serial_trajectories_and_modes": compare_fits(fit_world_serial_basis, fit_serial),
+                "serial_trajectories_and_modes_coefficients": compare_bases(fit_world_serial_basis, fit_serial),
+            },
+        }
+        # The serial run again with other factorizations: no change in the number of ranks.
+        result["serial_other_factorization_vs_default"] = {}
+        for name, options in OTHER_LU.items():
+            other = newmark_data(MPI.COMM_SELF, args, options)
+            fit_other = fit(other, other["owned"], args)
+            result["serial_other_factorization_vs_default"][name] = {
+                "petsc_options": options,
+                "data": compare_data(other, serial, fit_other, fit_serial),
+                "operators": compare_fits(fit_other, fit_serial),
+            }
+            other["beam"].destroy()
+        serial["beam"].destroy()
+    world["beam"].destroy()
+    result["wall_s"] = time.perf_counter() - start
+    return comm.bcast(result, root=0)
+
+
+def truth_difference(first: Path, second: Path) -> float:
+    """Largest relative difference over time of the full-order solution ``velocity_truth`` in two demo outputs.
+
+    The demo writes the full DOLFINx solution of its first test viscosity over [0, 2T] to ``trajectory.h5``
+    (a read-only look with h5py; nodes matched through the mesh geometry).
+    """
+    fields = []
+    for path in (first, second):
+        with h5py.File(path, "r") as f:
+            x = np.asarray(f["Mesh/mesh/geometry"])
+            order = np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))
+            group = f["Function/velocity_truth"]
+            steps = sorted(group, key=lambda name: float(name.replace("_", ".")))
+            fields.append(np.stack([np.asarray(group[name])[order] for name in steps]))
+    a, b = fields
+    norms = np.linalg.norm(a.reshape(a.shape[0], -1), axis=1)
+    return float(np.max(np.linalg.norm((b - a).reshape(a.shape[0], -1), axis=1) / norms))
+
+
+def burgers_part(serial_dir: Path, parallel_dir: Path) -> dict:
+    """Compare the Burgers models saved on 1 and on 2 ranks (local: both loaded on COMM_SELF)."""
+    models = [fem_ml.dynamics.load(d / "burgers.femml", comm=MPI.COMM_SELF) for d in (serial_dir, parallel_dir)]
+    one, two = models
+    out: dict = {"terms": sorted(one.entries)}
+    for key in sorted(one.entries):
+        out[f"operator_{key}"] = rel(two.entries[key], one.entries[key])
+    out["regularizations"] = [str(m.fit_report.get("regularization")) for m in models]
+    b1, b2 = one.basis, two.basis
+    assert b1 is not None and b2 is not None
+    n = min(b1.n_modes, b2.n_modes)
+    out["n_modes"] = [b1.n_modes, b2.n_modes]
+    out["singular_values_max"] = float(np.max(np.abs(b2.singular_values[:n] / b1.singular_values[:n] - 1.0)))
+    # Modes through the dof coordinates (the two files may number the dofs differently).
+    modes = []
+    for b in (b1, b2):
+        x = b.V.tabulate_dof_coordinates()[: b.V.dofmap.index_map.size_local]
+        bs = b.V.dofmap.index_map_bs
+        order = np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))
+        modes.append(b.modes.reshape(-1, bs, b.n_modes)[order].reshape(-1, b.n_modes)[:, :n])
+    signs = np.sign(np.sum(modes[0] * modes[1], axis=0))
+    diff = np.linalg.norm(modes[1] * signs - modes[0], axis=0) / np.linalg.norm(modes[0], axis=0)
+    out["modes_max"] = float(np.max(diff))
+    out["truth_rel_max"] = truth_difference(serial_dir / "trajectory.h5", parallel_dir / "trajectory.h5")
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (serial_dir, parallel_dir)]
+    out["n_ranks"] = [s["n_ranks"] for s in summaries]
+    for key in ("rel_l2_error_mean_train_window", "rel_l2_error_mean_extrapolation"):
+        out[key] = [s[key] for s in summaries]
+    return out
+
+
+def burgers_data_part() -> dict:
+    """The Burgers demo's training data and fit on 1 rank (rank 0) and on 2 ranks, from own and identical data."""
+    from dynamics_burgers import NU_RANGE, build_problem
+
+    comm = MPI.COMM_WORLD
+    root = comm.rank == 0
+    start = time.perf_counter()
+    train_nu = np.geomspace(*NU_RANGE, 5)  # the demo's defaults: 48 x 48 cells, dt 0.005, T = 0.5, 24 modes
+    mids = np.sqrt(train_nu[:-1] * train_nu[1:])
+    times = np.arange(101) * 0.005
+    space = fem_ml.ParameterSpace({"nu": NU_RANGE})
+
+    def collect(c: MPI.Comm) -> tuple:
+        V, solve = build_problem(c, 48, 0.005)
+        S = fem_ml.collect_trajectories(solve, train_nu[:, None], V, times=times, space=space, progress=False)
+        layout = DofLayout(V)
+        return V, S, layout, layout.gather(S.values)
+
+    def fit_burgers(V: object, S: fem_ml.SnapshotSet, layout: DofLayout, modes: np.ndarray | None = None) -> dict:
+        if modes is None:
+            basis = fem_ml.pod(S, inner_product="l2", n_modes=24)
+        else:
+            basis = fem_ml.PODBasis(V, modes, np.ones(modes.shape[1]), fem_ml.assemble_inner_product(V, "l2"), 0.0)
+        data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
+        model = fem_ml.dynamics.fit_operator_inference(
+            data, basis=basis, terms="AH", parameter_functions={"A": ["nu"]}, test_time_length=0.5,
+            stability_parameters=mids[:, None],
+        )  # fmt: skip
+        return {"entries": model.entries, "modes": layout.gather(basis.modes), "states": np.hstack(data.states)}
+
+    serial = collect(MPI.COMM_SELF) if root else None
+    fit_serial = fit_burgers(*serial[:3]) if root else None
+    V, S, layout, canonical = collect(comm)
+    fit_world = fit_burgers(V, S, layout)
+    n = S.values.shape[1]
+    same = fem_ml.SnapshotSet(V, S.parameters, layout.scatter(serial[3] if root else None, width=n), S.solve_times)
+    fit_same = fit_burgers(V, same, layout)
+    modes = layout.scatter(fit_serial["modes"] if root else None, width=24)
+    fit_same_modes = fit_burgers(V, same, layout, modes)
+    result: dict = {}
+    if root:
+        assert serial is not None and fit_serial is not None
+
+        def against_serial(fitted: dict) -> dict:
+            signs = np.sign(np.sum(fitted["modes"] * fit_serial["modes"], axis=0))
+            diff = np.linalg.norm(fitted["modes"] * signs - fit_serial["modes"], axis=0)
+            out = {f"operator_{k}": rel(fitted["entries"][k], fit_serial["entries"][k]) for k in fit_serial["entries"]}
+            out["modes_max"] = float(np.max(diff / np.linalg.norm(fit_serial["modes"], axis=0)))
+            out["coefficients"] = rel(fitted["states"] * signs[:, None], fit_serial["states"])
+            return out
+
+        columns = np.linalg.norm(canonical - serial[3], axis=0) / np.linalg.norm(serial[3], axis=0)
+        result = {
+            "n_dofs": int(layout.n_global),
+            "n_snapshots": int(n),
+            "data_2_ranks_vs_1": {
+                "snapshots": rel(canonical, serial[3]),
+                "snapshots_max_per_column": float(columns.max()),
+            },
+            "fit_own_data_2_ranks_vs_1": against_serial(fit_world),
+            "fit_identical_data_2_ranks_vs_1": against_serial(fit_same),
+            "fit_identical_data_and_modes_2_ranks_vs_1": against_serial(fit_same_modes),
+        }
+    result["wall_s"] = time.perf_counter() - start
+    return comm.bcast(result, root=0)
+
+
+def main() -> None:
+    """Run one part, print it and update its section of the JSON (collective for the beam)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["beam", "burgers", "burgers-data"])
+    parser.add_argument("--n-cells", type=int, nargs=3, default=[30, 3, 3])
+    parser.add_argument("--degree", type=int, default=2)
+    parser.add_argument("--dt", type=float, default=1e-4)
+    parser.add_argument("--t-train", type=float, default=0.05)
+    parser.add_argument("--pod-tol", type=float, default=1e-10)
+    parser.add_argument("--serial", type=Path, help="burgers: the demo's --out-dir of the 1-rank run")
+    parser.add_argument("--parallel", type=Path, help="burgers: the demo's --out-dir of the 2-rank run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dynamics_rank_agreement.json")
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    load_start = os.getloadavg()
+    if args.part == "beam":
+        if comm.size != 2:
+            raise SystemExit("Run the beam part on 2 ranks: mpirun -n 2 python benchmarks/dynamics_rank_agreement.py")
+        section = beam_part(args)
+        section["problem"] = {"n_cells": args.n_cells, "degree": args.degree, "dt": args.dt, "t_train": args.t_train,
+                              "pod_tol": args.pod_tol}  # fmt: skip
+    elif args.part == "burgers-data":
+        if comm.size != 2:
+            raise SystemExit("Run the burgers-data part on 2 ranks.")
+        section = burgers_data_part()
+    else:
+        if args.serial is None or args.parallel is None:
+            raise SystemExit("The burgers part needs --serial DIR1 --parallel DIR2 (the demo's output folders).")
+        section = burgers_part(args.serial, args.parallel) if comm.rank == 0 else {}
+        section = comm.bcast(section, root=0)
+        section["folders"] = [str(args.serial), str(args.parallel)]
+    section["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    section["load_average_start_end"] = [list(load_start), list(os.getloadavg())]
+    if comm.rank == 0:
+        print(json.dumps(section, indent=2))
+    existing = comm.bcast(json.loads(args.out.read_text()) if comm.rank == 0 and args.out.exists() else {}, root=0)
+    existing.update({
+        "benchmark": "dynamics_rank_agreement",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"fem_ml": fem_ml.__version__},
+        args.part.replace("-", "_"): section,
+    })  # fmt: skip
+    fem_ml.write_json(args.out, existing, comm=comm)
+
+
+if __name__ == "__main__":
+    main()
