@@ -14,19 +14,19 @@ First-order models (operator inference, :mod:`~fem_ml.dynamics.opinf`)::
     fem_ml.dynamics.save(model, "model.femml")
 
 Second-order, structure-preserving models of structural dynamics (:mod:`~fem_ml.dynamics.second_order`):
-:func:`~fem_ml.dynamics.second_order.fit_second_order`, :class:`~fem_ml.dynamics.second_order.SecondOrderModel`.
+:func:`~fem_ml.dynamics.second_order.fit_second_order`, :class:`~fem_ml.dynamics.second_order.SecondOrderModel`;
+their training data from the full-order Newmark solver :class:`~fem_ml.dynamics.newmark.NewmarkIntegrator`.
 """
 
 from fem_ml.dynamics.archive import describe, is_dynamics_file, load, save
 from fem_ml.dynamics.data import Trajectories, finite_difference_weights, reduce_trajectories, time_derivative
 from fem_ml.dynamics.model import ParameterFunction, ReducedDynamics, quadratic_features
+from fem_ml.dynamics.newmark import NewmarkIntegrator, NewmarkTrajectory
 from fem_ml.dynamics.opinf import fit_operator_inference
 from fem_ml.dynamics.second_order import (
     FitInfo,
     Inputs,
     ModalReport,
-    NewmarkIntegrator,
-    NewmarkTrajectory,
     SecondOrderModel,
     SecondOrderSimulation,
     finite_difference_derivatives,

@@ -18,7 +18,7 @@ degree ``order + derivative - 1``, so of order ``order`` on uniform and non-unif
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mpi4py import MPI
@@ -30,7 +30,11 @@ from fem_ml.pod import PODBasis
 from fem_ml.snapshots import SnapshotSet
 from fem_ml.store import SnapshotStore
 
-__all__ = ["Trajectories", "finite_difference_weights", "reduce_trajectories", "time_derivative"]
+__all__ = ["Inputs", "Trajectories", "finite_difference_weights", "reduce_trajectories", "time_derivative"]
+
+#: The input histories, given as values at the output times, ``(n_times,)`` or ``(n_times, n_inputs)``, or as a
+#: function of time returning ``n_inputs`` values (None for no input).
+Inputs = npt.ArrayLike | Callable[[float], npt.ArrayLike] | None
 
 
 @dataclass(frozen=True)
