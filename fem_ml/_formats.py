@@ -39,8 +39,8 @@ ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 INPUT_TRANSFORMS = ("linear", "log")
 #: Kernel regressors a surrogate file may hold, each method with its kernel names.
 KERNELS = {"gp": ("gaussian", "matern32", "matern52"), "rbf": ("cubic", "linear", "thin_plate_spline")}
-#: Inner products rebuilt by name (any other name comes with its matrix): the one table of named inner products,
-#: also :data:`fem_ml._linalg.INNER_PRODUCT_NAMES` (kept here, where files are checked without DOLFINx).
+#: Inner products rebuilt by name, any other name coming with its matrix. It is the one table of named inner
+#: products, also :data:`fem_ml._linalg.INNER_PRODUCT_NAMES` (kept here, where files are checked without DOLFINx).
 NAMED_PRODUCTS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
 _CELL_TYPES = ("interval", "triangle", "quadrilateral", "tetrahedron", "hexahedron", "prism")
 _MAX_DEGREE = 10

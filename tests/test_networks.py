@@ -244,9 +244,11 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     """``"auto"`` fields follow the documented rules; the resolved options are recorded in every history."""
     auto = TrainingOptions()
     wide = resolve_options(auto, n_samples=100, n_outputs=13, lower=[1e-4, 1e-4], upper=[1e2, 1e2])
-    assert wide.input_transform == "log" and wide.hidden_layers == (64, 64, 64) and wide.n_networks == 2
+    assert wide.input_transform == "log" and wide.hidden_layers == (128, 128, 128) and wide.n_networks == 2
     assert (wide.adam_epochs, wide.lbfgs_iterations, wide.patience) == (3000, 1000, 1000)
     assert wide.adam_dtype == "float64"  # float32 would tie the network to the rank count at about 1e-7
+    middle = resolve_options(auto, n_samples=60, n_outputs=13, lower=[0.3, 1.0], upper=[0.7, 2.0])
+    assert middle.hidden_layers == (64, 64, 64)
     narrow = resolve_options(auto, n_samples=30, n_outputs=50, lower=[0.3, 1.0], upper=[0.7, 2.0])
     assert narrow.input_transform == "linear" and narrow.hidden_layers == (128, 128, 128)
     signed = resolve_options(auto, n_samples=2000, n_outputs=3, lower=[-1.0, 1e-3], upper=[1.0, 1.0])

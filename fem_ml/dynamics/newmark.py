@@ -65,7 +65,8 @@ class NewmarkIntegrator:
     :math:`(M + \gamma h C + \beta h^2 K)\, \ddot u_{k+1} = f_{k+1} - C \tilde v - K \tilde u` with one LU
     factorization for the whole run (a constant step :math:`h`), then :math:`u_{k+1} = \tilde u + \beta h^2
     \ddot u_{k+1}`, :math:`\dot u_{k+1} = \tilde v + \gamma h \ddot u_{k+1}`. The default
-    :math:`\beta = 1/4, \gamma = 1/2` is the average-acceleration scheme of :meth:`SecondOrderModel.simulate`.
+    :math:`\beta = 1/4, \gamma = 1/2` is the average-acceleration scheme of
+    :meth:`~fem_ml.dynamics.second_order.SecondOrderModel.simulate`.
 
     Dirichlet conditions: assemble :math:`M` and :math:`K` with the conditions (DOLFINx zeroes their rows and
     columns and puts 1 on the diagonal) and give loads that vanish on them; the constrained values then stay zero.
