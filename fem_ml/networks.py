@@ -1176,7 +1176,7 @@ def _adam(
 
 
 def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, iterations: int, bar: Progress) -> None:
-    """L-BFGS of torch (strong Wolfe line search, 100 pairs) on the flat weight vector, in chunks of 10 iterations.
+    """L-BFGS of torch (strong Wolfe line search, 100 pairs) on the per-layer leaves, in chunks of 10 iterations.
 
     The members' losses are recorded after each chunk (the iteration count comes from the optimizer's public
     state, ``state[parameter]["n_iter"]``). The run stops after ``iterations`` iterations, when a chunk makes no

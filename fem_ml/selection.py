@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -267,7 +268,10 @@ def _pick(results: list[CandidateResult], chosen: Mapping[str, Options], folds: 
     hyperparameters) is preferred to a network (thousands of weights from a stochastic training), and then the
     lower mean error (the first of equals).
     """
-    ranked = sorted(range(len(results)), key=lambda i: (results[i].cv_error_mean, i))
+    means = [r.cv_error_mean if np.isfinite(r.cv_error_mean) else math.inf for r in results]
+    if not np.isfinite(min(means)):
+        raise ValueError(f"No candidate has a finite cross-validation error: {[r.name for r in results]}.")
+    ranked = sorted(range(len(results)), key=lambda i: (means[i], i))
     lowest = results[ranked[0]]
     if len(ranked) == 1:
         return lowest, (
@@ -275,9 +279,9 @@ def _pick(results: list[CandidateResult], chosen: Mapping[str, Options], folds: 
         )
     errors = lowest.cv_error
     standard_error = float(np.std(errors, ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else 0.0
-    tied = [i for i in ranked if results[i].cv_error_mean <= lowest.cv_error_mean + standard_error]
+    tied = [i for i in ranked if means[i] <= means[ranked[0]] + standard_error] or ranked[:1]
     network = {name: not isinstance(options, KernelOptions) for name, options in chosen.items()}
-    best = results[min(tied, key=lambda i: (network[results[i].name], results[i].cv_error_mean, i))]
+    best = results[min(tied, key=lambda i: (network[results[i].name], means[i], i))]
     if best is lowest:
         runner = results[ranked[1]]
         ratio = runner.cv_error_mean / max(lowest.cv_error_mean, 1e-300)

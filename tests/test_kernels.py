@@ -223,3 +223,7 @@ def test_pick_prefers_a_kernel_within_one_standard_error():
     assert best.name == "network" and "lowest mean" in reason
     exact = [_result("network", np.full(4, 0.1)), _result("gp", np.full(4, 0.1 + 1e-9))]
     assert _pick(exact, kinds, folds=2)[0].name == "network"  # no spread: no tie beyond the lowest
+    failed = [_result("network", [np.nan, 0.1]), _result("rbf", [0.1, 0.2]), _result("gp", [0.3, 0.3])]
+    assert _pick(failed, kinds, folds=2)[0].name == "rbf"  # a NaN error never wins
+    with pytest.raises(ValueError, match="finite"):
+        _pick([_result("network", [np.inf, np.inf]), _result("gp", [np.inf, np.inf])], kinds, folds=2)

@@ -135,11 +135,13 @@ class NewmarkIntegrator:
         opts = PETSc.Options()
         for key, value in self.options.items():
             opts.setValue(prefix + key, str(value))
-        ksp.setFromOptions()
-        # The factorization reads its options (e.g. mat_mumps_icntl_*) when it is set up: before they are removed.
-        ksp.setUp()
-        for key in self.options:
-            opts.delValue(prefix + key)
+        try:
+            ksp.setFromOptions()
+            # The factorization reads its options (e.g. mat_mumps_icntl_*) when it is set up: before they are removed.
+            ksp.setUp()
+        finally:  # never left in PETSc's global database for the next solver with this prefix
+            for key in self.options:
+                opts.delValue(prefix + key)
         return ksp
 
     def _effective(self, h: float) -> PETSc.KSP:
