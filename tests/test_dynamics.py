@@ -283,10 +283,27 @@ def test_operators_agree_between_serial_and_parallel(heat_fit):
     assert all(np.array_equal(g, gathered[0]) for g in gathered)
 
 
+def test_model_without_basis_is_saved_once(tmp_dir):
+    """A model without a basis is saved collectively on COMM_WORLD (rank 0 writes once) and loads on any ranks."""
+    comm = MPI.COMM_WORLD
+    model = dyn.ReducedDynamics({"A": np.array([[[-1.0, 0.2], [0.0, -2.0]]])}, {"A": ["1"]}, state_bound=10.0)
+    path = dyn.save(model, tmp_dir / "plain.femml")
+    assert dyn.describe(path)["saved_on_ranks"] == comm.size
+    times = np.linspace(0, 1, 5)
+    for c in (comm, MPI.COMM_SELF):
+        same = dyn.load(path, comm=c)
+        assert same.basis is None
+        np.testing.assert_array_equal(same.entries["A"], model.entries["A"])
+        sim = same.simulate(None, [1.0, 1.0], times)
+        np.testing.assert_allclose(sim.coefficients, model.simulate(None, [1.0, 1.0], times).coefficients)
+
+
 def test_save_load_round_trip_on_other_rank_counts(heat_fit, tmp_dir):
     comm = MPI.COMM_WORLD
     V, _, basis, _, model = heat_fit
     path = dyn.save(model, tmp_dir / "heat.femml", metadata={"field": "u"})
+    with pytest.raises(ValueError, match="comm differs"):  # a model with a basis is saved on its mesh's
+        dyn.save(model, tmp_dir / "other.femml", comm=MPI.COMM_SELF)
     times = np.linspace(0, 0.6, 7)
     expected = model.simulate({"kappa": 0.1}, model.initial_state({"kappa": 0.1}), times)
     same = dyn.load(path, V)

@@ -58,6 +58,7 @@ def save(
     *,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    comm: MPI.Comm | None = None,
 ) -> Path:
     """Write the model (and its POD basis and mesh, if it has a basis) to one file (collective; rank 0 writes).
 
@@ -66,12 +67,16 @@ def save(
         path: Destination, conventionally ``*.femml``; replaced atomically.
         metadata: JSON-serialisable user data.
         overwrite: Replace an existing file that fem_ml did not write (as :func:`fem_ml.archive.save`).
+        comm: The communicator of a model without a basis (default ``MPI.COMM_WORLD``, as in
+            :func:`~fem_ml.dynamics.archive.load`); a model with a basis is saved on its mesh's.
 
     Returns:
         The path written.
     """
     basis = model.basis
-    comm: MPI.Comm = basis.V.mesh.comm if basis is not None else MPI.COMM_SELF
+    if basis is not None and comm is not None and comm != basis.V.mesh.comm:
+        raise ValueError("comm differs from the basis' communicator; leave comm out for a model with a basis.")
+    comm = basis.V.mesh.comm if basis is not None else (MPI.COMM_WORLD if comm is None else comm)
     target = Path(path)
     tree: Tree = {}
     with collectively(comm):
