@@ -279,6 +279,8 @@ def _check_history(tree: Tree, prefix: str) -> None:
     _int(tree, prefix + "best_index", 0 if n_loss else -1, n_loss - 1 if n_loss else -1)
     _int(tree, prefix + "n_adam_epochs", 0, 1 << 40)
     _int(tree, prefix + "n_lbfgs_iterations", 0, 1 << 40)
+    if prefix + "n_lm_iterations" in tree:
+        _int(tree, prefix + "n_lm_iterations", 0, 1 << 40)
     _float(tree, prefix + "time_s", low=0.0)
     for name in ("train_indices", "validation_indices"):
         _indices(tree, prefix + name, 1 << 62)
@@ -441,6 +443,7 @@ _SURROGATE_FIELDS = [
     Field(_HISTORY + "(train_loss|validation_loss)", shape=_history_loss_shape, ndim=1),
     Field(_HISTORY + "(train_indices|validation_indices)", dtype="iu", ndim=1),
     Field(_HISTORY + "(best_index|n_adam_epochs|n_lbfgs_iterations)", "int"),
+    Field(_HISTORY + "n_lm_iterations", "int", required=False),
     Field(_HISTORY + "time_s", "float"),
     Field(_HISTORY + "device", "str"),
     Field(_HISTORY + "options", "str", required=False),

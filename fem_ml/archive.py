@@ -381,6 +381,7 @@ def describe(
                 "best_validation_loss": history.best_validation_loss,
                 "adam_epochs": history.n_adam_epochs,
                 "lbfgs_iterations": history.n_lbfgs_iterations,
+                "lm_iterations": history.n_lm_iterations,
                 "time_s": history.time_s,
                 "options": json.loads(history.options) if history.options else None,
             }

@@ -103,7 +103,8 @@ def _format_info(info: dict) -> str:
         )
         options = info["training"][0].get("options") if info["training"] else None
         if options:
-            shown = ["hidden_layers", "input_transform", "n_networks", "adam_epochs", "lbfgs_iterations", "patience"]
+            shown = ["hidden_layers", "input_transform", "n_networks", "adam_epochs", "polish", "lbfgs_iterations"]
+            shown += ["lm_iterations", "patience"]
             shown += ["adam_dtype", "dtype", "learning_rate", "validation_fraction", "seed"]
             automatic = set(options.get("automatic", []))
             lines.append(
@@ -114,7 +115,7 @@ def _format_info(info: dict) -> str:
         lines.append(
             f"  member {m}: best train loss {t['best_train_loss']:.3e}, best validation loss "
             f"{t['best_validation_loss']:.3e} ({t['adam_epochs']} Adam epochs, {t['lbfgs_iterations']} L-BFGS "
-            f"iterations, {t['time_s']:.1f} s)"
+            f"and {t.get('lm_iterations', 0)} Levenberg-Marquardt iterations, {t['time_s']:.1f} s)"
         )
     if "test_errors" in info:
         e = info["test_errors"]

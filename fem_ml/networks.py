@@ -50,6 +50,8 @@ else:
     torch = lazy_module("torch")  # imported at its first use: loading and querying a surrogate do not need it
 
 __all__ = [
+    "LM_MAX_RESIDUALS",
+    "LM_PATIENCE",
     "LOG_RATIO",
     "MLP",
     "AffineScaler",
@@ -195,7 +197,16 @@ class TrainingOptions:
         final_lr_ratio: Learning-rate ratio reached at the last Adam epoch.
         batch_size: Mini-batch size for Adam; None for full batches.
         weight_decay: L2 weight decay of Adam.
-        lbfgs_iterations: Maximum number of L-BFGS iterations after Adam (0 to skip the polish; ``"auto"``: 1000).
+        polish: The second-order polish after Adam: ``"levenberg-marquardt"`` (Gauss-Newton steps on the residuals
+            in float64, a few seconds; see :mod:`fem_ml._levenberg`) or ``"l-bfgs"`` (torch's L-BFGS); ``"auto"``:
+            the polish whose iteration count is set, else Levenberg-Marquardt when the training set has at most
+            :data:`LM_MAX_RESIDUALS` residuals (samples times outputs), there is no physics term and ``dtype`` is
+            float64, else L-BFGS.
+        lbfgs_iterations: Maximum number of L-BFGS iterations of the ``"l-bfgs"`` polish (0 to skip it;
+            ``"auto"``: 1000).
+        lm_iterations: Maximum number of Levenberg-Marquardt iterations of the ``"levenberg-marquardt"`` polish (0
+            to skip it; ``"auto"``: 50). It stops after :data:`LM_PATIENCE` iterations without improvement of the
+            validation loss. Only the chosen polish's iteration count may be set.
         validation_fraction: Fraction of the samples held out for validation and early stopping (0 disables
             both: the last weights are kept).
         patience: Adam epochs (and L-BFGS iterations) without improvement of the validation loss before stopping
@@ -223,7 +234,9 @@ class TrainingOptions:
     final_lr_ratio: float = 1e-2
     batch_size: int | None = None
     weight_decay: float = 0.0
+    polish: Literal["levenberg-marquardt", "l-bfgs", "auto"] = "auto"
     lbfgs_iterations: int | Literal["auto"] = "auto"
+    lm_iterations: int | Literal["auto"] = "auto"
     validation_fraction: float = 0.2
     patience: int | Literal["auto"] = "auto"
     seed: int = 0
@@ -243,7 +256,9 @@ class TrainingOptions:
             raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(NUMPY_ACTIVATIONS)}.")
         if self.input_transform not in ("linear", "log", "auto"):
             raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear', 'log' or 'auto'.")
-        for name in ("n_networks", "adam_epochs", "lbfgs_iterations", "patience"):
+        if self.polish not in ("levenberg-marquardt", "l-bfgs", "auto"):
+            raise ValueError(f"Unknown polish {self.polish!r}; choose 'levenberg-marquardt', 'l-bfgs' or 'auto'.")
+        for name in ("n_networks", "adam_epochs", "lbfgs_iterations", "lm_iterations", "patience"):
             value = getattr(self, name)
             if value != "auto" and (not isinstance(value, int | np.integer) or value < (name == "n_networks")):
                 low = 1 if name == "n_networks" else 0
@@ -264,16 +279,53 @@ class TrainingOptions:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
-        if self.adam_epochs == 0 and self.lbfgs_iterations == 0:
-            raise ValueError("adam_epochs and lbfgs_iterations are both 0: nothing would be trained.")
+        # A count of 0 for the polish that does not run ignores nothing (the resolved options hold one).
+        counts = {"l-bfgs": self.lbfgs_iterations, "levenberg-marquardt": self.lm_iterations}
+        active = [polish for polish, count in counts.items() if count not in ("auto", 0)]
+        if len(active) == 2:
+            raise ValueError("lbfgs_iterations and lm_iterations are both set, but one polish runs: set one of them.")
+        for name, polish in (("lbfgs_iterations", "l-bfgs"), ("lm_iterations", "levenberg-marquardt")):
+            if polish in active and self.polish not in ("auto", polish):
+                raise ValueError(f"{name} is set but polish={self.polish!r}: it would be ignored.")
+        chosen = _given_polish(self)
+        if self.adam_epochs == 0 and chosen is not None and counts[chosen] == 0:
+            raise ValueError("adam_epochs and the polish's iterations are all 0: nothing would be trained.")
+
+
+def _given_polish(options: TrainingOptions) -> Literal["levenberg-marquardt", "l-bfgs"] | None:
+    """The polish the options name: ``polish``, else the one whose iteration count is set (non-zero first)."""
+    if options.polish != "auto":
+        return options.polish
+    counts: dict[Literal["levenberg-marquardt", "l-bfgs"], int | Literal["auto"]] = {
+        "l-bfgs": options.lbfgs_iterations,
+        "levenberg-marquardt": options.lm_iterations,
+    }
+    for polish, count in counts.items():
+        if count not in ("auto", 0):
+            return polish
+    return next((polish for polish, count in counts.items() if count == 0), None)
 
 
 #: Bound ratio ``upper / lower`` from which ``input_transform="auto"`` scales :math:`\log \mu` (one decade).
 LOG_RATIO = 10.0
 
+#: The most residuals (training samples times outputs) for which ``polish="auto"`` picks Levenberg-Marquardt, whose
+#: step factors a matrix of this order (4096: 134 MB and about a second per step).
+LM_MAX_RESIDUALS = 4096
+
+#: Levenberg-Marquardt iterations without improvement of the validation loss after which the polish stops (its steps
+#: are large: on the benchmarks the validation loss was lowest after 5 to 15 iterations, and rose after).
+LM_PATIENCE = 5
+
 
 def resolve_options(
-    options: TrainingOptions, *, n_samples: int, n_outputs: int, lower: npt.ArrayLike, upper: npt.ArrayLike
+    options: TrainingOptions,
+    *,
+    n_samples: int,
+    n_outputs: int,
+    lower: npt.ArrayLike,
+    upper: npt.ArrayLike,
+    physics: bool = False,
 ) -> TrainingOptions:
     r"""The options with every ``"auto"`` value replaced by the choice for this data (local, deterministic).
 
@@ -289,9 +341,13 @@ def resolve_options(
     * ``n_networks``: 2 for :math:`n \le 1000` (averaging two members trained on different validation splits
       removes part of the variance that dominates with little data; on two or more ranks the members train in
       parallel), else 1.
-    * ``adam_epochs``: 3000; ``lbfgs_iterations``: 1000; ``patience``: 1000. Training stops earlier on a plateau
-      of the validation loss (no improvement for ``patience`` epochs or iterations; a shorter patience stopped the
-      L-BFGS polish on the validation noise of small data sets, at a higher error).
+    * ``polish``: the one whose iteration count is set; else ``"levenberg-marquardt"`` when the training samples
+      times :math:`r` are at most :data:`LM_MAX_RESIDUALS`, there is no physics term and ``dtype`` is float64,
+      else ``"l-bfgs"``.
+    * ``adam_epochs``: 3000; ``lbfgs_iterations``: 1000; ``lm_iterations``: 50; ``patience``: 1000. Training stops
+      earlier on a plateau of the validation loss (no improvement for ``patience`` epochs or L-BFGS iterations, or
+      :data:`LM_PATIENCE` Levenberg-Marquardt iterations; a shorter patience stopped the L-BFGS polish on the
+      validation noise of small data sets, at a higher error).
     * ``adam_dtype``: ``dtype``. A float32 Adam phase is about twice as fast and, after the float64 polish, as
       accurate, but float32 rounding turns the last-digit differences between data assembled on different rank
       counts into differences of about 1e-7 in the trained network; in float64 they stay below 1e-8.
@@ -302,6 +358,7 @@ def resolve_options(
         n_outputs: Number of network outputs.
         lower: Lower parameter bounds.
         upper: Upper parameter bounds.
+        physics: Whether the training loss has a physics term (:class:`PhysicsLoss`).
 
     Returns:
         Options without ``"auto"``: the same object when nothing was automatic.
@@ -317,8 +374,19 @@ def resolve_options(
         choices["hidden_layers"] = (width,) * 3
     if options.n_networks == "auto":
         choices["n_networks"] = 2 if n_samples <= 1000 else 1
-    fixed = {"adam_epochs": 3000, "lbfgs_iterations": 1000, "patience": 1000}
+    given = _given_polish(options)
+    if options.polish == "auto" and given is not None:
+        choices["polish"] = given
+    elif options.polish == "auto":
+        n_train = n_samples - round(options.validation_fraction * n_samples)
+        small = n_train * n_outputs <= LM_MAX_RESIDUALS
+        lm = small and not physics and options.dtype == "float64"
+        choices["polish"] = "levenberg-marquardt" if lm else "l-bfgs"
+    fixed = {"adam_epochs": 3000, "lbfgs_iterations": 1000, "lm_iterations": 50, "patience": 1000}
     choices |= {name: value for name, value in fixed.items() if getattr(options, name) == "auto"}
+    unused = "lm_iterations" if choices.get("polish", options.polish) == "l-bfgs" else "lbfgs_iterations"
+    if getattr(options, unused) == "auto":
+        choices[unused] = 0  # the polish that does not run
     if options.adam_dtype == "auto":
         choices["adam_dtype"] = options.dtype
     return dataclasses.replace(options, **choices) if choices else options
@@ -334,10 +402,12 @@ class TrainingHistory:
     """What happened during training.
 
     Attributes:
-        train_loss: Training loss after each Adam epoch, then after each chunk of 10 L-BFGS iterations.
+        train_loss: Training loss after each Adam epoch, then after each chunk of 10 L-BFGS iterations or each
+            Levenberg-Marquardt iteration.
         validation_loss: Validation loss at the same points (empty without a validation split).
         n_adam_epochs: Adam epochs run (before early stopping).
         n_lbfgs_iterations: L-BFGS iterations run.
+        n_lm_iterations: Levenberg-Marquardt iterations run.
         best_index: Index into the loss lists of the restored weights.
         train_indices: Samples used for training.
         validation_indices: Samples held out.
@@ -352,6 +422,7 @@ class TrainingHistory:
     validation_loss: list[float] = field(default_factory=list)
     n_adam_epochs: int = 0
     n_lbfgs_iterations: int = 0
+    n_lm_iterations: int = 0
     best_index: int = -1
     train_indices: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     validation_indices: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -662,7 +733,10 @@ def train_network(
     _check_shapes(parameters, coefficients, physics)
     n_samples = parameters.shape[0]
     automatic = automatic_fields(options)
-    options = resolve_options(options, n_samples=n_samples, n_outputs=coefficients.shape[1], lower=lower, upper=upper)
+    options = resolve_options(
+        options, n_samples=n_samples, n_outputs=coefficients.shape[1], lower=lower, upper=upper,
+        physics=physics is not None,
+    )  # fmt: skip
     plan = _Plan.of(options)
     n_val = round(options.validation_fraction * n_samples)
     if options.validation_fraction > 0 and (n_val < 1 or n_samples - n_val < 1):
@@ -747,7 +821,9 @@ class _Plan:
     input_transform: Literal["linear", "log"]
     n_networks: int
     adam_epochs: int
+    polish: Literal["levenberg-marquardt", "l-bfgs"]
     lbfgs_iterations: int
+    lm_iterations: int
     patience: int
     adam_dtype: torch.dtype
 
@@ -841,6 +917,22 @@ class _Stacked:
         other = copy.copy(self)
         other._bind(self.flat.detach().to(dtype))
         return other
+
+    def member_layers(self, m: int) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        """Member ``m``'s weights ``(n_in, n_out)`` and biases ``(n_out,)`` of each layer: float64 NumPy copies."""
+        flat = self.flat.detach().to(device="cpu", dtype=torch.float64)
+        parts = [
+            flat[a:b].view(shape)[m] for a, b, shape in zip(self.offsets, self.offsets[1:], self.shapes, strict=False)
+        ]
+        return [(parts[k].numpy().copy(), parts[k + 1][0].numpy().copy()) for k in range(0, len(parts), 2)]
+
+    def set_member_layers(self, m: int, layers: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]) -> None:
+        """Set member ``m``'s weights from :meth:`member_layers`' layout (rounded to the model's precision)."""
+        with torch.no_grad():
+            for k, (W, b) in enumerate(layers):
+                a, mid, end = self.offsets[2 * k], self.offsets[2 * k + 1], self.offsets[2 * k + 2]
+                self.flat[a:mid].view(self.shapes[2 * k])[m] = torch.from_numpy(W)
+                self.flat[mid:end].view(self.shapes[2 * k + 1])[m, 0] = torch.from_numpy(b)
 
     def member_weights(self, dtype: torch.dtype) -> list[dict[str, npt.NDArray[np.float64]]]:
         """Each member's weights as the ``state_dict`` of an :class:`MLP` (NumPy arrays in ``dtype``)."""
@@ -987,7 +1079,7 @@ def _train(
     show_progress: bool,
     physics: PhysicsLoss | None = None,
 ) -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
-    """Train every member at once: Adam with early stopping, then an L-BFGS polish; returns the best weights.
+    """Train every member at once: Adam with early stopping, then a polish; returns the best weights.
 
     Member ``m`` has the seed ``options.seed + m``: its initialization, validation split and batch order are
     those it would have trained with alone. ``physics``, if given, holds scaled inputs; its term joins the
@@ -1024,7 +1116,8 @@ def _train(
     ]
     validation = (lambda: adam_data.validation_loss(adam_model)) if n_val > 0 else None
     stopping = _EarlyStopping(adam_model.flat, adam_model.member_of, histories, validation, patience=plan.patience)
-    total = plan.adam_epochs + plan.lbfgs_iterations
+    polish_iterations = plan.lm_iterations if plan.polish == "levenberg-marquardt" else plan.lbfgs_iterations
+    total = plan.adam_epochs + polish_iterations
     label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
     bar = Progress(total, f"training ({label})", enabled=show_progress)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -1034,9 +1127,12 @@ def _train(
         with torch.no_grad():
             model.flat.copy_(adam_model.flat)
         stopping.rebind(model.flat, (lambda: data.validation_loss(model)) if n_val > 0 else None)
-    if plan.lbfgs_iterations > 0:
+    if polish_iterations > 0:
         stopping.restart()
-        _lbfgs(model, data, stopping, plan.lbfgs_iterations, bar)
+        if plan.polish == "levenberg-marquardt":
+            _levenberg_marquardt(model, x, y, splits, output_scaler, stopping, options, plan, bar)
+        else:
+            _lbfgs(model, data, stopping, plan.lbfgs_iterations, bar)
         stopping.restore()
     kind = "validation" if n_val > 0 else "training"
     bar.update(total, f"best {kind} loss {', '.join(f'{v:.3e}' for v in stopping.loss)}")
@@ -1046,10 +1142,11 @@ def _train(
         history.best_index = int(index)
         history.time_s = elapsed
     logger.info(
-        "Training %d member(s): %s Adam epochs, %s L-BFGS iterations, best %s loss %s, %.1f s",
+        "Training %d member(s): %s Adam epochs, %s %s iterations, best %s loss %s, %.1f s",
         len(seeds),
         [h.n_adam_epochs for h in histories],
-        [h.n_lbfgs_iterations for h in histories],
+        [h.n_lm_iterations if plan.polish == "levenberg-marquardt" else h.n_lbfgs_iterations for h in histories],
+        plan.polish,
         kind,
         ", ".join(f"{v:.3e}" for v in stopping.loss),
         elapsed,
@@ -1135,7 +1232,7 @@ def _adam(
     first, second = torch.zeros_like(flat), torch.zeros_like(flat)
     gamma = options.final_lr_ratio ** (1.0 / max(plan.adam_epochs, 1))
     batch = options.batch_size or n_train
-    report_every = max((plan.adam_epochs + plan.lbfgs_iterations) // 100, 1)
+    report_every = max((plan.adam_epochs + max(plan.lbfgs_iterations, plan.lm_iterations)) // 100, 1)
     device = data.x_train.device
     rows = torch.arange(m, device=device)[:, None]
     step = 0
@@ -1214,5 +1311,59 @@ def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, itera
             history.n_lbfgs_iterations = int(n)
         stopping.record(losses, steps=steps)
         bar.update(stopping.histories[0].n_adam_epochs + done, f"l-bfgs loss {float(losses.mean()):.3e}")
+        if stopping.exhausted:
+            break
+
+
+def _levenberg_marquardt(
+    model: _Stacked,
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    splits: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+    output_scaler: AffineScaler,
+    stopping: _EarlyStopping,
+    options: TrainingOptions,
+    plan: _Plan,
+    bar: Progress,
+) -> None:
+    r"""The Levenberg-Marquardt polish (:class:`fem_ml._levenberg.LevenbergMarquardt`), each member on its own set.
+
+    The residuals are those of the data loss: :math:`r_{nk} = c_{nk} (o_{nk} - t_{nk})` with the standardized
+    targets :math:`t` and :math:`c_{nk} = s_k / (\|y_n\| \sqrt{n})` (``"relative"``) or :math:`s_k / \sqrt{n\,
+    \overline{\|y\|^2}}` (``"mse"``), :math:`s` the output scales, so that :math:`\sum r^2` is the loss Adam
+    minimized. The members step in turn; after each round the losses are recorded (validation, best weights and
+    patience as in the other phases, with :data:`LM_PATIENCE`). The run stops after ``plan.lm_iterations``
+    rounds, when no member can decrease its loss, or when every member has stopped improving.
+    """
+    from fem_ml._levenberg import LevenbergMarquardt
+
+    mean_sq = float(np.mean(np.sum(y**2, axis=1)))
+    solvers = []
+    for m, (train, _) in enumerate(splits):
+        y_m = y[train]
+        norms = np.sqrt(len(train)) * (
+            np.linalg.norm(y_m, axis=1) if options.loss == "relative" else np.full(len(train), math.sqrt(mean_sq))
+        )
+        weights = output_scaler.scale[None, :] / np.maximum(norms, 1e-300)[:, None]
+        layers = model.member_layers(m)
+        solvers.append(
+            LevenbergMarquardt(layers, x[train], output_scaler.transform(y_m), weights, activation=options.activation)
+        )
+    stopping.patience = min(stopping.patience, LM_PATIENCE)
+    counts = np.array([h.n_lm_iterations for h in stopping.histories])
+    for iteration in range(plan.lm_iterations):
+        moved = np.zeros(len(solvers), dtype=bool)
+        for m in np.flatnonzero(stopping.active):
+            moved[m] = solvers[m].step()
+            if moved[m]:
+                model.set_member_layers(m, solvers[m].layers)
+        if not moved.any():
+            break
+        counts[stopping.active] += 1
+        for history, count in zip(stopping.histories, counts, strict=True):
+            history.n_lm_iterations = int(count)
+        losses = np.array([solver.loss for solver in solvers])
+        stopping.record(losses)
+        bar.update(stopping.histories[0].n_adam_epochs + iteration + 1, f"levenberg-marquardt loss {losses.mean():.3e}")
         if stopping.exhausted:
             break

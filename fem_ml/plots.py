@@ -128,16 +128,16 @@ def plot_singular_values(basis: PODBasis, path: str | os.PathLike) -> Path:
 
 
 def plot_training(history: Sequence[TrainingHistory], path: str | os.PathLike, *, comm: MPI.Comm) -> Path:
-    """Training and validation loss of each ensemble member (Adam epochs, then L-BFGS iterations)."""
+    """Training and validation loss of each ensemble member (Adam epochs, then the polish's iterations)."""
 
     def draw(ax: Any) -> None:
         for m, h in enumerate(history):
             ax.semilogy(h.train_loss, lw=1, label=f"member {m}: training")
             if h.validation_loss:
                 ax.semilogy(h.validation_loss, lw=1, ls="--", label=f"member {m}: validation")
-            if h.n_lbfgs_iterations:
+            if h.n_lbfgs_iterations or h.n_lm_iterations:
                 ax.axvline(h.n_adam_epochs, color="gray", lw=0.5)
-        ax.set_xlabel("Adam epoch, then L-BFGS step")
+        ax.set_xlabel("Adam epoch, then polish step (L-BFGS or Levenberg-Marquardt)")
         ax.set_ylabel("loss")
         ax.set_title("Training")
         ax.legend(fontsize="small")

@@ -1,6 +1,7 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
+import itertools
 import json
 import math
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from fem_ml.networks import (
+    LM_PATIENCE,
     MLP,
     AffineScaler,
     CoefficientNetwork,
@@ -65,6 +67,13 @@ def test_unknown_option_is_an_error():
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"adam_epochs": 0, "lbfgs_iterations": 0}, "nothing would be trained"),
+        ({"lbfgs_iterations": 10, "lm_iterations": 10}, "both set"),
+        ({"polish": "l-bfgs", "lm_iterations": 10}, "would be ignored"),
+        ({"polish": "levenberg-marquardt", "lbfgs_iterations": 10}, "would be ignored"),
+        ({"adam_epochs": 0, "polish": "l-bfgs", "lbfgs_iterations": 0}, "nothing would be trained"),
+        ({"adam_epochs": 0, "polish": "levenberg-marquardt", "lm_iterations": 0}, "nothing would be trained"),
+        ({"polish": "newton"}, "polish"),
+        ({"lm_iterations": -1}, "lm_iterations"),
         ({"n_networks": 0}, "n_networks"),
         ({"input_transform": "sqrt"}, "input_transform"),
         ({"batch_size": 0}, "batch_size"),
@@ -240,12 +249,16 @@ def test_float32_adam_then_float64_polish():
     assert np.mean(np.linalg.norm(net(x_test) - y_test, axis=1) / np.linalg.norm(y_test, axis=1)) < 0.05
 
 
+PROBLEM = {"n_samples": 100, "n_outputs": 13, "lower": [0.1, 1.0], "upper": [1.0, 3.0]}
+
+
 def test_auto_options_resolve_from_the_data_and_are_recorded():
     """``"auto"`` fields follow the documented rules; the resolved options are recorded in every history."""
     auto = TrainingOptions()
     wide = resolve_options(auto, n_samples=100, n_outputs=13, lower=[1e-4, 1e-4], upper=[1e2, 1e2])
     assert wide.input_transform == "log" and wide.hidden_layers == (128, 128, 128) and wide.n_networks == 2
-    assert (wide.adam_epochs, wide.lbfgs_iterations, wide.patience) == (3000, 1000, 1000)
+    assert (wide.adam_epochs, wide.polish, wide.lm_iterations, wide.patience) == (3000, "levenberg-marquardt", 50, 1000)
+    assert wide.lbfgs_iterations == 0  # the polish that does not run
     assert wide.adam_dtype == "float64"  # float32 would tie the network to the rank count at about 1e-7
     middle = resolve_options(auto, n_samples=60, n_outputs=13, lower=[0.3, 1.0], upper=[0.7, 2.0])
     assert middle.hidden_layers == (64, 64, 64)
@@ -253,17 +266,98 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     assert narrow.input_transform == "linear" and narrow.hidden_layers == (128, 128, 128)
     signed = resolve_options(auto, n_samples=2000, n_outputs=3, lower=[-1.0, 1e-3], upper=[1.0, 1.0])
     assert signed.input_transform == "linear" and signed.hidden_layers == (128,) * 3 and signed.n_networks == 1
+    # 1600 training samples x 3 outputs > LM_MAX_RESIDUALS: L-BFGS; so with a physics term or in float32.
+    assert (signed.polish, signed.lbfgs_iterations, signed.lm_iterations) == ("l-bfgs", 1000, 0)
+    assert resolve_options(auto, physics=True, **PROBLEM).polish == "l-bfgs"
+    assert resolve_options(TrainingOptions(dtype="float32"), **PROBLEM).polish == "l-bfgs"
+    # The polish whose iteration count is given runs.
+    assert resolve_options(TrainingOptions(lbfgs_iterations=20), **PROBLEM).polish == "l-bfgs"
+    assert resolve_options(TrainingOptions(lm_iterations=0, adam_epochs=10), **PROBLEM).polish == "levenberg-marquardt"
     chosen = resolve_options(TrainingOptions(hidden_layers=(8,), input_transform="linear"), n_samples=100,
                              n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
     assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
     assert automatic_fields(TrainingOptions(n_networks=1)) == [
-        "hidden_layers", "input_transform", "adam_epochs", "lbfgs_iterations", "patience", "adam_dtype"
+        "hidden_layers", "input_transform", "adam_epochs", "polish", "lbfgs_iterations", "lm_iterations", "patience",
+        "adam_dtype",
     ]  # fmt: skip
     x, y = _data()
     _, histories = _fit(x, y, input_transform="auto", n_networks="auto")
     for history in histories:
         recorded = json.loads(history.options)
         assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
-        assert recorded["automatic"] == ["input_transform", "n_networks", "adam_dtype"]
+        assert recorded["automatic"] == ["input_transform", "n_networks", "polish", "lm_iterations", "adam_dtype"]
     with pytest.raises(ValueError, match="n_networks"):
         TrainingOptions(n_networks="many")  # type: ignore[arg-type]
+
+
+def test_levenberg_marquardt_normal_matrix_and_steps():
+    """The assembled J J^T equals the product of torch's Jacobian of the residuals; each step lowers the loss."""
+    from fem_ml._levenberg import LevenbergMarquardt
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    mlp = MLP(3, 4, hidden_layers=(7, 5), activation="gelu").double()
+    linear = [layer for layer in mlp.layers if isinstance(layer, torch.nn.Linear)]
+    layers = [(lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy()) for lin in linear]
+    x, targets, weights = rng.normal(size=(6, 3)), rng.normal(size=(6, 4)), rng.uniform(0.5, 2.0, size=(6, 4))
+    solver = LevenbergMarquardt(layers, x, targets, weights, activation="gelu")
+
+    def residuals(*params):
+        h = torch.from_numpy(x)
+        for k in range(len(params) // 2):
+            h = h @ params[2 * k] + params[2 * k + 1]
+            if k < len(params) // 2 - 1:
+                h = torch.nn.functional.gelu(h)
+        return (torch.from_numpy(weights) * (h - torch.from_numpy(targets))).reshape(-1)
+
+    params = tuple(torch.from_numpy(a) for layer in layers for a in layer)
+    J = torch.cat([j.reshape(24, -1) for j in torch.autograd.functional.jacobian(residuals, params)], dim=1).numpy()
+    gram, _ = solver.normal_matrix()
+    np.testing.assert_allclose(gram, J @ J.T, rtol=1e-12, atol=1e-12 * np.abs(gram).max())
+    np.testing.assert_allclose(solver.residuals.reshape(-1), residuals(*params).numpy(), rtol=1e-13)
+    losses = [solver.loss]
+    for _ in range(12):
+        assert solver.step()
+        losses.append(solver.loss)
+    # 92 weights, 24 residuals: Gauss-Newton interpolates the data, converging quadratically at the end.
+    assert all(b < a for a, b in itertools.pairwise(losses)) and losses[-1] < 1e-20 * losses[0], losses
+    # The layers were updated in place, and the loss is that of the new weights.
+    params = tuple(torch.from_numpy(a) for layer in layers for a in layer)
+    assert float(torch.sum(residuals(*params) ** 2)) == pytest.approx(solver.loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("adam_epochs", [0, 50])
+def test_levenberg_marquardt_polish(adam_epochs):
+    """The polish lowers the validation loss, stops on its patience and restores the best weights."""
+    x, y = _data()
+    options = {**FAST, "lbfgs_iterations": "auto", "polish": "levenberg-marquardt", "lm_iterations": 40}
+    net, (history,) = train_network(
+        x, y, (0.1, 1.0), [1.0, 3.0], options=TrainingOptions(**{**options, "adam_epochs": adam_epochs}),
+        comm=MPI.COMM_WORLD,
+    )  # fmt: skip
+    assert history.n_adam_epochs == adam_epochs and 0 < history.n_lm_iterations <= 40
+    assert history.n_lbfgs_iterations == 0 and json.loads(history.options)["lbfgs_iterations"] == 0
+    assert len(history.train_loss) == adam_epochs + history.n_lm_iterations
+    assert history.best_index >= adam_epochs
+    if adam_epochs:
+        assert min(history.validation_loss[adam_epochs:]) < 0.5 * min(history.validation_loss[:adam_epochs])
+    # It ran at most LM_PATIENCE + 1 iterations past its best, unless it stopped on its iteration count.
+    assert history.n_lm_iterations == 40 or len(history.train_loss) - 1 - history.best_index <= LM_PATIENCE + 1
+    val = history.validation_indices
+    rel = np.mean(np.sum((net(x[val]) - y[val]) ** 2, axis=1) / np.sum(y[val] ** 2, axis=1))
+    assert rel == pytest.approx(history.best_validation_loss, rel=1e-8)
+    x_test, y_test = _data(20, seed=5)
+    assert np.mean(np.linalg.norm(net(x_test) - y_test, axis=1) / np.linalg.norm(y_test, axis=1)) < 0.05
+
+
+def test_levenberg_marquardt_training_is_identical_on_all_ranks():
+    """Two members polished by Levenberg-Marquardt: the same networks on any rank count."""
+    comm = MPI.COMM_WORLD
+    x, y = _data()
+    options = TrainingOptions(**{**FAST, "lbfgs_iterations": "auto", "seed": 7, "n_networks": 2, "lm_iterations": 20})
+    a, histories = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=comm)
+    assert all(h.n_lm_iterations > 0 for h in histories)
+    for other in comm.allgather(a(x)):
+        np.testing.assert_array_equal(other, a(x))
+    alone, _ = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=MPI.COMM_SELF)
+    np.testing.assert_array_equal(alone(x), a(x))

@@ -77,11 +77,12 @@ def test_errors_report(rom, test_snapshots):
     assert report.rel_error_h1[2] == pytest.approx(h1(diff) / h1(truth), rel=1e-8)
 
 
-def test_surrogate_agrees_between_rank_counts(snapshots, serial_problem, test_snapshots):
-    """POD + network on COMM_WORLD and on COMM_SELF give the same predicted field."""
+@pytest.mark.parametrize("polish", [{}, {"lbfgs_iterations": "auto", "lm_iterations": 20}], ids=["l-bfgs", "lm"])
+def test_surrogate_agrees_between_rank_counts(snapshots, serial_problem, test_snapshots, polish):
+    """POD + network on COMM_WORLD and on COMM_SELF give the same predicted field, with either polish."""
     V_serial, solve_serial = serial_problem
     serial = fem_ml.collect_snapshots(solve_serial, snapshots.parameters, V_serial, progress=False)
-    kwargs = dict(seed=3, **TRAIN)
+    kwargs = dict(seed=3, **{**TRAIN, **polish})
     rom_world = fem_ml.train_surrogate(fem_ml.pod(snapshots, "h1", tol=1e-6), snapshots, SPACE, **kwargs)
     rom_self = fem_ml.train_surrogate(fem_ml.pod(serial, "h1", tol=1e-6), serial, SPACE, **kwargs)
     mu = test_snapshots.parameters[:4]
