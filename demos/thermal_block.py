@@ -125,8 +125,9 @@ def main(
     tol: float = 1e-7,
     n_networks: int = 2,
     hidden_layers: tuple[int, ...] = (128, 128, 128),
-    adam_epochs: int = 3000,
-    lbfgs_iterations: int = 1000,
+    adam_epochs: int = 2000,
+    learning_rate: float = 1e-2,
+    lm_iterations: int = 50,
     out_dir: str | Path = "results/thermal_block",
     n_output: int = 3,
     progress: bool = True,
@@ -156,7 +157,8 @@ def main(
         hidden_layers=hidden_layers,
         n_networks=n_networks,
         adam_epochs=adam_epochs,
-        lbfgs_iterations=lbfgs_iterations,
+        learning_rate=learning_rate,
+        lm_iterations=lm_iterations,
         progress=progress,
     )
     t_train = time.perf_counter() - start
@@ -241,8 +243,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
     parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
-    parser.add_argument("--adam-epochs", type=int, default=3000)
-    parser.add_argument("--lbfgs-iterations", type=int, default=1000)
+    parser.add_argument("--adam-epochs", type=int, default=2000)
+    parser.add_argument("--learning-rate", type=float, default=1e-2, help="initial Adam learning rate")
+    parser.add_argument("--lm-iterations", type=int, default=50, help="Levenberg-Marquardt polish, at most")
     parser.add_argument("--n-output", type=int, default=3, help="test points written for ParaView")
     parser.add_argument("--out-dir", default="results/thermal_block")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -250,6 +253,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
     main(
         n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, seed=args.seed, n_networks=args.n_networks,
-        hidden_layers=tuple(args.hidden_layers), adam_epochs=args.adam_epochs, lbfgs_iterations=args.lbfgs_iterations,
-        out_dir=args.out_dir, n_output=args.n_output, progress=args.progress,
+        hidden_layers=tuple(args.hidden_layers), adam_epochs=args.adam_epochs, learning_rate=args.learning_rate,
+        lm_iterations=args.lm_iterations, out_dir=args.out_dir, n_output=args.n_output, progress=args.progress,
     )  # fmt: skip
