@@ -1354,7 +1354,7 @@ def _levenberg_marquardt(
     counts = np.array([h.n_lm_iterations for h in stopping.histories])
     for iteration in range(plan.lm_iterations):
         moved = np.zeros(len(solvers), dtype=bool)
-        for m in np.flatnonzero(stopping.active):
+        for m in np.flatnonzero(stopping.active).tolist():
             moved[m] = solvers[m].step()
             if moved[m]:
                 model.set_member_layers(m, solvers[m].layers)

@@ -109,7 +109,7 @@ def thermal_block(tmp_path_factory) -> tuple[Path, dict]:
     out = demo_dir(tmp_path_factory, "thermal_block")
     summary = run_demo(
         MPI.COMM_WORLD, "thermal_block", out, n_cells=12, n_train=24, n_test=6, n_networks=2, hidden_layers=(16, 16),
-        adam_epochs=200, lbfgs_iterations=20,
+        adam_epochs=200, lm_iterations=10,
     )  # fmt: skip
     return out, summary
 
