@@ -257,7 +257,8 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     auto = TrainingOptions()
     wide = resolve_options(auto, n_samples=100, n_outputs=13, lower=[1e-4, 1e-4], upper=[1e2, 1e2])
     assert wide.input_transform == "log" and wide.hidden_layers == (128, 128, 128) and wide.n_networks == 2
-    assert (wide.adam_epochs, wide.polish, wide.lm_iterations, wide.patience) == (3000, "levenberg-marquardt", 50, 1000)
+    assert (wide.adam_epochs, wide.polish, wide.lm_iterations, wide.patience) == (2000, "levenberg-marquardt", 50, 1000)
+    assert wide.learning_rate == 1e-2
     assert wide.lbfgs_iterations == 0  # the polish that does not run
     assert wide.adam_dtype == "float64"  # float32 would tie the network to the rank count at about 1e-7
     middle = resolve_options(auto, n_samples=60, n_outputs=13, lower=[0.3, 1.0], upper=[0.7, 2.0])
@@ -268,6 +269,7 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     assert signed.input_transform == "linear" and signed.hidden_layers == (128,) * 3 and signed.n_networks == 1
     # 1600 training samples x 3 outputs > LM_MAX_RESIDUALS: L-BFGS; so with a physics term or in float32.
     assert (signed.polish, signed.lbfgs_iterations, signed.lm_iterations) == ("l-bfgs", 1000, 0)
+    assert (signed.adam_epochs, signed.learning_rate) == (3000, 3e-3)
     assert resolve_options(auto, physics=True, **PROBLEM).polish == "l-bfgs"
     assert resolve_options(TrainingOptions(dtype="float32"), **PROBLEM).polish == "l-bfgs"
     # The polish whose iteration count is given runs.
@@ -277,15 +279,18 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
                              n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
     assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
     assert automatic_fields(TrainingOptions(n_networks=1)) == [
-        "hidden_layers", "input_transform", "adam_epochs", "polish", "lbfgs_iterations", "lm_iterations", "patience",
-        "adam_dtype",
+        "hidden_layers", "input_transform", "adam_epochs", "learning_rate", "polish", "lbfgs_iterations",
+        "lm_iterations", "patience", "adam_dtype",
     ]  # fmt: skip
     x, y = _data()
     _, histories = _fit(x, y, input_transform="auto", n_networks="auto")
     for history in histories:
         recorded = json.loads(history.options)
         assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
-        assert recorded["automatic"] == ["input_transform", "n_networks", "polish", "lm_iterations", "adam_dtype"]
+        assert recorded["automatic"] == [
+            "input_transform", "n_networks", "learning_rate", "polish", "lm_iterations", "adam_dtype"
+        ]  # fmt: skip
+        assert recorded["learning_rate"] == 3e-3  # before L-BFGS
     with pytest.raises(ValueError, match="n_networks"):
         TrainingOptions(n_networks="many")  # type: ignore[arg-type]
 
