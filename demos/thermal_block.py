@@ -127,7 +127,7 @@ def main(
     hidden_layers: tuple[int, ...] = (128, 128, 128),
     adam_epochs: int = 2000,
     learning_rate: float = 1e-2,
-    lm_iterations: int = 50,
+    lm_iterations: int | None = None,
     out_dir: str | Path = "results/thermal_block",
     n_output: int = 3,
     progress: bool = True,
@@ -158,7 +158,7 @@ def main(
         n_networks=n_networks,
         adam_epochs=adam_epochs,
         learning_rate=learning_rate,
-        lm_iterations=lm_iterations,
+        **({} if lm_iterations is None else {"lm_iterations": lm_iterations}),
         progress=progress,
     )
     t_train = time.perf_counter() - start
@@ -245,7 +245,10 @@ if __name__ == "__main__":
     parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
     parser.add_argument("--adam-epochs", type=int, default=2000)
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="initial Adam learning rate")
-    parser.add_argument("--lm-iterations", type=int, default=50, help="Levenberg-Marquardt polish, at most")
+    parser.add_argument(
+        "--lm-iterations", type=int, default=None,
+        help="force the Levenberg-Marquardt polish, at most this many steps (default: the polish chosen from the data)",
+    )  # fmt: skip
     parser.add_argument("--n-output", type=int, default=3, help="test points written for ParaView")
     parser.add_argument("--out-dir", default="results/thermal_block")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

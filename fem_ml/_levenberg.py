@@ -123,8 +123,12 @@ class LevenbergMarquardt:
             gram4 += (flat @ flat.T).reshape(n, K, n, K) * (h @ h.T + 1.0)[:, None, :, None]
         return gram, D
 
-    def step(self, *, max_tries: int = 12) -> bool:
-        """Take one step that decreases the loss; False when none did, the damping doubled ``max_tries`` times.
+    def step(self, *, max_tries: int = 40) -> bool:
+        r"""Take one step that decreases the loss; False when none did, the damping doubled ``max_tries`` times.
+
+        Forty doublings take the damping from :math:`10^{-3}` to :math:`10^{9}` times the mean diagonal of
+        :math:`J J^\top`: a step that short which does not decrease the loss means the weights are at a minimum, to
+        rounding.
 
         A factorization that fails (or a step that is not finite) counts as a step that did not decrease the loss.
         """

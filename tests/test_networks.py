@@ -65,6 +65,7 @@ def test_unknown_option_is_an_error():
         ({"dtype": "float16"}, "dtype"),
         ({"adam_dtype": "float16"}, "adam_dtype"),
         ({"learning_rate": -1.0}, "learning_rate"),
+        ({"learning_rate": True}, "learning_rate"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"adam_epochs": 0, "lbfgs_iterations": 0}, "nothing would be trained"),
         ({"lbfgs_iterations": 10, "lm_iterations": 10}, "both set"),
@@ -275,6 +276,12 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     # The polish whose iteration count is given runs.
     assert resolve_options(TrainingOptions(lbfgs_iterations=20), **PROBLEM).polish == "l-bfgs"
     assert resolve_options(TrainingOptions(lm_iterations=0, adam_epochs=10), **PROBLEM).polish == "levenberg-marquardt"
+    # No polish runs: Adam as before L-BFGS. The Levenberg-Marquardt polish fits no physics term.
+    unpolished = resolve_options(TrainingOptions(lm_iterations=0), **PROBLEM)
+    assert (unpolished.adam_epochs, unpolished.learning_rate) == (3000, 3e-3)
+    with pytest.raises(ValueError, match="physics"):
+        resolve_options(TrainingOptions(polish="levenberg-marquardt"), physics=True, **PROBLEM)
+    assert TrainingOptions(learning_rate=np.float32(0.01)).learning_rate == np.float32(0.01)
     chosen = resolve_options(TrainingOptions(hidden_layers=(8,), input_transform="linear"), n_samples=100,
                              n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
     assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
@@ -331,7 +338,7 @@ def test_levenberg_marquardt_normal_matrix_and_steps():
     assert float(torch.sum(residuals(*params) ** 2)) == pytest.approx(solver.loss, rel=1e-12)
 
 
-@pytest.mark.parametrize("adam_epochs", [0, 50])
+@pytest.mark.parametrize("adam_epochs", [0, 10, 50])
 def test_levenberg_marquardt_polish(adam_epochs):
     """The polish lowers the validation loss, stops on its patience and restores the best weights."""
     x, y = _data()
