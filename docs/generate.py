@@ -86,7 +86,7 @@ class Demo:
 DEMOS: dict[str, Demo] = {
     "thermal_block": Demo({  # tests/test_demo.py
         "n_cells": 12, "n_train": 24, "n_test": 6, "n_networks": 2, "hidden_layers": (16, 16),
-        "adam_epochs": 200, "lbfgs_iterations": 20,
+        "adam_epochs": 200, "lm_iterations": 10,
     }),
     "elasticity": Demo({  # tests/test_demo.py
         "n_cells": (6, 2, 2), "n_train": 16, "n_test": 3, "n_networks": 1, "hidden_layers": (16, 16),
