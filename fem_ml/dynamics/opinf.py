@@ -247,7 +247,9 @@ class _Scorer:
         for i in range(len(data)):
             t, q = data.times[i], data.states[i]
             step = (t[-1] - t[0]) / max(t.size - 1, 1)
-            extension = t[-1] + step * np.arange(1, int(np.ceil(horizon / step)) + 1) if horizon > 0 else np.empty(0)
+            # Beyond the window only stability counts: one output time at its end. The guard checks the state at
+            # every right-hand-side evaluation, and VODE's steps do not depend on the output times.
+            extension = np.array([t[-1] + step * np.ceil(horizon / step)]) if horizon > 0 else np.empty(0)
             u = None if data.inputs is None else _input_history(t, data.inputs[i])
             sim = model.simulate(
                 data.parameters[i], q[:, 0], np.concatenate([t, extension]), u, guard=selection_guard,
@@ -261,8 +263,8 @@ class _Scorer:
             t = data.times[i]
             end = t[-1] + horizon
             u = None if data.inputs is None else _input_history(t, data.inputs[i])
-            sim = model.simulate(mu, data.states[i][:, 0], np.linspace(t[0], end, 2 * t.size), u,
-                                 guard=selection_guard, rtol=selection_rtol)  # fmt: skip
+            sim = model.simulate(mu, data.states[i][:, 0], np.array([t[0], end]), u, guard=selection_guard,
+                                 rtol=selection_rtol)  # fmt: skip
             if not sim.completed:
                 return float("inf")
         return float(np.mean(errors))
