@@ -126,9 +126,9 @@ class LevenbergMarquardt:
     def step(self, *, max_tries: int = 40) -> bool:
         r"""Take one step that decreases the loss; False when none did, the damping doubled ``max_tries`` times.
 
-        Forty doublings take the damping from :math:`10^{-3}` to :math:`10^{9}` times the mean diagonal of
-        :math:`J J^\top`: a step that short which does not decrease the loss means the weights are at a minimum, to
-        rounding.
+        Forty doublings raise the damping by a factor of :math:`10^{12}` (from :math:`10^{-3}` times the mean
+        diagonal of :math:`J J^\top` on the first step): a step that short which does not decrease the loss means the
+        weights are at a minimum, to rounding.
 
         A factorization that fails (or a step that is not finite) counts as a step that did not decrease the loss.
         """
