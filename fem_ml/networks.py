@@ -287,7 +287,7 @@ class TrainingOptions:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
         # A count of 0 for the polish that does not run ignores nothing (the resolved options hold one).
-        counts = {"l-bfgs": self.lbfgs_iterations, "levenberg-marquardt": self.lm_iterations}
+        counts = _polish_counts(self)
         active = [polish for polish, count in counts.items() if count not in ("auto", 0)]
         if len(active) == 2:
             raise ValueError("lbfgs_iterations and lm_iterations are both set, but one polish runs: set one of them.")
@@ -299,14 +299,16 @@ class TrainingOptions:
             raise ValueError("adam_epochs and the polish's iterations are all 0: nothing would be trained.")
 
 
+def _polish_counts(options: TrainingOptions) -> dict[Literal["levenberg-marquardt", "l-bfgs"], int | Literal["auto"]]:
+    """The iteration count of each polish, by its name."""
+    return {"l-bfgs": options.lbfgs_iterations, "levenberg-marquardt": options.lm_iterations}
+
+
 def _given_polish(options: TrainingOptions) -> Literal["levenberg-marquardt", "l-bfgs"] | None:
     """The polish the options name: ``polish``, else the one whose iteration count is set (non-zero first)."""
     if options.polish != "auto":
         return options.polish
-    counts: dict[Literal["levenberg-marquardt", "l-bfgs"], int | Literal["auto"]] = {
-        "l-bfgs": options.lbfgs_iterations,
-        "levenberg-marquardt": options.lm_iterations,
-    }
+    counts = _polish_counts(options)
     for polish, count in counts.items():
         if count not in ("auto", 0):
             return polish
@@ -402,7 +404,7 @@ def resolve_options(
     fixed = {"adam_epochs": 2000 if lm else 3000, "learning_rate": 1e-2 if lm else 3e-3}
     fixed |= {"lbfgs_iterations": 1000, "lm_iterations": 50, "patience": 1000}
     choices |= {name: value for name, value in fixed.items() if getattr(options, name) == "auto"}
-    unused = "lm_iterations" if choices.get("polish", options.polish) == "l-bfgs" else "lbfgs_iterations"
+    unused = "lm_iterations" if polish == "l-bfgs" else "lbfgs_iterations"
     if getattr(options, unused) == "auto":
         choices[unused] = 0  # the polish that does not run
     if options.adam_dtype == "auto":
