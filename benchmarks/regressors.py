@@ -22,7 +22,7 @@ kinder to them than the raw parameters. Methods:
 
 * ``fem_ml default``: ``train_surrogate`` with no options;
 * ``fem_ml tuned``: the network options of ``demos/thermal_block.py`` (log inputs, 2 x MLP 128-128-128,
-  2000 Adam epochs from the learning rate 1e-2, then the polish chosen from the data: Levenberg-Marquardt up to
+  1500 Adam epochs from the learning rate 1e-2, then the polish chosen from the data: Levenberg-Marquardt up to
   2048 residuals, else 1000 L-BFGS iterations);
 * ``fem_ml RBF`` and ``fem_ml GP``: ``fit_kernel_surrogate`` with default options;
 * ``EZyRB POD-RBF`` and ``EZyRB POD-GPR``: ``ezyrb.RBF()`` and ``ezyrb.GPR()`` with their defaults;
@@ -70,7 +70,7 @@ from fem_ml.networks import AffineScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNED = fem_ml.TrainingOptions(
-    input_transform="log", hidden_layers=(128, 128, 128), n_networks=2, adam_epochs=2000, learning_rate=1e-2,
+    input_transform="log", hidden_layers=(128, 128, 128), n_networks=2, adam_epochs=1500, learning_rate=1e-2,
     progress=False,
 )  # fmt: skip
 SELECTION_NAMES = {"network": "fem_ml default", "network_tuned": "fem_ml tuned", "rbf": "fem_ml RBF", "gp": "fem_ml GP"}

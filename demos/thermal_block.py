@@ -125,7 +125,7 @@ def main(
     tol: float = 1e-7,
     n_networks: int = 2,
     hidden_layers: tuple[int, ...] = (128, 128, 128),
-    adam_epochs: int = 2000,
+    adam_epochs: int = 1500,
     learning_rate: float = 1e-2,
     lm_iterations: int | None = None,
     out_dir: str | Path = "results/thermal_block",
@@ -243,7 +243,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-networks", type=int, default=2, help="ensemble size")
     parser.add_argument("--hidden-layers", type=int, nargs="+", default=[128, 128, 128], metavar="WIDTH")
-    parser.add_argument("--adam-epochs", type=int, default=2000)
+    parser.add_argument("--adam-epochs", type=int, default=1500)
     parser.add_argument("--learning-rate", type=float, default=1e-2, help="initial Adam learning rate")
     parser.add_argument(
         "--lm-iterations", type=int, default=None,

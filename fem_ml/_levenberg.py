@@ -31,6 +31,7 @@ import logging
 import numpy as np
 import numpy.typing as npt
 import scipy.linalg
+import scipy.linalg.blas
 
 from fem_ml._stacked import ACTIVATIONS, SLOPES
 
@@ -113,14 +114,28 @@ class LevenbergMarquardt:
 
         Residual ``(n, k)`` is row ``n * K + k``.
         """
+        lower, D = self._normal_lower()
+        gram = lower + np.tril(lower, -1).T
+        return gram, D
+
+    def _normal_lower(self) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.float64]]]:
+        """:meth:`normal_matrix` with only its lower triangle computed (zeros above): one BLAS ``syrk`` per layer.
+
+        A symmetric rank-k update costs half the product :math:`D_k D_k^T`; the Cholesky factorization of
+        :meth:`step` reads the lower triangle only.
+        """
         _, r, hs, _ = self._state
         n, K = r.shape
         D = self._sensitivities()
         gram = np.zeros((n * K, n * K))
         gram4 = gram.reshape(n, K, n, K)
+        product = np.zeros((n * K, n * K), order="F")
         for Dk, h in zip(D, hs, strict=True):
-            flat = Dk.reshape(n * K, -1)
-            gram4 += (flat @ flat.T).reshape(n, K, n, K) * (h @ h.T + 1.0)[:, None, :, None]
+            # Upper triangle in Fortran order: the transpose is C-ordered with the lower triangle.
+            product = scipy.linalg.blas.dsyrk(1.0, Dk.reshape(n * K, -1), beta=0.0, c=product, overwrite_c=1)
+            block = product.T.reshape(n, K, n, K)
+            block *= (h @ h.T + 1.0)[:, None, :, None]
+            gram4 += block
         return gram, D
 
     def step(self, *, max_tries: int = 40) -> bool:
@@ -134,7 +149,7 @@ class LevenbergMarquardt:
         """
         loss, r, hs, _ = self._state
         n, K = r.shape
-        gram, D = self.normal_matrix()
+        gram, D = self._normal_lower()
         scale = max(float(np.mean(np.diag(gram))), np.finfo(np.float64).tiny)
         diagonal = np.einsum("ii->i", gram)
         rhs = r.reshape(-1)

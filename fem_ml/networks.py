@@ -46,6 +46,7 @@ from fem_ml._stacked import StackedMLP
 if TYPE_CHECKING:
     import torch
 
+    from fem_ml._flatnet import FlatNetwork
     from fem_ml._mlp import MLP
 else:
     torch = lazy_module("torch")  # imported at its first use: loading and querying a surrogate do not need it
@@ -55,6 +56,7 @@ __all__ = [
     "LM_PATIENCE",
     "LOG_RATIO",
     "MLP",
+    "NUMPY_LBFGS_HISTORY",
     "AffineScaler",
     "CoefficientNetwork",
     "PhysicsLoss",
@@ -183,7 +185,11 @@ class TrainingOptions:
 
     Attributes:
         hidden_layers: Widths of the hidden layers (``"auto"``: from the samples and outputs).
-        activation: Activation between layers.
+        activation: Activation between layers. SiLU (:math:`x / (1 + e^{-x})`) by default: with the default options
+            on the NumPy backend (two seeds each, four on the thermal-block demo's data), its test errors were
+            those of GELU times 0.77 on the demo's data, 0.85 on the 3x3 thermal block, 0.94 on the wide-range
+            block and 1.05 on the reaction-diffusion problem of ``benchmarks/default_training.py``; it also costs
+            less to evaluate in NumPy.
         input_transform: ``"linear"`` scales each parameter affinely from its bounds to :math:`[-1, 1]`;
             ``"log"`` does the same with :math:`\log \mu` and the log-bounds (positive parameters only; suited to
             coefficients such as conductivities or moduli that span orders of magnitude); ``"auto"``: ``"log"``
@@ -220,16 +226,22 @@ class TrainingOptions:
         adam_dtype: The precision of the Adam phase (None: ``dtype``); ``"float32"`` runs it about twice as fast,
             and the polish then continues in ``dtype`` from the best Adam weights (``"auto"``: ``dtype``, see
             :func:`resolve_options`).
-        device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used for training only.
-        threads: torch threads while training; None for the usable cores divided by the ranks on the node (so
-            that ranks never oversubscribe it). The previous thread count is restored after training. The
-            default depends on the rank count; for networks identical to the last digit on any rank count, fix it
-            (or ``OMP_NUM_THREADS``): torch's products need not round alike on different thread counts.
+        backend: What trains the network: ``"numpy"`` (:mod:`fem_ml._flatnet`: the float64 pass and Adam in NumPy,
+            without torch's per-operation overhead or its import; data loss only, on the CPU) or ``"torch"``
+            (autograd, any ``dtype`` and ``device``, a physics term); ``"auto"``: ``"numpy"`` when it can train
+            these options (no physics term, float64 throughout, ``device`` ``"auto"`` or ``"cpu"``), else
+            ``"torch"``. The two backends draw the initial weights and
+            the batch order from different generators, so they train different (equally good) networks.
+        device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used by the torch backend only.
+        threads: torch (or NumPy's BLAS) threads while training; None for the usable cores divided by the ranks
+            on the node (so that ranks never oversubscribe it). The previous thread count is restored after
+            training. The default depends on the rank count; for networks identical to the last digit on any rank
+            count, fix it (or ``OMP_NUM_THREADS``): products need not round alike on different thread counts.
         progress: Show a progress bar on rank 0.
     """
 
     hidden_layers: tuple[int, ...] | Literal["auto"] = "auto"
-    activation: Activation = "gelu"
+    activation: Activation = "silu"
     input_transform: Literal["linear", "log", "auto"] = "auto"
     n_networks: int | Literal["auto"] = "auto"
     loss: Literal["relative", "mse"] = "relative"
@@ -246,6 +258,7 @@ class TrainingOptions:
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float64"
     adam_dtype: Literal["float32", "float64", "auto"] | None = "auto"
+    backend: Literal["numpy", "torch", "auto"] = "auto"
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
@@ -267,6 +280,13 @@ class TrainingOptions:
             if value != "auto" and (not isinstance(value, int | np.integer) or value < (name == "n_networks")):
                 low = 1 if name == "n_networks" else 0
                 raise ValueError(f"{name} must be an int >= {low} or 'auto', got {value!r}.")
+        if self.backend not in ("numpy", "torch", "auto"):
+            raise ValueError(f"Unknown backend {self.backend!r}; choose 'numpy', 'torch' or 'auto'.")
+        if self.backend == "numpy":
+            float32 = [name for name in ("dtype", "adam_dtype") if getattr(self, name) == "float32"]
+            if float32 or self.device not in ("auto", "cpu"):
+                what = f"{float32[0]}='float32'" if float32 else f"device={self.device!r}"
+                raise ValueError(f"backend='numpy' trains in float64 on the CPU, not with {what}: use backend='torch'.")
         if self.loss not in ("relative", "mse"):
             raise ValueError(f"Unknown loss {self.loss!r}; choose 'relative' or 'mse'.")
         for name in ("dtype", "adam_dtype"):
@@ -323,6 +343,13 @@ LOG_RATIO = 10.0
 #: 0.1 to 0.2 s with 1040 residuals, 0.9 s with 2080, 2.8 s with 3072 and 7.5 s with 4560.
 LM_MAX_RESIDUALS = 2048
 
+#: Pairs kept by the NumPy backend's L-BFGS polish. Its two-loop recursion reads every pair twice per iteration, so
+#: with tens of thousands of weights an iteration costs about as much as the pairs' memory traffic: 16 ms with 100
+#: pairs, 4 ms with 20, measured here on the reaction-diffusion and 3x3 thermal-block problems of
+#: ``benchmarks/default_training.py``, where 20 and 100 pairs gave the same test error (1.14e-1 and 2.71e-2 against
+#: 2.70e-2). The torch backend keeps 100.
+NUMPY_LBFGS_HISTORY = 100
+
 #: Levenberg-Marquardt iterations without improvement of the validation loss after which the polish stops (its steps
 #: are large: on the benchmarks the validation loss was lowest after 5 to 15 iterations, and rose after).
 LM_PATIENCE = 5
@@ -363,6 +390,8 @@ def resolve_options(
       Training stops earlier on a plateau of the validation loss (no improvement for more than ``patience`` epochs
       or L-BFGS iterations, or more than :data:`LM_PATIENCE` Levenberg-Marquardt iterations; a shorter patience
       stopped the L-BFGS polish on the validation noise of small data sets, at a higher error).
+    * ``backend``: ``"numpy"`` when it can train the resolved options (no physics term, float64, ``device``
+      ``"auto"`` or ``"cpu"``), else ``"torch"``.
     * ``adam_dtype``: ``dtype``. A float32 Adam phase is about twice as fast and, after the float64 polish, as
       accurate, but float32 rounding turns the last-digit differences between data assembled on different rank
       counts into differences of about 1e-7 in the trained network; in float64 they stay below 1e-8.
@@ -409,6 +438,12 @@ def resolve_options(
         choices[unused] = 0  # the polish that does not run
     if options.adam_dtype == "auto":
         choices["adam_dtype"] = options.dtype
+    if options.backend == "numpy" and physics:
+        raise ValueError("backend='numpy' fits the data only: with a physics term, use backend='torch'.")
+    if options.backend == "auto":
+        float64 = options.dtype == "float64" and choices.get("adam_dtype", options.adam_dtype) in ("float64", None)
+        numpy = float64 and not physics and options.device in ("auto", "cpu")
+        choices["backend"] = "numpy" if numpy else "torch"
     return dataclasses.replace(options, **choices) if choices else options
 
 
@@ -602,25 +637,15 @@ class CoefficientNetwork:
 
     def to_tree(self) -> dict[str, Any]:
         """The networks as file entries: architecture, scalers and each member's weights (``member_m/...``)."""
-        if self._models is None:  # loaded and never built in torch: the entries it was loaded from
+        if self._models is None:  # built from NumPy weights, and never in torch: the entries it was built from
             return dict(self._stored)
         first = self.models[0]
-        tree: dict[str, Any] = {
-            "hidden_layers": np.asarray(first.hidden_layers, dtype=np.int64).reshape(-1),
-            "n_hidden": len(first.hidden_layers),
-            "activation": first.activation,
-            "input_transform": self.input_transform,
-            "n_in": int(first.n_in),
-            "n_out": int(first.n_out),
-            "n_networks": self.n_networks,
-            "dtype": str(next(first.parameters()).dtype).removeprefix("torch."),
-        }
-        tree |= prefixed("input_scaler", self.input_scaler.to_tree())
-        tree |= prefixed("output_scaler", self.output_scaler.to_tree())
-        for m, model in enumerate(self.models):
-            for name, tensor in model.state_dict().items():
-                tree[f"member_{m}/{name}"] = tensor.detach().cpu().numpy().copy()
-        return tree
+        members = [{k: t.detach().cpu().numpy().copy() for k, t in model.state_dict().items()} for model in self.models]
+        return _network_tree(
+            members, hidden_layers=first.hidden_layers, activation=first.activation,
+            dtype=str(next(first.parameters()).dtype).removeprefix("torch."), input_transform=self.input_transform,
+            input_scaler=self.input_scaler, output_scaler=self.output_scaler,
+        )  # fmt: skip
 
     @classmethod
     def from_tree(cls, tree: dict[str, Any]) -> CoefficientNetwork:
@@ -648,6 +673,35 @@ class CoefficientNetwork:
         network._stacked = StackedMLP.from_members(members, str(tree["activation"]))
         network._torch_stack = None
         return network
+
+
+def _network_tree(
+    members: list[dict[str, npt.NDArray[Any]]],
+    *,
+    hidden_layers: tuple[int, ...],
+    activation: str,
+    dtype: str,
+    input_transform: str,
+    input_scaler: AffineScaler,
+    output_scaler: AffineScaler,
+) -> dict[str, Any]:
+    """The file entries of a network (:meth:`CoefficientNetwork.to_tree`) from its members' ``state_dict``s."""
+    first = members[0]
+    tree: dict[str, Any] = {
+        "hidden_layers": np.asarray(hidden_layers, dtype=np.int64).reshape(-1),
+        "n_hidden": len(hidden_layers),
+        "activation": activation,
+        "input_transform": input_transform,
+        "n_in": int(first["layers.0.weight"].shape[1]),
+        "n_out": int(first[f"layers.{2 * len(hidden_layers)}.weight"].shape[0]),
+        "n_networks": len(members),
+        "dtype": dtype,
+    }
+    tree |= prefixed("input_scaler", input_scaler.to_tree())
+    tree |= prefixed("output_scaler", output_scaler.to_tree())
+    for m, state in enumerate(members):
+        tree |= {f"member_{m}/{name}": np.asarray(value) for name, value in state.items()}
+    return tree
 
 
 def _models_from_tree(tree: dict[str, Any]) -> list[MLP]:
@@ -783,6 +837,11 @@ def train_network(
         alone, seeded = dataclasses.replace(plan, n_networks=1), dataclasses.replace(options, seed=options.seed + m)
 
         def task() -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
+            if plan.backend == "numpy":
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(limits=threads, user_api="blas"):
+                    return _train_numpy(x, coefficients, output_scaler, plan=alone, options=seeded, show_progress=show)
             with _torch_threads(threads):
                 return _train(
                     x, coefficients, output_scaler, plan=alone, options=seeded, show_progress=show,
@@ -797,13 +856,11 @@ def train_network(
     record = json.dumps({**dataclasses.asdict(options), "automatic": automatic})
     for history in histories:
         history.options = record
-    models = []
-    for member in weights:
-        model = _new_model(parameters.shape[1], coefficients.shape[1], plan, options)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in member.items()})
-        models.append(model)
-    network = CoefficientNetwork(models, input_scaler, output_scaler, input_transform=plan.input_transform)
-    return network, histories
+    tree = _network_tree(
+        weights, hidden_layers=plan.hidden_layers, activation=options.activation, dtype=options.dtype,
+        input_transform=plan.input_transform, input_scaler=input_scaler, output_scaler=output_scaler,
+    )  # fmt: skip
+    return CoefficientNetwork.from_tree(tree), histories
 
 
 def _default_threads(comm: MPI.Comm) -> int:
@@ -846,7 +903,8 @@ class _Plan:
     lbfgs_iterations: int
     lm_iterations: int
     patience: int
-    adam_dtype: torch.dtype
+    backend: Literal["numpy", "torch"]
+    adam_dtype: Literal["float32", "float64"]
 
     @classmethod
     def of(cls, options: TrainingOptions) -> _Plan:
@@ -854,7 +912,7 @@ class _Plan:
         values = {f.name: getattr(options, f.name) for f in dataclasses.fields(cls) if f.name != "adam_dtype"}
         if "auto" in values.values() or options.adam_dtype == "auto":
             raise ValueError("Training options must be resolved (resolve_options) before training.")
-        return cls(**values, adam_dtype=getattr(torch, options.adam_dtype or options.dtype))
+        return cls(**values, adam_dtype=options.adam_dtype or options.dtype)
 
 
 def _new_model(n_in: int, n_out: int, plan: _Plan, options: TrainingOptions) -> MLP:
@@ -987,8 +1045,8 @@ class _EarlyStopping:
     when it stopped, as if it had trained alone.
 
     Args:
-        flat: The flat weights being trained.
-        member_of: The member of each weight.
+        flat: The flat weights being trained (a torch tensor, or a NumPy array for the NumPy backend).
+        member_of: The member of each weight (of the same array kind).
         histories: One history per member; receives the losses.
         validation: The validation loss of each member for the current weights, or None without a validation split.
         patience: Steps without improvement after which a member is exhausted (with validation only).
@@ -996,8 +1054,8 @@ class _EarlyStopping:
 
     def __init__(
         self,
-        flat: torch.Tensor,
-        member_of: torch.Tensor,
+        flat: torch.Tensor | npt.NDArray[np.float64],
+        member_of: torch.Tensor | npt.NDArray[np.int64],
         histories: list[TrainingHistory],
         validation: Callable[[], npt.NDArray[np.float64]] | None,
         *,
@@ -1013,7 +1071,7 @@ class _EarlyStopping:
         self.index = np.full(m, -1, dtype=np.int64)
         self.since_best = np.zeros(m, dtype=np.int64)
         self.active = np.ones(m, dtype=bool)
-        self.best = flat.detach().clone()
+        self.best = _copy(flat)
 
     def record(self, train_loss: npt.NDArray[np.float64], *, steps: int = 1) -> npt.NDArray[np.bool_]:
         """Record one point of the active members' loss curves; returns which members improved."""
@@ -1032,6 +1090,10 @@ class _EarlyStopping:
                 continue
             self.loss[m], self.index[m], self.since_best[m] = monitored[m], len(history.train_loss) - 1, 0
             improved[m] = True
+        if isinstance(self.flat, np.ndarray):
+            if improved.any():
+                np.copyto(self.best, self.flat, where=True if improved.all() else improved[self.member_of])
+            return improved
         with torch.no_grad():
             if improved.all():
                 self.best.copy_(self.flat)
@@ -1048,7 +1110,7 @@ class _EarlyStopping:
     def rebind(self, flat: torch.Tensor, validation: Callable[[], npt.NDArray[np.float64]] | None) -> None:
         """Follow other weights of the same layout (another precision), starting from their current values."""
         self.flat, self.validation = flat, validation
-        self.best = flat.detach().clone()
+        self.best = _copy(flat)
 
     def restart(self) -> None:
         """Make every member active again with fresh patience (for the next optimizer)."""
@@ -1057,8 +1119,16 @@ class _EarlyStopping:
 
     def restore(self) -> None:
         """Copy the best weights back."""
+        if isinstance(self.flat, np.ndarray):
+            self.flat[...] = self.best
+            return
         with torch.no_grad():
             self.flat.copy_(self.best)
+
+
+def _copy(flat: Any) -> Any:
+    """A copy of flat weights: a NumPy array or a detached torch tensor."""
+    return flat.copy() if isinstance(flat, np.ndarray) else flat.detach().clone()
 
 
 @dataclass(frozen=True)
@@ -1126,7 +1196,7 @@ def _train(
             torch.manual_seed(seed)
             members.append(_new_model(x.shape[1], y.shape[1], plan, options))
     model = _Stacked(members, device)
-    adam_dtype = plan.adam_dtype
+    adam_dtype = getattr(torch, plan.adam_dtype)
     adam_model = model if adam_dtype == dtype else model.converted(adam_dtype)
     data = training_data(dtype)
     adam_data = data if adam_dtype == dtype else training_data(adam_dtype)
@@ -1340,8 +1410,165 @@ def _lbfgs(model: _Stacked, data: _TrainingData, stopping: _EarlyStopping, itera
             break
 
 
+def _residual_weights(
+    y: npt.NDArray[np.float64], output_scaler: AffineScaler, loss: Literal["relative", "mse"], mean_sq: float
+) -> npt.NDArray[np.float64]:
+    r"""The weights :math:`s_k / \|y_n\|` (``"relative"``) or :math:`s_k / \sqrt{\overline{\|y\|^2}}` (``"mse"``).
+
+    Divided by the square root of the number of rows, they turn the residuals of the standardized outputs into
+    those of the data loss (:func:`_data_loss`): :math:`\sum r^2` is the loss.
+    """
+    squares = np.sum(y**2, axis=1) if loss == "relative" else np.full(len(y), mean_sq)
+    return output_scaler.scale[None, :] / np.sqrt(np.maximum(squares, 1e-300))[:, None]  # clamped as in _data_loss
+
+
+def _train_numpy(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    output_scaler: AffineScaler,
+    *,
+    plan: _Plan,
+    options: TrainingOptions,
+    show_progress: bool,
+) -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
+    """Train one member with the NumPy backend (:mod:`fem_ml._flatnet`): Adam, then the polish.
+
+    The validation split is the torch backend's (drawn from ``options.seed``); the initial weights and the batch
+    order come from NumPy's generator seeded with ``(options.seed, 1)``. Early stopping, histories and the best
+    weights are those of :func:`_train`.
+    """
+    from fem_ml._flatnet import FlatNetwork
+
+    if plan.n_networks != 1:
+        raise ValueError(f"The NumPy backend trains one member at a time, not {plan.n_networks}.")
+    start = time.perf_counter()
+    n = x.shape[0]
+    n_val = round(options.validation_fraction * n)
+    permutation = np.random.default_rng(options.seed).permutation(n)
+    train, val = np.sort(permutation[n_val:]), np.sort(permutation[:n_val])
+    rng = np.random.default_rng([options.seed, 1])
+    model = FlatNetwork((x.shape[1], *plan.hidden_layers, y.shape[1]), options.activation, rng)
+    targets = output_scaler.transform(y)
+    mean_sq = float(np.mean(np.sum(y**2, axis=1)))
+    history = TrainingHistory(train_indices=train, validation_indices=val, device="cpu")
+    validation = None
+    if n_val > 0:
+        x_val, t_val = x[val], targets[val]
+        c_val = _residual_weights(y[val], output_scaler, options.loss, mean_sq) / math.sqrt(n_val)
+
+        def validation() -> npt.NDArray[np.float64]:
+            return np.array([model.loss(x_val, t_val, c_val)])
+
+    stopping = _EarlyStopping(model.flat, model.member_of, [history], validation, patience=plan.patience)
+    total = plan.adam_epochs + plan.lm_iterations + plan.lbfgs_iterations
+    bar = Progress(total, f"training (seed {options.seed})", enabled=show_progress)
+    scales = _residual_weights(y[train], output_scaler, options.loss, mean_sq)
+    _numpy_adam(model, x[train], targets[train], scales, stopping, plan, options, rng, bar)
+    stopping.restore()
+    if plan.lm_iterations > 0 or plan.lbfgs_iterations > 0:
+        stopping.restart()
+        if plan.polish == "levenberg-marquardt":
+            _levenberg_marquardt(model, x, y, [(train, val)], output_scaler, stopping, options, plan, bar)
+        else:
+            _numpy_lbfgs(model, x[train], targets[train], scales / math.sqrt(len(train)), stopping, plan, bar)
+        stopping.restore()
+    kind = "validation" if n_val > 0 else "training"
+    bar.update(total, f"best {kind} loss {stopping.loss[0]:.3e}")
+    history.best_index = int(stopping.index[0])
+    history.time_s = time.perf_counter() - start
+    logger.info(
+        "Training seed %d (NumPy): %d Adam epochs, %d %s iterations, best %s loss %.3e, %.1f s", options.seed,
+        history.n_adam_epochs, max(history.n_lm_iterations, history.n_lbfgs_iterations), plan.polish, kind,
+        stopping.loss[0], history.time_s,
+    )  # fmt: skip
+    return [model.state_dict()], [history]
+
+
+def _numpy_adam(
+    model: FlatNetwork,
+    x: npt.NDArray[np.float64],
+    targets: npt.NDArray[np.float64],
+    scales: npt.NDArray[np.float64],
+    stopping: _EarlyStopping,
+    plan: _Plan,
+    options: TrainingOptions,
+    rng: np.random.Generator,
+    bar: Progress,
+) -> None:
+    r"""Adam on the NumPy backend: the schedule, batches and early stopping of :func:`_adam`, for one member.
+
+    ``scales`` are the residual weights of the training rows (:func:`_residual_weights`); a batch of :math:`b`
+    rows divides them by :math:`\sqrt b`, so that each batch's loss is the data loss on its rows.
+    """
+    from fem_ml._flatnet import Adam
+
+    n_train = x.shape[0]
+    adam = Adam(model.flat, weight_decay=options.weight_decay)
+    gamma = options.final_lr_ratio ** (1.0 / max(plan.adam_epochs, 1))
+    batch = options.batch_size or n_train
+    full = scales / math.sqrt(n_train)
+    report_every = max((plan.adam_epochs + plan.lm_iterations + plan.lbfgs_iterations) // 100, 1)
+    history = stopping.histories[0]
+    for epoch in range(plan.adam_epochs):
+        lr = plan.learning_rate * gamma**epoch
+        if batch >= n_train:
+            loss = model.loss_and_gradient(x, targets, full)
+            adam.step(model.grad, lr)
+        else:
+            order = rng.permutation(n_train)
+            loss = 0.0
+            for b in range(0, n_train, batch):
+                rows = order[b : b + batch]
+                loss += model.loss_and_gradient(x[rows], targets[rows], scales[rows] / math.sqrt(len(rows))) * (
+                    len(rows) / n_train
+                )
+                adam.step(model.grad, lr)
+        history.n_adam_epochs = epoch + 1
+        stopping.record(np.array([loss]))
+        if (epoch + 1) % report_every == 0:
+            bar.update(epoch + 1, f"adam loss {loss:.3e}")
+        if stopping.exhausted:
+            logger.info("Adam stopped early after %d epochs", epoch + 1)
+            break
+
+
+def _numpy_lbfgs(
+    model: FlatNetwork,
+    x: npt.NDArray[np.float64],
+    targets: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    stopping: _EarlyStopping,
+    plan: _Plan,
+    bar: Progress,
+) -> None:
+    """The L-BFGS polish on the NumPy backend (:class:`fem_ml._flatnet.LBFGS`), recorded as :func:`_lbfgs` does.
+
+    The settings are those of the torch backend (strong Wolfe line search, the same tolerances) but for the number
+    of pairs, :data:`NUMPY_LBFGS_HISTORY`. The losses are recorded after each chunk of 10 iterations, and the run
+    stops after ``plan.lbfgs_iterations`` iterations, when it converges, when a loss is not finite, or when the
+    member has stopped improving.
+    """
+    from fem_ml._flatnet import LBFGS
+
+    def objective(flat: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
+        return model.loss_and_gradient(x, targets, weights), model.grad
+
+    lbfgs = LBFGS(model.flat, objective, history=NUMPY_LBFGS_HISTORY)
+    history = stopping.histories[0]
+    chunk = 10
+    while history.n_lbfgs_iterations < plan.lbfgs_iterations:
+        steps = lbfgs.run(min(chunk, plan.lbfgs_iterations - history.n_lbfgs_iterations))
+        if steps == 0 or not math.isfinite(lbfgs.loss):
+            break
+        history.n_lbfgs_iterations += steps
+        stopping.record(np.array([lbfgs.loss]), steps=steps)
+        bar.update(history.n_adam_epochs + history.n_lbfgs_iterations, f"l-bfgs loss {lbfgs.loss:.3e}")
+        if stopping.exhausted or lbfgs.converged is not None:
+            break
+
+
 def _levenberg_marquardt(
-    model: _Stacked,
+    model: _Stacked | FlatNetwork,
     x: npt.NDArray[np.float64],
     y: npt.NDArray[np.float64],
     splits: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
@@ -1372,9 +1599,7 @@ def _levenberg_marquardt(
     solvers = []
     for m, (train, _) in enumerate(splits):
         y_m = y[train]
-        squares = np.sum(y_m**2, axis=1) if options.loss == "relative" else np.full(len(train), mean_sq)
-        norms = np.sqrt(len(train) * np.maximum(squares, 1e-300))  # clamped as in the torch loss
-        weights = output_scaler.scale[None, :] / norms[:, None]
+        weights = _residual_weights(y_m, output_scaler, options.loss, mean_sq) / math.sqrt(len(train))
         layers = model.member_layers(m)
         solvers.append(
             LevenbergMarquardt(layers, x[train], output_scaler.transform(y_m), weights, activation=options.activation)

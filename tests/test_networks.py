@@ -151,9 +151,11 @@ def test_early_stopping_keeps_and_restores_the_best_weights():
     assert no_validation.index.tolist() == [2, 2]
 
 
-def test_training_fits_learns_and_restores_best():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_training_fits_learns_and_restores_best(backend):
     x, y = _data()
-    net, (history,) = _fit(x, y)
+    net, (history,) = _fit(x, y, backend=backend)
+    assert history.device == "cpu" and json.loads(history.options)["backend"] == backend
     assert history.train_loss[0] > 10 * history.best_train_loss
     best = int(np.argmin(history.validation_loss))
     assert history.best_index == best
@@ -170,20 +172,21 @@ def test_training_fits_learns_and_restores_best():
     assert err.mean() < 0.05
 
 
-def test_training_is_reproducible_and_identical_on_all_ranks():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_training_is_reproducible_and_identical_on_all_ranks(backend):
     comm = MPI.COMM_WORLD
     x, y = _data()
-    a, _ = _fit(x, y, seed=7, n_networks=2, input_transform="log")
-    b, histories = _fit(x, y, seed=7, n_networks=2, input_transform="log")
+    a, _ = _fit(x, y, seed=7, n_networks=2, input_transform="log", backend=backend)
+    b, histories = _fit(x, y, seed=7, n_networks=2, input_transform="log", backend=backend)
     assert len(histories) == 2
     np.testing.assert_array_equal(a(x), b(x))
     for other in comm.allgather(a(x)):
         np.testing.assert_array_equal(other, a(x))
     # The same ensemble trained by each rank alone: the batched training does not depend on the rank count.
-    options = TrainingOptions(**{**FAST, "seed": 7, "n_networks": 2, "input_transform": "log"})
+    options = TrainingOptions(**{**FAST, "seed": 7, "n_networks": 2, "input_transform": "log", "backend": backend})
     alone, _ = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=MPI.COMM_SELF)
     np.testing.assert_array_equal(alone(x), a(x))
-    c, _ = _fit(x, y, seed=8)
+    c, _ = _fit(x, y, seed=8, backend=backend)
     assert not np.allclose(a(x), c(x))
 
 
@@ -211,19 +214,21 @@ def test_device_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_ensemble_members_train_as_alone():
-    """A batched ensemble member has the initialization, split and Adam path of a network trained alone."""
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_ensemble_members_train_as_alone(backend):
+    """An ensemble member has the initialization, split and Adam path of a network trained alone."""
     x, y = _data()
-    alone, (history,) = _fit(x, y, seed=4, lbfgs_iterations=0)
-    ensemble, histories = _fit(x, y, seed=3, n_networks=2, lbfgs_iterations=0)
+    alone, (history,) = _fit(x, y, seed=4, lbfgs_iterations=0, backend=backend)
+    ensemble, histories = _fit(x, y, seed=3, n_networks=2, lbfgs_iterations=0, backend=backend)
     np.testing.assert_array_equal(histories[1].validation_indices, history.validation_indices)
     np.testing.assert_allclose(histories[1].train_loss, history.train_loss, rtol=1e-9)
     np.testing.assert_allclose(ensemble.members(x)[1], alone(x), rtol=1e-9, atol=1e-12)
 
 
-def test_lbfgs_polish_reduces_the_loss_and_restores_the_best_weights():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_lbfgs_polish_reduces_the_loss_and_restores_the_best_weights(backend):
     x, y = _data()
-    net, (history,) = _fit(x, y, adam_epochs=50, lbfgs_iterations=60)
+    net, (history,) = _fit(x, y, adam_epochs=50, lbfgs_iterations=60, backend=backend)
     assert history.n_adam_epochs == 50 and 0 < history.n_lbfgs_iterations <= 60
     assert len(history.train_loss) == history.n_adam_epochs + math.ceil(history.n_lbfgs_iterations / 10)  # chunks
     assert min(history.validation_loss[50:]) < 0.5 * min(history.validation_loss[:50])
@@ -287,15 +292,26 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
     assert automatic_fields(TrainingOptions(n_networks=1)) == [
         "hidden_layers", "input_transform", "adam_epochs", "learning_rate", "polish", "lbfgs_iterations",
-        "lm_iterations", "patience", "adam_dtype",
+        "lm_iterations", "patience", "adam_dtype", "backend",
     ]  # fmt: skip
+    # The NumPy backend trains float64 data fits on the CPU; torch the rest.
+    assert wide.backend == signed.backend == "numpy"
+    for torch_only in ({"dtype": "float32"}, {"adam_dtype": "float32"}, {"device": "cuda"}):
+        assert resolve_options(TrainingOptions(**torch_only), **PROBLEM).backend == "torch"
+        with pytest.raises(ValueError, match="backend='numpy'"):
+            TrainingOptions(backend="numpy", **torch_only)
+    assert resolve_options(auto, physics=True, **PROBLEM).backend == "torch"
+    with pytest.raises(ValueError, match="backend='numpy' fits the data only"):
+        resolve_options(TrainingOptions(backend="numpy"), physics=True, **PROBLEM)
+    with pytest.raises(ValueError, match="backend"):
+        TrainingOptions(backend="jax")  # type: ignore[arg-type]
     x, y = _data()
     _, histories = _fit(x, y, input_transform="auto", n_networks="auto")
     for history in histories:
         recorded = json.loads(history.options)
         assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
         assert recorded["automatic"] == [
-            "input_transform", "n_networks", "learning_rate", "polish", "lm_iterations", "adam_dtype"
+            "input_transform", "n_networks", "learning_rate", "polish", "lm_iterations", "adam_dtype", "backend"
         ]  # fmt: skip
         assert recorded["learning_rate"] == 3e-3  # before L-BFGS
     with pytest.raises(ValueError, match="n_networks"):
@@ -339,10 +355,12 @@ def test_levenberg_marquardt_normal_matrix_and_steps():
 
 
 @pytest.mark.parametrize("adam_epochs", [0, 10, 50])
-def test_levenberg_marquardt_polish(adam_epochs):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_levenberg_marquardt_polish(adam_epochs, backend):
     """The polish lowers the validation loss, stops on its patience and restores the best weights."""
     x, y = _data()
     options = {**FAST, "lbfgs_iterations": "auto", "polish": "levenberg-marquardt", "lm_iterations": 40}
+    options["backend"] = backend
     net, (history,) = train_network(
         x, y, (0.1, 1.0), [1.0, 3.0], options=TrainingOptions(**{**options, "adam_epochs": adam_epochs}),
         comm=MPI.COMM_WORLD,
@@ -362,11 +380,13 @@ def test_levenberg_marquardt_polish(adam_epochs):
     assert np.mean(np.linalg.norm(net(x_test) - y_test, axis=1) / np.linalg.norm(y_test, axis=1)) < 0.05
 
 
-def test_levenberg_marquardt_training_is_identical_on_all_ranks():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_levenberg_marquardt_training_is_identical_on_all_ranks(backend):
     """Two members polished by Levenberg-Marquardt: the same networks on any rank count."""
     comm = MPI.COMM_WORLD
     x, y = _data()
-    options = TrainingOptions(**{**FAST, "lbfgs_iterations": "auto", "seed": 7, "n_networks": 2, "lm_iterations": 20})
+    fields = {"lbfgs_iterations": "auto", "seed": 7, "n_networks": 2, "lm_iterations": 20, "backend": backend}
+    options = TrainingOptions(**{**FAST, **fields})
     a, histories = train_network(x, y, (0.1, 1.0), [1.0, 3.0], options=options, comm=comm)
     assert all(h.n_lm_iterations > 0 for h in histories)
     for other in comm.allgather(a(x)):
