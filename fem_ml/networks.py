@@ -11,8 +11,10 @@ The loss is measured on the unscaled coefficients. Because the POD modes are :ma
 .. math:: \frac{1}{n} \sum_i \frac{\|\hat c(\mu_i) - c_i\|_2^2}{\|c_i\|_2^2}
 
 is the mean squared relative field error (network part) in the POD's inner product.
-Each ensemble member trains on its own rank (round-robin) with its weights in one flat vector: Adam, then
-torch's L-BFGS on that vector; the weights are broadcast to all ranks.
+Each ensemble member trains on its own rank (round-robin) with its weights in one flat vector: Adam, then a
+Levenberg-Marquardt or L-BFGS polish on that vector; the weights are broadcast to all ranks. Training runs on one
+of two backends (:attr:`TrainingOptions.backend`): NumPy (:mod:`fem_ml._flatnet`, the default for a float64 fit
+of the data on the CPU, which does not import torch) or torch (autograd: a physics term, float32, a GPU).
 """
 
 from __future__ import annotations
@@ -207,8 +209,9 @@ class TrainingOptions:
         batch_size: Mini-batch size for Adam; None for full batches.
         weight_decay: L2 weight decay of Adam.
         polish: The second-order polish after Adam: ``"levenberg-marquardt"`` (Gauss-Newton steps on the residuals
-            in float64, a few seconds; see :mod:`fem_ml._levenberg`) or ``"l-bfgs"`` (torch's L-BFGS); ``"auto"``:
-            the polish whose iteration count is set, else Levenberg-Marquardt when the training set has at most
+            in float64, a few seconds; see :mod:`fem_ml._levenberg`) or ``"l-bfgs"`` (L-BFGS with a strong Wolfe
+            line search: :class:`fem_ml._flatnet.LBFGS` on the NumPy backend, torch's on torch's); ``"auto"``: the
+            polish whose iteration count is set, else Levenberg-Marquardt when the training set has at most
             :data:`LM_MAX_RESIDUALS` residuals (samples times outputs), there is no physics term and ``dtype`` is
             float64, else L-BFGS.
         lbfgs_iterations: Maximum number of L-BFGS iterations of the ``"l-bfgs"`` polish (0 to skip it;
@@ -1170,7 +1173,7 @@ def _train(
     show_progress: bool,
     physics: PhysicsLoss | None = None,
 ) -> tuple[list[dict[str, npt.NDArray[np.float64]]], list[TrainingHistory]]:
-    """Train every member at once: Adam with early stopping, then a polish; returns the best weights.
+    """Train every member at once on the torch backend: Adam with early stopping, then a polish; the best weights.
 
     Member ``m`` has the seed ``options.seed + m``: its initialization, validation split and batch order are
     those it would have trained with alone. ``physics``, if given, holds scaled inputs; its term joins the
