@@ -146,7 +146,8 @@ class KernelOptions:
             None to choose it; only with ``"power"``.
         smoothing: RBF only: the smoothing relative to the largest kernel value, or None to choose it by
             leave-one-out error.
-        restarts: GP only: restarts of the hyperparameter optimizer from random points (seeded).
+        restarts: GP only: restarts of the hyperparameter optimizer from random points (seeded), in the fits of
+            the final candidates (the fits of the exponent's search start from the initial hyperparameters only).
         seed: Seed of the optimizer restarts.
     """
 
@@ -528,7 +529,9 @@ def _gp_kernel(name: str, p: int) -> Any:
     return ConstantKernel(1.0, (1e-3, 1e3)) * radial + WhiteKernel(1e-6, (1e-12, 1e-1))
 
 
-def _gp_candidate(data: _Inputs, kernel: str, options: KernelOptions) -> tuple[float, KernelRegressor | None]:
+def _gp_candidate(
+    data: _Inputs, kernel: str, options: KernelOptions, restarts: int
+) -> tuple[float, KernelRegressor | None]:
     """The log marginal likelihood and regressor of one GP fit (``-inf`` and None if its matrix is singular)."""
     import warnings
 
@@ -539,7 +542,7 @@ def _gp_candidate(data: _Inputs, kernel: str, options: KernelOptions) -> tuple[f
     x, y = data.z, data.y
     n, p = x.shape
     gp = GaussianProcessRegressor(
-        _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=int(options.restarts), random_state=options.seed,
+        _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=restarts, random_state=options.seed,
         optimizer=_converged_lbfgs,
     )  # fmt: skip
     with warnings.catch_warnings():
@@ -574,22 +577,24 @@ def _fit_gp(
     options: KernelOptions,
 ) -> KernelRegressor:
     kernels = GP_KERNELS if options.kernel == "auto" else (options.kernel,)
-    fits: dict[tuple[float, str], tuple[float, KernelRegressor | None]] = {}
+    fits: dict[tuple[float, str, int], tuple[float, KernelRegressor | None]] = {}
     data: dict[float, _Inputs] = {}
 
-    def fit(power: float, kernel: str) -> tuple[float, KernelRegressor | None]:
-        if (power, kernel) not in fits:
+    def fit(power: float, kernel: str, restarts: int) -> tuple[float, KernelRegressor | None]:
+        if (power, kernel, restarts) not in fits:
             if power not in data:
                 data[power] = _inputs(parameters, coefficients, lower, upper, power)
-            fits[power, kernel] = _gp_candidate(data[power], kernel, options)
-        return fits[power, kernel]
+            fits[power, kernel, restarts] = _gp_candidate(data[power], kernel, options, restarts)
+        return fits[power, kernel, restarts]
 
     powers = _powers(lower, options)
     if powers is None:
+        # The search fits from the kernel's initial hyperparameters only; the restarts are for the final candidates.
         search_kernel = _SEARCH_KERNEL if options.kernel == "auto" else options.kernel
-        powers = [_power_search(lambda q: fit(q, search_kernel)[0])]
+        powers = [_power_search(lambda q: fit(q, search_kernel, 0)[0])]
         logger.info("GP: inputs' exponent %g (marginal likelihood, %s kernel)", powers[0], search_kernel)
-    _, regressor = max((fit(q, k) for q in powers for k in kernels), key=lambda f: f[0])
+    restarts = int(options.restarts)
+    _, regressor = max((fit(q, k, restarts) for q in powers for k in kernels), key=lambda f: f[0])
     if regressor is None:
         raise ValueError("Gaussian-process regression failed for every kernel (kernel matrix not positive definite).")
     return regressor
