@@ -72,7 +72,7 @@ RBF_KERNELS = ("cubic", "linear", "thin_plate_spline")
 #: Kernels of Gaussian-process regression (anisotropic).
 GP_KERNELS = ("gaussian", "matern32", "matern52")
 #: Steps, range and first candidates of the search for the inputs' Box-Cox exponent (log, linear).
-_POWER_STEP, _POWER_RANGE, _POWER_START = 0.25, (-2.0, 2.0), (0.0, 1.0)
+_POWER_STEP, _POWER_LIMIT, _POWER_START = 0.25, 2.0, (0.0, 1.0)
 _SEARCH_KERNEL = "matern52"
 _MAX_WARPING = 100.0
 _SMOOTHING = (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
@@ -374,11 +374,12 @@ def _powers(lower: npt.NDArray[np.float64], options: KernelOptions) -> list[floa
     return [float(options.power)] if options.power is not None else None
 
 
-def _power_search(score: Callable[[float], float]) -> float:
+def _power_search(score: Callable[[float], float], limit: float = _POWER_LIMIT) -> float:
     """The exponent of the best ``score`` (higher is better) by the climb of the module docstring.
 
     From the better of the log and linear inputs, a step of 1/4 towards the better neighbour while it improves
-    (within the range), then the points 1/8 either side; every exponent is scored once.
+    (within ``[-limit, limit]``; the linear inputs, 1, need no warping and are a candidate for any limit), then the
+    points 1/8 either side; every exponent is scored once.
     """
     scores: dict[float, float] = {}
 
@@ -387,14 +388,19 @@ def _power_search(score: Callable[[float], float]) -> float:
             scores[power] = score(power)
         return scores[power]
 
-    lo, hi = _POWER_RANGE
+    lo, hi = -limit, limit
     best = max(_POWER_START, key=at)
-    while True:
-        better = max((q for q in (best - _POWER_STEP, best + _POWER_STEP) if lo <= q <= hi), key=at)
+    while neighbours := [q for q in (best - _POWER_STEP, best + _POWER_STEP) if lo <= q <= hi]:
+        better = max(neighbours, key=at)
         if not at(better) > at(best):
             break
         best = better
-    return max((q for q in (best, best - _POWER_STEP / 2, best + _POWER_STEP / 2) if lo <= q <= hi), key=at)
+    return max([best, *(q for q in (best - _POWER_STEP / 2, best + _POWER_STEP / 2) if lo <= q <= hi)], key=at)
+
+
+def _search_limit(lower: npt.NDArray[np.float64], upper: npt.NDArray[np.float64]) -> float:
+    """The largest exponent searched: 2, or less where log bounds this wide would warp the inputs too much."""
+    return min(_POWER_LIMIT, _MAX_WARPING / float(np.max(0.5 * np.log(upper / lower))))
 
 
 @dataclass(frozen=True)
@@ -426,7 +432,7 @@ def _inputs(
     x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
     rates = power * in_scaler.scale if transform == "log" and power != 0.0 else None
     if rates is not None and not np.all(np.abs(rates) <= _MAX_WARPING):
-        raise ValueError(f"The exponent {power} over bounds this wide warps the inputs too much.")
+        raise ValueError(f"The exponent {power} over bounds this wide warps the inputs beyond +-{_MAX_WARPING}.")
     return _Inputs(transform, in_scaler, out_scaler, x, rates, _warp(x, rates), out_scaler.transform(coefficients))
 
 
@@ -492,7 +498,7 @@ def _fit_rbf(
 
     powers = _powers(lower, options)
     if powers is None:
-        powers = [_power_search(lambda q: -best_at(q)[0])]
+        powers = [_power_search(lambda q: -best_at(q)[0], _search_limit(lower, upper))]
     loo, regressor = min((best_at(q) for q in powers), key=lambda fit: fit[0])
     if regressor is None or not math.isfinite(loo):
         raise ValueError("RBF interpolation failed for every kernel and smoothing (singular systems).")
@@ -591,7 +597,7 @@ def _fit_gp(
     if powers is None:
         # The search fits from the kernel's initial hyperparameters only; the restarts are for the final candidates.
         search_kernel = _SEARCH_KERNEL if options.kernel == "auto" else options.kernel
-        powers = [_power_search(lambda q: fit(q, search_kernel, 0)[0])]
+        powers = [_power_search(lambda q: fit(q, search_kernel, 0)[0], _search_limit(lower, upper))]
         logger.info("GP: inputs' exponent %g (marginal likelihood, %s kernel)", powers[0], search_kernel)
     restarts = int(options.restarts)
     _, regressor = max((fit(q, k, restarts) for q in powers for k in kernels), key=lambda f: f[0])

@@ -181,6 +181,8 @@ def test_power_search_climbs_to_the_best_exponent():
     assert _power_search(score(0.9)) == 0.875
     assert _power_search(score(-7.0)) == -2.0  # the range's end
     assert _power_search(lambda q: -abs(q - 1.6)) == 1.625
+    assert _power_search(score(-7.0), limit=0.6) == -0.5  # bounds so wide that larger exponents warp too much
+    assert _power_search(score(3.0), limit=0.6) == 1.0  # linear inputs, no warping: a candidate for any limit
 
 
 @pytest.mark.parametrize("method", ["gp", "rbf"])
