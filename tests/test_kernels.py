@@ -99,7 +99,10 @@ def test_kernel_file_across_rank_counts(comm, tmp_dir, problem, serial_problem, 
     info = fem_ml.archive.describe(alone)
     assert info["kernel"]["method"] == method.removesuffix("_power") and "network" not in info
     if rom.regressor.warping is not None:
+        from fem_ml.cli import _format_info
+
         np.testing.assert_array_equal(info["kernel"]["warping"], rom.regressor.warping)
+        assert "inputs warped by rates [" in _format_info(info)
     loaded.destroy()
 
 
