@@ -21,7 +21,8 @@ The warping makes the log inputs of a positive parameter the Box-Cox power :math
 :math:`z_d` affine in :math:`\mu_d^\lambda`; :math:`\lambda = 0` is the plain log, :math:`\lambda = 1` the linear
 inputs. The exponent is chosen from the training data (``input_transform="auto"`` or ``"power"``): from the log
 (:math:`\lambda = 0`) and linear (:math:`\lambda = 1`) candidates, a climb in steps of 1/4 in
-:math:`[-2, 2]` to the best criterion, then the two points 1/8 either side. Solutions of elliptic problems are
+:math:`[-2, 2]` (narrower where the log bounds are so wide that the rates would pass 100) to the best criterion,
+then the two points 1/8 either side. Solutions of elliptic problems are
 often close to :math:`\mu^{-1}`-like functions of a coefficient, which a GP models better in :math:`\mu^\lambda`
 with a negative exponent than in :math:`\log \mu`.
 
