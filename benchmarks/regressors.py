@@ -17,8 +17,8 @@ zero temperature on the boundary, P1 on an ``--n-cells`` triangulated mesh):
 For each problem the snapshots are solved once, the POD basis (``fem_ml.pod``, :math:`H^1` inner product,
 ``--tol``) is built once, and every method maps the parameters to the same reduced coefficients
 :math:`c = \Phi^T M u`. The inputs of the peers' regressors are the parameters scaled from the bounds to
-:math:`[-1, 1]` (after :math:`\log` on the wide problem: the transform fem_ml's kernel fit picks there), which is
-kinder to them than the raw parameters. Methods:
+:math:`[-1, 1]` (after :math:`\log` on the wide problem), which is kinder to them than the raw parameters; fem_ml's
+kernel fits choose their own (the power :math:`\mu^\lambda`, :math:`\lambda` from the training data). Methods:
 
 * ``fem_ml default``: ``train_surrogate`` with no options;
 * ``fem_ml tuned``: the network options of ``demos/thermal_block.py`` (log inputs, 2 x MLP 128-128-128,

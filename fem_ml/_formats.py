@@ -45,6 +45,8 @@ NAMED_PRODUCTS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
 _CELL_TYPES = ("interval", "triangle", "quadrilateral", "tetrahedron", "hexahedron", "prism")
 _MAX_DEGREE = 10
 _MAX_HIDDEN = 1024
+#: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
+_MAX_WARPING = 100.0
 
 
 class Format:
@@ -388,6 +390,10 @@ def _check_kernel(tree: Tree) -> None:
         if np.any(np.triu(L, 1) != 0) or np.any(np.diag(L) <= 0):
             raise ValueError("'kernel/cholesky': not lower triangular with a positive diagonal")
         _finite(tree, "kernel/output_variance", low=0.0)
+    if "kernel/warping" in tree:
+        rates = _finite(tree, "kernel/warping")
+        if np.any(np.abs(rates) > _MAX_WARPING):
+            raise ValueError(f"'kernel/warping': rates beyond +-{_MAX_WARPING}")
 
 
 _SURROGATE_FIELDS = [
@@ -438,6 +444,7 @@ _SURROGATE_FIELDS = [
     Field("kernel/length_scales", shape=("p",), required=False),
     Field("kernel/cholesky", shape=("n_train", "n_train"), required=False),
     Field("kernel/output_variance", shape=("n_modes",), required=False),
+    Field("kernel/warping", shape=("p",), required=False),
     Field("kernel/input_scaler/(shift|scale)", shape=("p",)),
     Field("kernel/output_scaler/(shift|scale)", shape=("n_modes",)),
     Field(_HISTORY + "(train_loss|validation_loss)", shape=_history_loss_shape, ndim=1),

@@ -363,6 +363,8 @@ def describe(
             "amplitude": float(kernel["amplitude"]),  # type: ignore[arg-type]
             "noise": float(kernel["noise"]),  # type: ignore[arg-type]
         }
+        if "warping" in kernel:
+            info["kernel"]["warping"] = [float(v) for v in np.asarray(kernel["warping"])]
     else:
         network = subtree(tree, "network")
         info["network"] = {

@@ -95,6 +95,8 @@ def _format_info(info: dict) -> str:
             f"kernel regressor: {k['method']} ({k['kernel']} kernel) on {k['n_train']} points, input transform "
             f"{k['input_transform']}, length scales [{scales}], amplitude {k['amplitude']:.3g}, noise {k['noise']:.3g}"
         )
+        if "warping" in k:
+            lines.append("  inputs warped by rates [" + ", ".join(f"{v:.3g}" for v in k["warping"]) + "]")
     else:
         net = info["network"]
         lines.append(

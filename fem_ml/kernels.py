@@ -6,22 +6,38 @@ r"""Kernel regressors from parameters to reduced coefficients: RBF interpolation
 Beside the network of :mod:`fem_ml.networks`, a kernel regressor maps the same scaled inputs (the parameters,
 optionally through :math:`\log`, scaled from their bounds to :math:`[-1, 1]`) to the same coefficients:
 
-.. math:: \hat c(\mu) = s \odot \Big(\sum_{i=1}^n w_i \, k(x(\mu), x_i) + \sum_j b_j \, q_j(x(\mu))\Big) + m,
+.. math:: \hat c(\mu) = s \odot \Big(\sum_{i=1}^n w_i \, k(z(\mu), z_i) + \sum_j b_j \, q_j(z(\mu))\Big) + m,
 
-with the training inputs :math:`x_i`, weights :math:`w_i \in \mathbb{R}^r`, an optional linear polynomial tail
-:math:`q_j \in \{1, x_1, \dots, x_p\}` and the output shift :math:`m` and scale :math:`s` (the mean and one common
+where the kernel sees the scaled inputs :math:`x` through a monotone warping of :math:`[-1, 1]` onto itself,
+
+.. math:: z_d = 2 \, \frac{\exp(a_d (x_d + 1)) - 1}{\exp(2 a_d) - 1} - 1 \qquad (z_d = x_d \text{ for } a_d = 0),
+
+with the training inputs :math:`z_i`, weights :math:`w_i \in \mathbb{R}^r`, an optional linear polynomial tail
+:math:`q_j \in \{1, z_1, \dots, z_p\}` and the output shift :math:`m` and scale :math:`s` (the mean and one common
 scale of the coefficients, so that the large modes dominate the fit as they dominate the field error).
 
+The warping makes the log inputs of a positive parameter the Box-Cox power :math:`\mu^\lambda` scaled to
+:math:`[-1, 1]`: with :math:`x_d = (\log \mu_d - c_d) / h_d`, the rate :math:`a_d = \lambda h_d` gives
+:math:`z_d` affine in :math:`\mu_d^\lambda`; :math:`\lambda = 0` is the plain log, :math:`\lambda = 1` the linear
+inputs. The exponent is chosen from the training data (``input_transform="auto"`` or ``"power"``): from the log
+(:math:`\lambda = 0`) and linear (:math:`\lambda = 1`) candidates, a climb in steps of 1/4 in
+:math:`[-2, 2]` (narrower where the log bounds are so wide that the rates would pass 100) to the best criterion,
+then the two points 1/8 either side. Solutions of elliptic problems are
+often close to :math:`\mu^{-1}`-like functions of a coefficient, which a GP models better in :math:`\mu^\lambda`
+with a negative exponent than in :math:`\log \mu`.
+
 ``"rbf"``: polyharmonic interpolation (``"linear"``, ``"thin_plate_spline"`` or ``"cubic"`` kernel with a linear
-tail) with a smoothing :math:`\lambda` on the diagonal; the kernel, the smoothing and the input transform are
+tail) with a smoothing :math:`\eta` on the diagonal; the kernel, the smoothing and the input transform are
 chosen by leave-one-out error, computed for all points at once by Rippa's formula
 :math:`e_i = a_i / (A^{-1})_{ii}`.
 
 ``"gp"``: Gaussian-process regression with an anisotropic Matérn 5/2, Matérn 3/2 or squared-exponential kernel
 times an amplitude plus a white noise; the hyperparameters are fitted by scikit-learn (maximum marginal
-likelihood), and the kernel and the input transform are chosen by the marginal likelihood. The predictive standard
-deviation of coefficient :math:`k` is :math:`\sigma_k(\mu) = s_k \sqrt{f_k \, (a - k_\mu^T K^{-1} k_\mu)}`, where
-:math:`f_k = y_k^T K^{-1} y_k / n` rescales the shared amplitude to each coefficient.
+likelihood), and the kernel and the input transform are chosen by the marginal likelihood (the exponent's
+search with the Matérn 5/2 kernel, or the kernel of the options, then every kernel at the exponent found).
+The predictive standard deviation of coefficient :math:`k` is
+:math:`\sigma_k(\mu) = s_k \sqrt{f_k \, (a - k_\mu^T K^{-1} k_\mu)}`, where :math:`f_k = y_k^T K^{-1} y_k / n`
+rescales the shared amplitude to each coefficient.
 
 Fitting runs on rank 0 and the arrays are broadcast. Prediction needs only the stored arrays: the regressor is
 evaluated in NumPy (and SciPy's triangular solve for the deviation) from its file entries, so a saved kernel
@@ -56,6 +72,10 @@ KERNEL_METHODS = ("gp", "rbf")
 RBF_KERNELS = ("cubic", "linear", "thin_plate_spline")
 #: Kernels of Gaussian-process regression (anisotropic).
 GP_KERNELS = ("gaussian", "matern32", "matern52")
+#: Steps, range and first candidates of the search for the inputs' Box-Cox exponent (log, linear).
+_POWER_STEP, _POWER_LIMIT, _POWER_START = 0.25, 2.0, (0.0, 1.0)
+_SEARCH_KERNEL = "matern52"
+_MAX_WARPING = 100.0
 _SMOOTHING = (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
 _JITTER = 1e-10
 
@@ -86,6 +106,21 @@ def _distances(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> npt.ND
     return np.sqrt(np.maximum(sq, 0.0))
 
 
+def _warp(x: npt.NDArray[np.float64], rates: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
+    r"""The warped inputs :math:`z` of the module docstring for scaled inputs ``x`` ``(n, p)`` and rates ``(p,)``.
+
+    Each column is mapped monotonically, :math:`[-1, 1]` onto itself; a zero rate (or ``rates=None``) leaves its
+    column unchanged.
+    """
+    if rates is None or not np.any(rates):
+        return x
+    a = rates[None, :]
+    safe = np.where(a == 0, 1.0, a)
+    with np.errstate(over="ignore"):
+        z = 2.0 * np.expm1(safe * (x + 1.0)) / np.expm1(2.0 * safe) - 1.0
+    return np.where(a == 0, x, z)
+
+
 def _polynomial(x: npt.NDArray[np.float64], degree: int) -> npt.NDArray[np.float64]:
     """The polynomial tail's basis at ``x``: none (-1), constant (0) or linear (1)."""
     if degree < 0:
@@ -97,24 +132,30 @@ def _polynomial(x: npt.NDArray[np.float64], degree: int) -> npt.NDArray[np.float
 
 @dataclass(frozen=True, kw_only=True)
 class KernelOptions:
-    """Options of :func:`fit_kernel`; every option is a named field, so an unknown one is an error.
+    r"""Options of :func:`fit_kernel`; every option is a named field, so an unknown one is an error.
 
     Attributes:
         method: ``"gp"`` (Gaussian-process regression, with a predictive deviation) or ``"rbf"`` (RBF
             interpolation).
         kernel: A kernel of :data:`GP_KERNELS` or :data:`RBF_KERNELS` (for the method), or ``"auto"``: every kernel
             of the method, the best kept (marginal likelihood for ``"gp"``, leave-one-out error for ``"rbf"``).
-        input_transform: ``"linear"``, ``"log"`` (positive bounds only) or ``"auto"``: both where the bounds are
-            positive, the better kept as for ``kernel``.
+        input_transform: ``"linear"``, ``"log"``, ``"power"`` (both positive bounds only: the Box-Cox power
+            :math:`\mu^\lambda` of the module docstring, with the exponent ``power``, or the exponent chosen as for
+            ``kernel`` where ``power`` is None) or ``"auto"``: ``"power"`` with the exponent chosen where the bounds
+            are positive (the log and linear inputs among the candidates), else ``"linear"``.
+        power: The exponent :math:`\lambda` of ``input_transform="power"`` (finite, :math:`|\lambda| \le 4`), or
+            None to choose it; only with ``"power"``.
         smoothing: RBF only: the smoothing relative to the largest kernel value, or None to choose it by
             leave-one-out error.
-        restarts: GP only: restarts of the hyperparameter optimizer from random points (seeded).
+        restarts: GP only: restarts of the hyperparameter optimizer from random points (seeded), in the fits of
+            the final candidates (the fits of the exponent's search start from the initial hyperparameters only).
         seed: Seed of the optimizer restarts.
     """
 
     method: Literal["gp", "rbf"] = "gp"
     kernel: str = "auto"
-    input_transform: Literal["linear", "log", "auto"] = "auto"
+    input_transform: Literal["linear", "log", "power", "auto"] = "auto"
+    power: float | None = None
     smoothing: float | None = None
     restarts: int = 1
     seed: int = 0
@@ -125,8 +166,12 @@ class KernelOptions:
         kernels = GP_KERNELS if self.method == "gp" else RBF_KERNELS
         if self.kernel != "auto" and self.kernel not in kernels:
             raise ValueError(f"Unknown kernel {self.kernel!r} for {self.method!r}; choose 'auto' or one of {kernels}.")
-        if self.input_transform not in ("linear", "log", "auto"):
-            raise ValueError(f"Unknown input_transform {self.input_transform!r}; choose 'linear', 'log' or 'auto'.")
+        if self.input_transform not in ("linear", "log", "power", "auto"):
+            raise ValueError(
+                f"Unknown input_transform {self.input_transform!r}; choose 'linear', 'log', 'power' or 'auto'."
+            )
+        if self.power is not None and (self.input_transform != "power" or not abs(self.power) <= 4):
+            raise ValueError(f"power must be None, or within [-4, 4] with input_transform='power', got {self.power}.")
         if self.smoothing is not None and not (self.smoothing >= 0 and math.isfinite(self.smoothing)):
             raise ValueError(f"smoothing must be >= 0 or None, got {self.smoothing}.")
         if int(self.restarts) < 0:
@@ -152,6 +197,7 @@ class KernelRegressor:
         noise: The diagonal added to the kernel matrix: GP white noise, or RBF smoothing.
         cholesky: GP only: lower Cholesky factor ``(n, n)`` of the kernel matrix with the noise, for the deviation.
         output_variance: GP only: per-coefficient variance factors :math:`f_k` ``(r,)``.
+        warping: Warping rates :math:`a_d` ``(p,)`` of the module docstring, or None for none (all zero).
     """
 
     kind = "kernel"
@@ -172,6 +218,7 @@ class KernelRegressor:
         noise: float = 0.0,
         cholesky: npt.NDArray[np.float64] | None = None,
         output_variance: npt.NDArray[np.float64] | None = None,
+        warping: npt.NDArray[np.float64] | None = None,
     ):
         n, p = inputs.shape
         r = weights.shape[1]
@@ -180,6 +227,8 @@ class KernelRegressor:
                              f"polynomial {polynomial.shape}.")  # fmt: skip
         if method == "gp" and (cholesky is None or output_variance is None):
             raise ValueError("A GP regressor needs its Cholesky factor and output variances.")
+        if warping is not None and (warping.shape != (p,) or not np.all(np.abs(warping) <= _MAX_WARPING)):
+            raise ValueError(f"Warping rates {warping!r}: expected {p} values within +-{_MAX_WARPING}.")
         kernel_values(kernel, np.zeros(1))  # checks the name
         self.method, self.kernel = method, kernel
         self.inputs, self.weights, self.polynomial = inputs, weights, polynomial
@@ -188,7 +237,8 @@ class KernelRegressor:
         self.input_transform = input_transform
         self.amplitude, self.noise = float(amplitude), float(noise)
         self.cholesky, self.output_variance = cholesky, output_variance
-        self._scaled_inputs = inputs / length_scales
+        self.warping = warping if warping is not None and np.any(warping) else None
+        self._scaled_inputs = _warp(inputs, self.warping) / length_scales
 
     @property
     def n_params(self) -> int:
@@ -213,7 +263,10 @@ class KernelRegressor:
     def describe(self) -> str:
         """One line: method, kernel, input transform and hyperparameters."""
         scales = ", ".join(f"{v:.3g}" for v in self.length_scales)
-        return (f"{self.method} ({self.kernel} kernel, {self.input_transform} inputs, length scales [{scales}], "
+        inputs = f"{self.input_transform} inputs"
+        if self.warping is not None:
+            inputs += " warped by rates [" + ", ".join(f"{v:.3g}" for v in self.warping) + "]"
+        return (f"{self.method} ({self.kernel} kernel, {inputs}, length scales [{scales}], "
                 f"amplitude {self.amplitude:.3g}, noise {self.noise:.3g}, {self.n_train} points)")  # fmt: skip
 
     def scale_inputs(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -225,15 +278,16 @@ class KernelRegressor:
         """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``."""
         return self.from_inputs(self.scale_inputs(np.atleast_2d(np.asarray(parameters, dtype=np.float64))))
 
-    def _cross(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Kernel values between scaled inputs and the training inputs, ``(n, n_train)``."""
-        k = kernel_values(self.kernel, _distances(inputs / self.length_scales, self._scaled_inputs))
+    def _cross(self, warped: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Kernel values between warped inputs and the training inputs, ``(n, n_train)``."""
+        k = kernel_values(self.kernel, _distances(warped / self.length_scales, self._scaled_inputs))
         return self.amplitude * k
 
     def from_inputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """:meth:`__call__` on inputs already scaled by :meth:`scale_inputs`, shape ``(n, p)``."""
         degree = {0: -1, 1: 0}.get(self.polynomial.shape[0], 1)
-        scaled = self._cross(inputs) @ self.weights + _polynomial(inputs, degree) @ self.polynomial
+        z = _warp(inputs, self.warping)
+        scaled = self._cross(z) @ self.weights + _polynomial(z, degree) @ self.polynomial
         return self.output_scaler.inverse(scaled)
 
     def std(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -243,7 +297,7 @@ class KernelRegressor:
         from scipy.linalg import solve_triangular
 
         assert self.cholesky is not None and self.output_variance is not None
-        k = self._cross(self.scale_inputs(np.atleast_2d(np.asarray(parameters, dtype=np.float64))))
+        k = self._cross(_warp(self.scale_inputs(np.atleast_2d(np.asarray(parameters, dtype=np.float64))), self.warping))
         v = solve_triangular(self.cholesky, k.T, lower=True, check_finite=False)
         variance = np.maximum(self.amplitude - np.sum(v**2, axis=0), 0.0)
         return np.sqrt(variance[:, None] * self.output_variance[None, :]) * self.output_scaler.scale[None, :]
@@ -278,6 +332,8 @@ class KernelRegressor:
         if self.cholesky is not None and self.output_variance is not None:
             tree["cholesky"] = np.ascontiguousarray(self.cholesky, dtype=np.float64)
             tree["output_variance"] = np.ascontiguousarray(self.output_variance, dtype=np.float64)
+        if self.warping is not None:
+            tree["warping"] = np.ascontiguousarray(self.warping, dtype=np.float64)
         tree |= prefixed("input_scaler", self.input_scaler.to_tree())
         tree |= prefixed("output_scaler", self.output_scaler.to_tree())
         return tree
@@ -303,31 +359,82 @@ class KernelRegressor:
             noise=float(tree["noise"]),
             cholesky=array("cholesky") if "cholesky" in tree else None,
             output_variance=array("output_variance") if "output_variance" in tree else None,
+            warping=array("warping") if "warping" in tree else None,
         )
 
 
-def _transforms(lower: npt.NDArray[np.float64], choice: str) -> list[Literal["linear", "log"]]:
-    if choice == "log" and np.any(lower <= 0):
-        raise ValueError("input_transform='log' needs positive lower bounds for every parameter.")
-    if choice == "auto":
-        return ["linear", "log"] if np.all(lower > 0) else ["linear"]
-    return [choice]  # type: ignore[list-item]
+def _powers(lower: npt.NDArray[np.float64], options: KernelOptions) -> list[float] | None:
+    """The Box-Cox exponents of ``options`` (1: linear inputs, 0: log), or None where the exponent is searched."""
+    choice, positive = options.input_transform, bool(np.all(lower > 0))
+    if choice in ("log", "power") and not positive:
+        raise ValueError(f"input_transform={choice!r} needs positive lower bounds for every parameter.")
+    if choice == "linear" or not positive:
+        return [1.0]
+    if choice == "log":
+        return [0.0]
+    return [float(options.power)] if options.power is not None else None
 
 
-def _scaled_data(
+def _power_search(score: Callable[[float], float], limit: float = _POWER_LIMIT) -> float:
+    """The exponent of the best ``score`` (higher is better) by the climb of the module docstring.
+
+    From the better of the log and linear inputs, a step of 1/4 towards the better neighbour while it improves
+    (within ``[-limit, limit]``; the linear inputs, 1, need no warping and are a candidate for any limit), then the
+    points 1/8 either side; every exponent is scored once.
+    """
+    scores: dict[float, float] = {}
+
+    def at(power: float) -> float:
+        if power not in scores:
+            scores[power] = score(power)
+        return scores[power]
+
+    lo, hi = -limit, limit
+    best = max(_POWER_START, key=at)
+    while neighbours := [q for q in (best - _POWER_STEP, best + _POWER_STEP) if lo <= q <= hi]:
+        better = max(neighbours, key=at)
+        if not at(better) > at(best):
+            break
+        best = better
+    return max([best, *(q for q in (best - _POWER_STEP / 2, best + _POWER_STEP / 2) if lo <= q <= hi)], key=at)
+
+
+def _search_limit(lower: npt.NDArray[np.float64], upper: npt.NDArray[np.float64]) -> float:
+    """The largest exponent searched: 2, or less where log bounds this wide would warp the inputs too much."""
+    return min(_POWER_LIMIT, _MAX_WARPING / float(np.max(0.5 * np.log(upper / lower))))
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The training data for one exponent: scalers, scaled inputs, their warping rates and scaled outputs."""
+
+    transform: Literal["linear", "log"]
+    in_scaler: AffineScaler
+    out_scaler: AffineScaler
+    x: npt.NDArray[np.float64]
+    rates: npt.NDArray[np.float64] | None
+    z: npt.NDArray[np.float64]
+    y: npt.NDArray[np.float64]
+
+
+def _inputs(
     parameters: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
     lower: npt.NDArray[np.float64],
     upper: npt.NDArray[np.float64],
-    transform: str,
-) -> tuple[AffineScaler, AffineScaler, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The input and output scalers for ``transform``, and the scaled inputs and coefficients."""
+    power: float,
+) -> _Inputs:
+    r"""The data for the exponent ``power``: linear inputs for 1, else log inputs warped by :math:`a = \lambda h`."""
+    transform: Literal["linear", "log"] = "linear" if power == 1.0 else "log"
     lo, hi = (np.log(lower), np.log(upper)) if transform == "log" else (lower, upper)
     rms = float(np.sqrt(np.mean(np.var(coefficients, axis=0) * coefficients.shape[1])))
     scale = np.full(coefficients.shape[1], rms if rms > 1e-300 else 1.0)
     in_scaler, out_scaler = AffineScaler.from_bounds(lo, hi), AffineScaler(coefficients.mean(axis=0), scale)
     x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
-    return in_scaler, out_scaler, x, out_scaler.transform(coefficients)
+    rates = power * in_scaler.scale if transform == "log" and power != 0.0 else None
+    if rates is not None and not np.all(np.abs(rates) <= _MAX_WARPING):
+        raise ValueError(f"The exponent {power} over bounds this wide warps the inputs beyond +-{_MAX_WARPING}.")
+    return _Inputs(transform, in_scaler, out_scaler, x, rates, _warp(x, rates), out_scaler.transform(coefficients))
 
 
 def _rbf_candidate(
@@ -370,22 +477,34 @@ def _fit_rbf(
         raise ValueError(f"RBF interpolation with a linear tail needs at least {p + 2} points, got {n}.")
     kernels = RBF_KERNELS if options.kernel == "auto" else (options.kernel,)
     smoothings = _SMOOTHING if options.smoothing is None else (options.smoothing,)
-    best: tuple[float, KernelRegressor] | None = None
-    for transform in _transforms(lower, options.input_transform):
-        in_scaler, out_scaler, x, y = _scaled_data(parameters, coefficients, lower, upper, transform)
+    fits: dict[float, tuple[float, KernelRegressor | None]] = {}
+
+    def best_at(power: float) -> tuple[float, KernelRegressor | None]:
+        """The kernel and smoothing of the least leave-one-out error at the exponent ``power``."""
+        if power in fits:
+            return fits[power]
+        data = _inputs(parameters, coefficients, lower, upper, power)
+        best: tuple[float, KernelRegressor | None] = (math.inf, None)
         for kernel in kernels:
             for s in smoothings:
-                loo, w, b, lam = _rbf_candidate(x, y, coefficients, out_scaler.scale, kernel, s)
-                if math.isfinite(loo) and (best is None or loo < best[0]):
+                loo, w, b, lam = _rbf_candidate(data.z, data.y, coefficients, data.out_scaler.scale, kernel, s)
+                if math.isfinite(loo) and loo < best[0]:
                     regressor = KernelRegressor(
-                        "rbf", kernel, x, w, b, np.ones(p), in_scaler, out_scaler, input_transform=transform,
-                        noise=lam,
+                        "rbf", kernel, data.x, w, b, np.ones(p), data.in_scaler, data.out_scaler,
+                        input_transform=data.transform, noise=lam, warping=data.rates,
                     )  # fmt: skip
                     best = (loo, regressor)
-    if best is None or not math.isfinite(best[0]):
+        fits[power] = best
+        return best
+
+    powers = _powers(lower, options)
+    if powers is None:
+        powers = [_power_search(lambda q: -best_at(q)[0], _search_limit(lower, upper))]
+    loo, regressor = min((best_at(q) for q in powers), key=lambda fit: fit[0])
+    if regressor is None or not math.isfinite(loo):
         raise ValueError("RBF interpolation failed for every kernel and smoothing (singular systems).")
-    logger.info("RBF: %s, leave-one-out error %.3e", best[1].describe(), best[0])
-    return best[1]
+    logger.info("RBF: %s, leave-one-out error %.3e", regressor.describe(), loo)
+    return regressor
 
 
 def _converged_lbfgs(
@@ -417,6 +536,46 @@ def _gp_kernel(name: str, p: int) -> Any:
     return ConstantKernel(1.0, (1e-3, 1e3)) * radial + WhiteKernel(1e-6, (1e-12, 1e-1))
 
 
+def _gp_candidate(
+    data: _Inputs, kernel: str, options: KernelOptions, restarts: int
+) -> tuple[float, KernelRegressor | None]:
+    """The log marginal likelihood and regressor of one GP fit (``-inf`` and None if its matrix is singular)."""
+    import warnings
+
+    from scipy.linalg import cho_solve
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    x, y = data.z, data.y
+    n, p = x.shape
+    gp = GaussianProcessRegressor(
+        _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=restarts, random_state=options.seed,
+        optimizer=_converged_lbfgs,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp.fit(x, y)
+    lml = float(gp.log_marginal_likelihood_value_)
+    fitted = gp.kernel_
+    amplitude = float(fitted.k1.k1.constant_value)
+    scales = np.broadcast_to(np.asarray(fitted.k1.k2.length_scale, dtype=np.float64), (p,)).copy()
+    noise = float(fitted.k2.noise_level) + _JITTER
+    K = amplitude * kernel_values(kernel, _distances(x / scales, x / scales)) + noise * np.eye(n)
+    try:
+        L = np.linalg.cholesky(K)
+    except np.linalg.LinAlgError:
+        return -math.inf, None
+    weights = cho_solve((L, True), y, check_finite=False)
+    variance = np.sum(y * weights, axis=0) / n  # f_k of the module docstring
+    regressor = KernelRegressor(
+        "gp", kernel, data.x, weights, np.zeros((0, y.shape[1])), scales, data.in_scaler, data.out_scaler,
+        input_transform=data.transform, amplitude=amplitude, noise=noise, cholesky=L,
+        output_variance=np.maximum(variance, 0.0), warping=data.rates,
+    )  # fmt: skip
+    logger.info("GP candidate: %s, log marginal likelihood %.6g", regressor.describe(), lml)
+    return lml, regressor
+
+
 def _fit_gp(
     parameters: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
@@ -424,48 +583,28 @@ def _fit_gp(
     upper: npt.NDArray[np.float64],
     options: KernelOptions,
 ) -> KernelRegressor:
-    import warnings
-
-    from scipy.linalg import cho_solve
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-
-    n, p = parameters.shape
     kernels = GP_KERNELS if options.kernel == "auto" else (options.kernel,)
-    best: tuple[float, KernelRegressor] | None = None
-    for transform in _transforms(lower, options.input_transform):
-        in_scaler, out_scaler, x, y = _scaled_data(parameters, coefficients, lower, upper, transform)
-        for kernel in kernels:
-            gp = GaussianProcessRegressor(
-                _gp_kernel(kernel, p), alpha=_JITTER, n_restarts_optimizer=int(options.restarts),
-                random_state=options.seed, optimizer=_converged_lbfgs,
-            )  # fmt: skip
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                gp.fit(x, y)
-            lml = float(gp.log_marginal_likelihood_value_)
-            fitted = gp.kernel_
-            amplitude = float(fitted.k1.k1.constant_value)
-            scales = np.broadcast_to(np.asarray(fitted.k1.k2.length_scale, dtype=np.float64), (p,)).copy()
-            noise = float(fitted.k2.noise_level) + _JITTER
-            K = amplitude * kernel_values(kernel, _distances(x / scales, x / scales)) + noise * np.eye(n)
-            try:
-                L = np.linalg.cholesky(K)
-            except np.linalg.LinAlgError:
-                continue
-            weights = cho_solve((L, True), y, check_finite=False)
-            variance = np.sum(y * weights, axis=0) / n  # f_k of the module docstring
-            regressor = KernelRegressor(
-                "gp", kernel, x, weights, np.zeros((0, y.shape[1])), scales, in_scaler, out_scaler,
-                input_transform=transform, amplitude=amplitude, noise=noise, cholesky=L,
-                output_variance=np.maximum(variance, 0.0),
-            )  # fmt: skip
-            logger.info("GP candidate: %s, log marginal likelihood %.4g", regressor.describe(), lml)
-            if best is None or lml > best[0]:
-                best = (lml, regressor)
-    if best is None:
+    fits: dict[tuple[float, str, int], tuple[float, KernelRegressor | None]] = {}
+    data: dict[float, _Inputs] = {}
+
+    def fit(power: float, kernel: str, restarts: int) -> tuple[float, KernelRegressor | None]:
+        if (power, kernel, restarts) not in fits:
+            if power not in data:
+                data[power] = _inputs(parameters, coefficients, lower, upper, power)
+            fits[power, kernel, restarts] = _gp_candidate(data[power], kernel, options, restarts)
+        return fits[power, kernel, restarts]
+
+    powers = _powers(lower, options)
+    if powers is None:
+        # The search fits from the kernel's initial hyperparameters only; the restarts are for the final candidates.
+        search_kernel = _SEARCH_KERNEL if options.kernel == "auto" else options.kernel
+        powers = [_power_search(lambda q: fit(q, search_kernel, 0)[0], _search_limit(lower, upper))]
+        logger.info("GP: inputs' exponent %g (marginal likelihood, %s kernel)", powers[0], search_kernel)
+    restarts = int(options.restarts)
+    _, regressor = max((fit(q, k, restarts) for q in powers for k in kernels), key=lambda f: f[0])
+    if regressor is None:
         raise ValueError("Gaussian-process regression failed for every kernel (kernel matrix not positive definite).")
-    return best[1]
+    return regressor
 
 
 def fit_kernel(

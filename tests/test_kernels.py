@@ -15,11 +15,14 @@ from dolfinx import fem
 import fem_ml
 from fem_ml._formats import SURROGATE
 from fem_ml._h5 import read_tree, write_tree
+from fem_ml.kernels import _power_search, _warp, fit_kernel
 from fem_ml.selection import CandidateResult, _pick
 
 MU = np.array([[0.3, 0.45, 0.8, 0.2], [0.9, 0.15, 0.5, 0.6]])
 #: A GP fitted quickly: one kernel and transform, no optimizer restarts.
 QUICK_GP = fem_ml.KernelOptions(method="gp", kernel="matern52", input_transform="log", restarts=0)
+#: The same GP on the Box-Cox power mu^(-1/2) of the parameters (warped log inputs).
+POWER_GP = fem_ml.KernelOptions(method="gp", kernel="matern52", input_transform="power", power=-0.5, restarts=0)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,7 @@ def roms(basis, snapshots):
     out = {
         "rbf": fem_ml.fit_kernel_surrogate(basis, snapshots, SPACE, method="rbf"),
         "gp": fem_ml.fit_kernel_surrogate(basis, snapshots, SPACE, options=QUICK_GP),
+        "gp_power": fem_ml.fit_kernel_surrogate(basis, snapshots, SPACE, options=POWER_GP),
     }
     yield out
     for rom in out.values():
@@ -70,7 +74,7 @@ def test_gp_uncertainty_and_rbf_refusal(comm, roms):
     raises_on_all_ranks(comm, TypeError, "not a network", lambda: rbf.network)
 
 
-@pytest.mark.parametrize("method", ["rbf", "gp"])
+@pytest.mark.parametrize("method", ["rbf", "gp", "gp_power"])
 def test_kernel_file_across_rank_counts(comm, tmp_dir, problem, serial_problem, basis, snapshots, roms, method):
     """Saved on all ranks, loaded on one rank and on all; saved on one rank, loaded on all: the same fields."""
     rom = roms[method]
@@ -80,7 +84,7 @@ def test_kernel_file_across_rank_counts(comm, tmp_dir, problem, serial_problem, 
     for loaded in (fem_ml.load(path, problem[0]), fem_ml.load(path, Vs), fem_ml.load(path, comm=MPI.COMM_SELF)):
         got = by_coordinates(loaded.V, loaded.predict_values(MU))
         np.testing.assert_allclose(got, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
-        assert loaded.regressor.kind == "kernel" and loaded.regressor.method == method
+        assert loaded.regressor.kind == "kernel" and loaded.regressor.method == method.removesuffix("_power")
         loaded.destroy()
     # Saved by rank 0 alone from a surrogate loaded on COMM_SELF, loaded again on every rank.
     alone = comm.bcast(str(tmp_dir / f"{method}_alone.femml") if comm.rank == 0 else None, root=0)
@@ -93,7 +97,12 @@ def test_kernel_file_across_rank_counts(comm, tmp_dir, problem, serial_problem, 
     got = by_coordinates(loaded.V, loaded.predict_values(MU))
     np.testing.assert_allclose(got, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
     info = fem_ml.archive.describe(alone)
-    assert info["kernel"]["method"] == method and "network" not in info
+    assert info["kernel"]["method"] == method.removesuffix("_power") and "network" not in info
+    if rom.regressor.warping is not None:
+        from fem_ml.cli import _format_info
+
+        np.testing.assert_array_equal(info["kernel"]["warping"], rom.regressor.warping)
+        assert "inputs warped by rates [" in _format_info(info)
     loaded.destroy()
 
 
@@ -103,7 +112,8 @@ def _forgeries(tree: dict):
     for name in kernel:
         out = dict(tree)
         del out[name]
-        yield f"{name}: removed", out
+        if name != "kernel/warping":  # optional: without it the inputs are not warped
+            yield f"{name}: removed", out
         value = tree[name]
         if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
             bad = value.copy()
@@ -117,11 +127,12 @@ def _forgeries(tree: dict):
     upper[0, -1] = 1.0
     yield "cholesky not triangular", {**tree, "kernel/cholesky": upper}
     yield "network and kernel", {**tree, "network/n_in": 4}
+    yield "warping too strong", {**tree, "kernel/warping": np.full_like(tree["kernel/warping"], 101.0)}
 
 
 def test_forged_kernel_files_are_refused(comm, tmp_dir, roms):
     """Every forged kernel entry, with a valid checksum, is a FileFormatError naming the file, on every rank."""
-    path = fem_ml.save(roms["gp"], tmp_dir / "gp_forge.femml")
+    path = fem_ml.save(roms["gp_power"], tmp_dir / "gp_forge.femml")
     cases = []
     if comm.rank == 0:
         tree = read_tree(path, kind=SURROGATE.kind, version=SURROGATE.version, what="test", schema=SURROGATE.schema)
@@ -135,6 +146,104 @@ def test_forged_kernel_files_are_refused(comm, tmp_dir, roms):
         with pytest.raises(fem_ml.FileFormatError, match="forged_kernel") as err:
             fem_ml.load(target, comm=comm)
         assert target in str(err.value), label
+
+
+def test_warping_is_the_box_cox_power():
+    """The warping maps [-1, 1] onto itself monotonically; on log inputs, rates lambda h make it affine in mu^lambda."""
+    x = np.linspace(-1.0, 1.0, 41)[:, None] * np.ones((1, 3))
+    rates = np.array([-3.0, 0.0, 0.7])
+    z = _warp(x, rates)
+    np.testing.assert_allclose(z[[0, -1]], x[[0, -1]], atol=1e-14)
+    assert np.all(np.diff(z, axis=0) > 0)
+    np.testing.assert_array_equal(z[:, 1], x[:, 1])
+    np.testing.assert_array_equal(_warp(x, None), x)
+    lower, upper = np.array([0.1, 1e-4]), np.array([1.0, 1e2])
+    mu = np.exp(np.linspace(np.log(lower), np.log(upper), 25))
+    h, c = 0.5 * np.log(upper / lower), 0.5 * np.log(upper * lower)
+    for power in (-1.0, -0.25, 0.5):
+        z = _warp((np.log(mu) - c) / h, power * h)
+        for d in range(2):  # z_d = alpha + beta mu_d^power, exactly
+            design = np.column_stack([np.ones(len(mu)), mu[:, d] ** power])
+            fit = np.linalg.lstsq(design, z[:, d], rcond=None)[0]
+            np.testing.assert_allclose(design @ fit, z[:, d], atol=1e-10)
+
+
+def test_power_search_climbs_to_the_best_exponent():
+    """The exponent search starts at log and linear, climbs in steps of 1/4, refines by 1/8, scores each once."""
+    calls = []
+
+    def score(center):
+        def f(q):
+            calls.append(q)
+            return -((q - center) ** 2)
+
+        return f
+
+    assert _power_search(score(-0.3)) == -0.25
+    assert len(calls) == len(set(calls)) and set(calls) == {0.0, 1.0, -0.25, 0.25, -0.5, -0.125, -0.375}
+    assert _power_search(score(0.9)) == 0.875
+    assert _power_search(score(-7.0)) == -2.0  # the range's end
+    assert _power_search(lambda q: -abs(q - 1.6)) == 1.625
+    assert _power_search(score(-7.0), limit=0.6) == -0.5  # bounds so wide that larger exponents warp too much
+    assert _power_search(score(3.0), limit=0.6) == 1.0  # linear inputs, no warping: a candidate for any limit
+
+
+@pytest.mark.parametrize("method", ["gp", "rbf"])
+def test_power_inputs_are_the_fit_on_the_powered_parameters(comm, basis, snapshots, method):
+    """A fit on mu^lambda through warped log inputs equals a fit on linear inputs mu' = mu^lambda (same on all ranks).
+
+    The warped inputs are the linear inputs of mu' reflected (lambda < 0), which neither an ARD kernel nor a linear
+    tail sees; exponents 0 and 1 are the log and linear fits themselves.
+    """
+    mu, c = snapshots.parameters, basis.project(snapshots).T
+    lo, hi = SPACE.lower, SPACE.upper
+    kernel = {"gp": "matern52", "rbf": "cubic"}[method]
+
+    smoothing = 0.0 if method == "rbf" else None
+
+    def options(**kw):
+        return fem_ml.KernelOptions(method=method, kernel=kernel, restarts=0, smoothing=smoothing, **kw)
+
+    warped = fit_kernel(mu, c, lo, hi, options=options(input_transform="power", power=-0.5), comm=comm)
+    np.testing.assert_allclose(warped.warping, -0.5 * warped.input_scaler.scale, rtol=1e-15)
+    powered = fit_kernel(mu**-0.5, c, hi**-0.5, lo**-0.5, options=options(input_transform="linear"), comm=comm)
+    assert powered.warping is None
+    test = SPACE.sample(10, method="uniform", seed=3)
+    np.testing.assert_allclose(warped(test), powered(test**-0.5), rtol=0, atol=1e-6 * np.abs(c).max())
+    if method == "gp":
+        np.testing.assert_allclose(warped.length_scales, powered.length_scales, rtol=1e-4)
+    for power, transform in ((0.0, "log"), (1.0, "linear")):
+        a = fit_kernel(mu, c, lo, hi, options=options(input_transform="power", power=power), comm=comm)
+        b = fit_kernel(mu, c, lo, hi, options=options(input_transform=transform), comm=comm)
+        assert a.warping is None and a.input_transform == transform
+        np.testing.assert_array_equal(a(test), b(test))
+    chosen = fit_kernel(mu, c, lo, hi, options=options(), comm=comm)
+    exponent = 1.0 if chosen.warping is None and chosen.input_transform == "linear" else 0.0
+    if chosen.warping is not None:
+        exponent = float(np.mean(chosen.warping / chosen.input_scaler.scale))
+    assert -2 <= exponent <= 2 and exponent * 8 == round(exponent * 8)
+    gathered = comm.allgather(chosen(test))
+    assert all(np.array_equal(g, gathered[0]) for g in gathered)
+
+
+def test_power_options_are_checked(comm, basis, snapshots):
+    """An exponent needs input_transform='power' and |lambda| <= 4; 'power' and 'log' need positive bounds."""
+    raises_on_all_ranks(comm, ValueError, "power must be", fem_ml.KernelOptions, power=0.5)
+    raises_on_all_ranks(comm, ValueError, "power must be", fem_ml.KernelOptions, input_transform="power", power=4.5)
+    raises_on_all_ranks(comm, ValueError, "power must be", fem_ml.KernelOptions, input_transform="power",
+                        power=float("nan"))  # fmt: skip
+    mu, c = snapshots.parameters, basis.project(snapshots).T
+    shifted, lower = mu - 0.5, SPACE.lower - 0.5
+    for transform in ("power", "log"):
+        options = fem_ml.KernelOptions(input_transform=transform)
+        raises_on_all_ranks(comm, ValueError, "positive lower bounds", fit_kernel, shifted, c, lower, SPACE.upper,
+                            options=options, comm=comm)  # fmt: skip
+    auto = fem_ml.KernelOptions(kernel="matern52", restarts=0)
+    linear = fit_kernel(shifted, c, lower, SPACE.upper, options=auto, comm=comm)
+    assert linear.input_transform == "linear" and linear.warping is None
+    regressor = fit_kernel(mu, c, SPACE.lower, SPACE.upper, options=POWER_GP, comm=comm)
+    with pytest.raises(ValueError, match="Warping rates"):
+        fem_ml.KernelRegressor.from_tree({**regressor.to_tree(), "warping": np.zeros(3)})
 
 
 def test_select_regressor_reports_every_candidate(comm, basis, snapshots):
