@@ -6,10 +6,6 @@ minimizers."""
 
 import itertools
 import math
-import subprocess
-import sys
-
-from mpi4py import MPI
 
 import numpy as np
 import pytest
@@ -158,22 +154,3 @@ def test_lbfgs_on_an_ill_conditioned_quadratic_keeps_its_history_across_runs():
         assert run.n_pairs <= 20
     assert pieces.iterations == whole.iterations  # the chunks continue one run
     np.testing.assert_array_equal(at_once, chunked)
-
-
-def test_training_does_not_import_torch():
-    """Default options train a network and query it on the NumPy backend, without importing torch."""
-    code = (
-        "import sys\n"
-        "from mpi4py import MPI\n"
-        "import numpy as np\n"
-        "from fem_ml.networks import TrainingOptions, train_network\n"
-        "x = np.random.default_rng(0).uniform(0.1, 1.0, (30, 2))\n"
-        "y = np.stack([x[:, 0] * x[:, 1], np.sin(x[:, 0])], axis=1)\n"
-        "options = TrainingOptions(adam_epochs=20, lm_iterations=2, progress=False)\n"
-        "net, (history, _) = train_network(x, y, [0.1, 0.1], [1.0, 1.0], options=options, comm=MPI.COMM_SELF)\n"
-        "assert np.all(np.isfinite(net(x))) and history.n_lm_iterations > 0, history\n"
-        "print('torch' in sys.modules)\n"
-    )
-    if MPI.COMM_WORLD.rank == 0:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-        assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -83,6 +83,21 @@ def test_info_imports_neither_dolfinx_nor_torch(comm, model):
     assert on_root(comm, imported_after, code, str(path)) == []
 
 
+def test_default_training_imports_neither_torch_nor_dolfinx(comm):
+    """Default options train a network (Adam and the Levenberg-Marquardt polish) and query it on the NumPy backend."""
+    code = (
+        "from mpi4py import MPI\n"
+        "import numpy as np\n"
+        "from fem_ml.networks import TrainingOptions, train_network\n"
+        "x = np.random.default_rng(0).uniform(0.1, 1.0, (30, 2))\n"
+        "y = np.stack([x[:, 0] * x[:, 1], np.sin(x[:, 0])], axis=1)\n"
+        "options = TrainingOptions(adam_epochs=20, lm_iterations=2, progress=False)\n"
+        "net, (history, _) = train_network(x, y, [0.1, 0.1], [1.0, 1.0], options=options, comm=MPI.COMM_SELF)\n"
+        "assert np.all(np.isfinite(net(x))) and history.n_lm_iterations > 0, history\n"
+    )
+    assert on_root(comm, imported_after, code) == []
+
+
 def test_load_and_query_do_not_import_torch(comm, model):
     """A loaded surrogate evaluates in NumPy; its values are the trained surrogate's."""
     rom, path = model
