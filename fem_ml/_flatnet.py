@@ -12,9 +12,9 @@ fitted to targets :math:`t` by the loss :math:`\sum_{nk} r_{nk}^2` of the residu
     \qquad E_{k-1} = (E_k W_k^\top) \odot \sigma'(a_{k-1}).
 
 For the small networks of a parameter-to-coefficient map (a few hundred rows, a few tens of thousands of weights),
-this float64 NumPy pass costs about half of torch's autograd pass on the same network (measured on the
-thermal-block demo's data: 2 ms against 4 ms per Adam epoch on one core), and training without torch also spares
-its import (about 3 s).
+this float64 NumPy pass costs less than torch's autograd pass on the same network (measured on the thermal-block
+demo's data, one core: an Adam epoch with its validation pass takes 1.5 ms with SiLU and 2 ms with GELU, against
+4 ms through torch), and training without torch also spares its import (about 3 s).
 
 The layout of :attr:`FlatNetwork.flat` is that of a one-member stack in :mod:`fem_ml.networks`: per layer the
 weights ``(n_in, n_out)`` (transposed from torch's ``nn.Linear``) and then the biases.
@@ -262,11 +262,11 @@ class Adam:
         beta1, beta2 = self.betas
         self.steps += 1
         work = self._work
-        if self.weight_decay:
-            np.multiply(self.flat, self.weight_decay, out=work)
-            work += gradient
-            gradient = work.copy()
         first, second, denominator = self._first, self._second, self._denominator
+        if self.weight_decay:
+            np.multiply(self.flat, self.weight_decay, out=denominator)  # a work array until the denominator below
+            denominator += gradient
+            gradient = denominator
         first *= beta1
         np.multiply(gradient, 1.0 - beta1, out=work)
         first += work
@@ -309,9 +309,12 @@ class LBFGS:
     :math:`(s, y)` (a pair is kept when :math:`y^\top s > 10^{-10}`), with :math:`H_0 = (y^\top s / y^\top y) I`
     from the newest pair. The first step has the length :math:`\min(1, 1 / \|g\|_1)`, the later ones 1; the line
     search brackets a step satisfying the strong Wolfe conditions (:math:`c_1 = 10^{-4}`, :math:`c_2 = 0.9`) and
-    zooms by safeguarded cubic interpolation. This is the method of :class:`torch.optim.LBFGS` with
-    ``line_search_fn="strong_wolfe"``, on NumPy vectors: its two-loop recursion costs a few vector operations per
-    pair instead of a few torch calls.
+    zooms by cubic interpolation, kept at least 10 % of the bracket away from its ends. The first step, the pair
+    rule, the scaling, the Wolfe constants and the tolerances are those of :class:`torch.optim.LBFGS` with
+    ``line_search_fn="strong_wolfe"``; its zoom safeguard differs in detail, and its evaluations are also capped per
+    call (``max_eval``), where here each line search is capped (``max_line_search``). Measured from the same
+    network and weights, 300 iterations of each took 306 to 307 evaluations and reached losses within 1 % of each
+    other. On NumPy vectors the two-loop recursion costs a few BLAS calls per pair instead of a few torch calls.
 
     :meth:`run` may be called repeatedly: the pairs, the last loss and gradient carry over.
 
@@ -382,6 +385,9 @@ class LBFGS:
         done = 0
         while done < iterations:
             gradient = self._gradient
+            if not (math.isfinite(self.loss) and np.all(np.isfinite(gradient))):
+                self.converged = "not finite"
+                break
             if float(np.max(np.abs(gradient))) <= self.tolerance_grad:
                 self.converged = "gradient"
                 break

@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVATIONS",
     "INPUT_TRANSFORMS",
     "KERNELS",
+    "MAX_WARPING",
     "NAMED_PRODUCTS",
     "SAMPLE",
     "STORE",
@@ -37,6 +38,8 @@ __all__ = [
 ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 #: Input transforms a network file may name.
 INPUT_TRANSFORMS = ("linear", "log")
+#: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
+MAX_WARPING = 100.0
 #: Kernel regressors a surrogate file may hold, each method with its kernel names.
 KERNELS = {"gp": ("gaussian", "matern32", "matern52"), "rbf": ("cubic", "linear", "thin_plate_spline")}
 #: Inner products rebuilt by name, any other name coming with its matrix. It is the one table of named inner
@@ -45,8 +48,6 @@ NAMED_PRODUCTS: tuple[str, ...] = ("euclidean", "l2", "h1", "h1_semi")
 _CELL_TYPES = ("interval", "triangle", "quadrilateral", "tetrahedron", "hexahedron", "prism")
 _MAX_DEGREE = 10
 _MAX_HIDDEN = 1024
-#: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
-_MAX_WARPING = 100.0
 
 
 class Format:
@@ -392,8 +393,8 @@ def _check_kernel(tree: Tree) -> None:
         _finite(tree, "kernel/output_variance", low=0.0)
     if "kernel/warping" in tree:
         rates = _finite(tree, "kernel/warping")
-        if np.any(np.abs(rates) > _MAX_WARPING):
-            raise ValueError(f"'kernel/warping': rates beyond +-{_MAX_WARPING}")
+        if np.any(np.abs(rates) > MAX_WARPING):
+            raise ValueError(f"'kernel/warping': rates beyond +-{MAX_WARPING}")
 
 
 _SURROGATE_FIELDS = [

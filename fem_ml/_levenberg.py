@@ -132,7 +132,8 @@ class LevenbergMarquardt:
         product = np.zeros((n * K, n * K), order="F")
         for Dk, h in zip(D, hs, strict=True):
             # Upper triangle in Fortran order: the transpose is C-ordered with the lower triangle.
-            product = scipy.linalg.blas.dsyrk(1.0, Dk.reshape(n * K, -1), beta=0.0, c=product, overwrite_c=1)
+            # D_k^T (width x nK) is Fortran-ordered as it is: trans=1 gives D_k D_k^T without a copy.
+            product = scipy.linalg.blas.dsyrk(1.0, Dk.reshape(n * K, -1).T, beta=0.0, c=product, trans=1, overwrite_c=1)
             block = product.T.reshape(n, K, n, K)
             block *= (h @ h.T + 1.0)[:, None, :, None]
             gram4 += block

@@ -107,7 +107,7 @@ def _format_info(info: dict) -> str:
         if options:
             shown = ["hidden_layers", "input_transform", "n_networks", "adam_epochs", "polish", "lbfgs_iterations"]
             shown += ["lm_iterations", "patience"]
-            shown += ["adam_dtype", "dtype", "learning_rate", "validation_fraction", "seed"]
+            shown += ["adam_dtype", "dtype", "backend", "learning_rate", "validation_fraction", "seed"]
             automatic = set(options.get("automatic", []))
             lines.append(
                 "training options (* chosen from the data): "

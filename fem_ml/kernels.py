@@ -58,6 +58,7 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 
+from fem_ml._formats import MAX_WARPING
 from fem_ml._mpi import collectively
 from fem_ml._serialize import prefixed, subtree
 from fem_ml.networks import AffineScaler
@@ -75,7 +76,6 @@ GP_KERNELS = ("gaussian", "matern32", "matern52")
 #: Steps, range and first candidates of the search for the inputs' Box-Cox exponent (log, linear).
 _POWER_STEP, _POWER_LIMIT, _POWER_START = 0.25, 2.0, (0.0, 1.0)
 _SEARCH_KERNEL = "matern52"
-_MAX_WARPING = 100.0
 _SMOOTHING = (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
 _JITTER = 1e-10
 
@@ -227,8 +227,8 @@ class KernelRegressor:
                              f"polynomial {polynomial.shape}.")  # fmt: skip
         if method == "gp" and (cholesky is None or output_variance is None):
             raise ValueError("A GP regressor needs its Cholesky factor and output variances.")
-        if warping is not None and (warping.shape != (p,) or not np.all(np.abs(warping) <= _MAX_WARPING)):
-            raise ValueError(f"Warping rates {warping!r}: expected {p} values within +-{_MAX_WARPING}.")
+        if warping is not None and (warping.shape != (p,) or not np.all(np.abs(warping) <= MAX_WARPING)):
+            raise ValueError(f"Warping rates {warping!r}: expected {p} values within +-{MAX_WARPING}.")
         kernel_values(kernel, np.zeros(1))  # checks the name
         self.method, self.kernel = method, kernel
         self.inputs, self.weights, self.polynomial = inputs, weights, polynomial
@@ -401,7 +401,7 @@ def _power_search(score: Callable[[float], float], limit: float = _POWER_LIMIT) 
 
 def _search_limit(lower: npt.NDArray[np.float64], upper: npt.NDArray[np.float64]) -> float:
     """The largest exponent searched: 2, or less where log bounds this wide would warp the inputs too much."""
-    return min(_POWER_LIMIT, _MAX_WARPING / float(np.max(0.5 * np.log(upper / lower))))
+    return min(_POWER_LIMIT, MAX_WARPING / float(np.max(0.5 * np.log(upper / lower))))
 
 
 @dataclass(frozen=True)
@@ -432,8 +432,8 @@ def _inputs(
     in_scaler, out_scaler = AffineScaler.from_bounds(lo, hi), AffineScaler(coefficients.mean(axis=0), scale)
     x = in_scaler.transform(np.log(parameters) if transform == "log" else parameters)
     rates = power * in_scaler.scale if transform == "log" and power != 0.0 else None
-    if rates is not None and not np.all(np.abs(rates) <= _MAX_WARPING):
-        raise ValueError(f"The exponent {power} over bounds this wide warps the inputs beyond +-{_MAX_WARPING}.")
+    if rates is not None and not np.all(np.abs(rates) <= MAX_WARPING):
+        raise ValueError(f"The exponent {power} over bounds this wide warps the inputs beyond +-{MAX_WARPING}.")
     return _Inputs(transform, in_scaler, out_scaler, x, rates, _warp(x, rates), out_scaler.transform(coefficients))
 
 
@@ -638,6 +638,11 @@ def fit_kernel(
         if parameters.ndim != 2 or coefficients.ndim != 2 or parameters.shape[0] != coefficients.shape[0]:
             raise ValueError(f"{parameters.shape} parameter points but {coefficients.shape} coefficients.")
         lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        p = parameters.shape[1]
+        if lo.shape != (p,) or hi.shape != (p,) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(f"Bounds must be {p} finite values each, got {lo.shape} and {hi.shape}.")
+        if not np.all(hi > lo):
+            raise ValueError(f"Each upper bound must exceed its lower bound, got {lo} and {hi}.")
         if comm.rank == 0:
             fit = _fit_gp if options.method == "gp" else _fit_rbf
             tree = fit(

@@ -27,6 +27,7 @@ import logging
 import math
 import numbers
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -189,7 +190,7 @@ class TrainingOptions:
         hidden_layers: Widths of the hidden layers (``"auto"``: from the samples and outputs).
         activation: Activation between layers. SiLU (:math:`x / (1 + e^{-x})`) by default: with the default options
             on the NumPy backend (two seeds each, four on the thermal-block demo's data), its test errors were
-            those of GELU times 0.77 on the demo's data, 0.85 on the 3x3 thermal block, 0.94 on the wide-range
+            those of GELU times 0.77 on the demo's data, 0.86 on the 3x3 thermal block, 0.94 on the wide-range
             block and 1.05 on the reaction-diffusion problem of ``benchmarks/default_training.py``; it also costs
             less to evaluate in NumPy.
         input_transform: ``"linear"`` scales each parameter affinely from its bounds to :math:`[-1, 1]`;
@@ -235,7 +236,10 @@ class TrainingOptions:
             these options (no physics term, float64 throughout, ``device`` ``"auto"`` or ``"cpu"``), else
             ``"torch"``. The two backends draw the initial weights and
             the batch order from different generators, so they train different (equally good) networks.
-        device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used by the torch backend only.
+        device: ``"auto"`` (CUDA where present), ``"cpu"`` or ``"cuda[:i]"``; used by the torch backend only: with
+            ``backend="auto"``, a float64 fit of the data trains on the NumPy backend, on the CPU, even where CUDA
+            is present (these networks are too small for a GPU to pay; set ``device="cuda"`` or
+            ``backend="torch"`` to train on one).
         threads: torch (or NumPy's BLAS) threads while training; None for the usable cores divided by the ranks
             on the node (so that ranks never oversubscribe it). The previous thread count is restored after
             training. The default depends on the rank count; for networks identical to the last digit on any rank
@@ -346,11 +350,11 @@ LOG_RATIO = 10.0
 #: 0.1 to 0.2 s with 1040 residuals, 0.9 s with 2080, 2.8 s with 3072 and 7.5 s with 4560.
 LM_MAX_RESIDUALS = 2048
 
-#: Pairs kept by the NumPy backend's L-BFGS polish. Its two-loop recursion reads every pair twice per iteration, so
-#: with tens of thousands of weights an iteration costs about as much as the pairs' memory traffic: 16 ms with 100
-#: pairs, 4 ms with 20, measured here on the reaction-diffusion and 3x3 thermal-block problems of
-#: ``benchmarks/default_training.py``, where 20 and 100 pairs gave the same test error (1.14e-1 and 2.71e-2 against
-#: 2.70e-2). The torch backend keeps 100.
+#: Pairs kept by the NumPy backend's L-BFGS polish, as many as torch's. Its two-loop recursion reads every pair twice
+#: per iteration, so with tens of thousands of weights an iteration costs about as much as the pairs' memory traffic
+#: (about 15 ms with 100 pairs, 4 ms with 20). 20 pairs gave the same test errors on the reaction-diffusion and 3x3
+#: problems of ``benchmarks/default_training.py``, but the surrogates trained from 1-rank and 2-rank snapshots in
+#: ``tests/test_surrogate.py`` then differed by 7e-8 (3e-7 with 50 pairs) where 100 pairs keep them within 2e-9.
 NUMPY_LBFGS_HISTORY = 100
 
 #: Levenberg-Marquardt iterations without improvement of the validation loss after which the polish stops (its steps
@@ -409,6 +413,8 @@ def resolve_options(
 
     Returns:
         Options without ``"auto"``: the same object when nothing was automatic.
+
+    (Over 80 lines because the rules are documented here, next to the code that applies them.)
     """
     lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     choices: dict[str, Any] = {}
@@ -587,17 +593,18 @@ class CoefficientNetwork:
     def __call__(self, parameters: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients for a batch of parameters ``(n, p)``, shape ``(n, r)``, all members at once.
 
-        Below :attr:`torch_batch_threshold` points the evaluation runs in NumPy in float64 (no torch call
-        overhead); larger batches run through the torch models in their own dtype, whose vectorized activations
-        are several times faster there. For float64 networks both paths agree to rounding (float32 networks:
-        to about 1e-7). torch uses its own thread pool; under ``mpirun`` set ``OMP_NUM_THREADS`` (or
-        ``torch.set_num_threads``) so the ranks do not oversubscribe the cores.
+        The evaluation runs in NumPy in float64 (no torch call overhead). Batches of at least
+        :attr:`torch_batch_threshold` points run through the torch models in their own dtype, whose vectorized
+        activations are several times faster there, but only once torch is imported: a query never imports it
+        (about 3 s). For float64 networks both paths agree to rounding (float32 networks: to about 1e-7). torch
+        uses its own thread pool; under ``mpirun`` set ``OMP_NUM_THREADS`` (or ``torch.set_num_threads``) so the
+        ranks do not oversubscribe the cores.
         """
         return self.from_inputs(self.scale_inputs(parameters))
 
     def from_inputs(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """:meth:`__call__` on inputs already scaled by :meth:`scale_inputs`, shape ``(n, p)``."""
-        if inputs.shape[0] >= self.torch_batch_threshold:
+        if inputs.shape[0] >= self.torch_batch_threshold and "torch" in sys.modules:
             return self._torch_outputs(inputs)
         h = self._scaled_outputs(inputs)
         return self.output_scaler.inverse(h.mean(axis=0) if h.shape[0] > 1 else h[0])
@@ -806,6 +813,9 @@ def train_network(
 
     Returns:
         The trained network (on every rank) and the training history of each member.
+
+    (Over 80 lines: the checks, the scaling and the distribution of the members over the ranks read in order; the
+    training itself is in :func:`_train_numpy` and :func:`_train`.)
     """
     _check_shapes(parameters, coefficients, physics)
     n_samples = parameters.shape[0]
@@ -1178,6 +1188,9 @@ def _train(
     Member ``m`` has the seed ``options.seed + m``: its initialization, validation split and batch order are
     those it would have trained with alone. ``physics``, if given, holds scaled inputs; its term joins the
     training loss, not the validation loss.
+
+    (Over 80 lines: the phases, Adam, the change of precision and the polish, share the early stopping and the
+    histories; each phase is its own function.)
     """
     start = time.perf_counter()
     device = resolve_device(options.device)
@@ -1546,8 +1559,8 @@ def _numpy_lbfgs(
 ) -> None:
     """The L-BFGS polish on the NumPy backend (:class:`fem_ml._flatnet.LBFGS`), recorded as :func:`_lbfgs` does.
 
-    The settings are those of the torch backend (strong Wolfe line search, the same tolerances) but for the number
-    of pairs, :data:`NUMPY_LBFGS_HISTORY`. The losses are recorded after each chunk of 10 iterations, and the run
+    The settings are those of the torch backend (:data:`NUMPY_LBFGS_HISTORY` pairs, a strong Wolfe line search, the
+    same tolerances). The losses are recorded after each chunk of 10 iterations, and the run
     stops after ``plan.lbfgs_iterations`` iterations, when it converges, when a loss is not finite, or when the
     member has stopped improving.
     """

@@ -94,6 +94,7 @@ def test_default_training_imports_neither_torch_nor_dolfinx(comm):
         "options = TrainingOptions(adam_epochs=20, lm_iterations=2, progress=False)\n"
         "net, (history, _) = train_network(x, y, [0.1, 0.1], [1.0, 1.0], options=options, comm=MPI.COMM_SELF)\n"
         "assert np.all(np.isfinite(net(x))) and history.n_lm_iterations > 0, history\n"
+        "assert np.all(np.isfinite(net(np.full((net.torch_batch_threshold + 1, 2), 0.5))))\n"  # a large batch
     )
     assert on_root(comm, imported_after, code) == []
 

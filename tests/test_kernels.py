@@ -239,6 +239,11 @@ def test_power_options_are_checked(comm, basis, snapshots):
         raises_on_all_ranks(comm, ValueError, "positive lower bounds", fit_kernel, shifted, c, lower, SPACE.upper,
                             options=options, comm=comm)  # fmt: skip
     auto = fem_ml.KernelOptions(kernel="matern52", restarts=0)
+    # Degenerate or mismatched bounds are a clear error on every rank (the search divides by their width).
+    raises_on_all_ranks(comm, ValueError, "must exceed", fit_kernel, mu, c, SPACE.upper, SPACE.upper, options=auto,
+                        comm=comm)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "finite values", fit_kernel, mu, c, SPACE.lower[:2], SPACE.upper,
+                        options=auto, comm=comm)  # fmt: skip
     linear = fit_kernel(shifted, c, lower, SPACE.upper, options=auto, comm=comm)
     assert linear.input_transform == "linear" and linear.warping is None
     regressor = fit_kernel(mu, c, SPACE.lower, SPACE.upper, options=POWER_GP, comm=comm)

@@ -190,6 +190,21 @@ def test_training_is_reproducible_and_identical_on_all_ranks(backend):
     assert not np.allclose(a(x), c(x))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_mini_batches_weight_decay_and_no_validation_split(backend):
+    """Mini-batch Adam with weight decay, then L-BFGS, without a validation split: the last weights are kept."""
+    x, y = _data()
+    net, (history,) = _fit(
+        x, y, backend=backend, batch_size=7, weight_decay=1e-4, validation_fraction=0.0, lbfgs_iterations=20
+    )
+    assert history.validation_loss == [] and len(history.train_indices) == len(x)
+    assert history.best_index == len(history.train_loss) - 1 and history.n_lbfgs_iterations > 0
+    assert history.train_loss[-1] < 0.1 * history.train_loss[0]
+    # The last record is the full-batch data loss at the returned weights (every sample trains).
+    rel = np.mean(np.sum((net(x) - y) ** 2, axis=1) / np.sum(y**2, axis=1))
+    assert rel == pytest.approx(history.train_loss[-1], rel=1e-8)
+
+
 def test_log_transform_needs_positive_bounds():
     x, y = _data()
     with pytest.raises(ValueError, match="positive lower bounds"):
