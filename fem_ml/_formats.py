@@ -28,6 +28,7 @@ __all__ = [
     "KERNELS",
     "MAX_WARPING",
     "NAMED_PRODUCTS",
+    "NORM_MODEL_BOUND",
     "SAMPLE",
     "STORE",
     "SURROGATE",
@@ -38,6 +39,9 @@ __all__ = [
 ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 #: Input transforms a network file may name.
 INPUT_TRANSFORMS = ("linear", "log")
+#: The largest :math:`|w_0| + \sum_j |w_j|` of a network's norm model (:class:`fem_ml.networks.NormModel`): its
+#: factor :math:`\exp(w_0 + w^\top x)` stays far from overflow in the box.
+NORM_MODEL_BOUND = 700.0
 #: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
 MAX_WARPING = 100.0
 #: Kernel regressors a surrogate file may hold, each method with its kernel names.
@@ -366,6 +370,14 @@ def _check_surrogate(tree: Tree) -> None:
 
 def _check_network(tree: Tree) -> None:
     _choice(tree, "network/activation", ACTIVATIONS)
+    parts = [name in tree for name in ("network/norm_model/intercept", "network/norm_model/slopes")]
+    if any(parts):
+        if not all(parts):
+            raise ValueError("'network/norm_model': needs both its intercept and its slopes")
+        size = abs(_float(tree, "network/norm_model/intercept"))
+        size += float(np.sum(np.abs(_finite(tree, "network/norm_model/slopes"))))
+        if size > NORM_MODEL_BOUND:
+            raise ValueError(f"'network/norm_model': |w_0| + sum |w_j| = {size:.3g} beyond {NORM_MODEL_BOUND}")
     dtype = _choice(tree, "network/dtype", ("float32", "float64"))
     for name, value in tree.items():
         if name.startswith("network/member_"):
@@ -435,6 +447,8 @@ _SURROGATE_FIELDS = [
     Field("network/dtype", "str", required=False),
     Field("network/input_scaler/(shift|scale)", shape=("p",)),
     Field("network/output_scaler/(shift|scale)", shape=("n_modes",)),
+    Field("network/norm_model/intercept", "float", required=False),
+    Field("network/norm_model/slopes", shape=("p",), required=False),
     Field(_MEMBER, shape=_layer_shape),
     Field("kernel/(method|kernel|input_transform)", "str"),
     Field("kernel/(n_in|n_out)", "int"),

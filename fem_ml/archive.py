@@ -373,6 +373,11 @@ def describe(
             "input_transform": str(network["input_transform"]),
             "n_networks": int(network["n_networks"]),
         }
+        if "norm_model/slopes" in network:
+            info["network"]["norm_model"] = {
+                "intercept": float(np.asarray(network["norm_model/intercept"])),
+                "slopes": [float(v) for v in np.asarray(network["norm_model/slopes"])],
+            }
     training = []
     for m in range(_n_histories(tree)):
         member = subtree(tree, f"training/member_{m}")

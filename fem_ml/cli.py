@@ -102,10 +102,12 @@ def _format_info(info: dict) -> str:
         lines.append(
             f"network: {net['n_networks']} x MLP {net['hidden_layers']} {net['activation']}, "
             f"input transform {net['input_transform']}"
+            + (", outputs times a log-linear norm model" if "norm_model" in net else "")
         )
         options = info["training"][0].get("options") if info["training"] else None
         if options:
-            shown = ["hidden_layers", "input_transform", "n_networks", "adam_epochs", "polish", "lbfgs_iterations"]
+            shown = ["hidden_layers", "input_transform", "output_norm", "n_networks", "adam_epochs", "polish"]
+            shown += ["lbfgs_iterations"]
             shown += ["lm_iterations", "patience"]
             shown += ["adam_dtype", "dtype", "backend", "learning_rate", "validation_fraction", "seed"]
             automatic = set(options.get("automatic", []))

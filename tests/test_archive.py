@@ -78,6 +78,11 @@ def test_roundtrip_keeps_everything(comm, tmp_dir, problem, world_rom):
     assert standalone.V.mesh.comm.size == comm.size
     info = describe(path)
     assert info["n_modes"] == 6 and info["parameters"]["mu0"] == [0.1, 1.0]
+    norm = rom.network.norm_model  # trained with the default output_norm: the factor travels with the file
+    assert norm is not None and loaded.network.norm_model is not None
+    assert loaded.network.norm_model.intercept == norm.intercept
+    np.testing.assert_array_equal(loaded.network.norm_model.slopes, norm.slopes)
+    assert info["network"]["norm_model"] == {"intercept": norm.intercept, "slopes": norm.slopes.tolist()}
     assert info["retained_energy"] == rom.basis.retained_energy  # one formula (fem_ml._spectrum), bit for bit
     assert info["test_errors"]["rel_error_h1_mean"] == pytest.approx(np.mean(report.rel_error_h1))
     for r in (loaded, standalone):
@@ -256,6 +261,30 @@ def test_valid_checksum_but_missing_entry_is_refused(comm, tmp_dir, world_rom):
     comm.barrier()
     raises_on_all_ranks(comm, fem_ml.FileFormatError, "'basis/modes': missing entry", fem_ml.load, partial,
                         comm=comm)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("forge", "match"),
+    [
+        (lambda t: t.pop("network/norm_model/slopes"), "needs both its intercept and its slopes"),
+        (lambda t: t.update({"network/norm_model/intercept": 800.0}), "beyond 700"),
+        (lambda t: t.update({"network/norm_model/slopes": np.full(4, np.nan)}), "norm_model/slopes"),
+        (lambda t: t.update({"network/norm_model/slopes": np.zeros(3)}), "norm_model/slopes"),
+    ],
+)
+def test_forged_norm_model_is_refused(comm, tmp_dir, world_rom, forge, match):
+    """A network's norm model that is incomplete, too large, not finite or of the wrong size fails on every rank."""
+    from fem_ml._h5 import read_tree
+
+    rom, _ = world_rom
+    path = fem_ml.save(rom, tmp_dir / "norm.femml")
+    forged = shared_path(comm, tmp_dir, "forged_norm.femml")
+    if comm.rank == 0:
+        tree = read_tree(path, kind=FORMAT, version=VERSION, what="test")
+        forge(tree)
+        write_tree(forged, tree, kind=FORMAT, version=VERSION)
+    comm.barrier()
+    raises_on_all_ranks(comm, fem_ml.FileFormatError, match, fem_ml.load, forged, comm=comm)
 
 
 def test_saved_file_is_readable_by_others(comm, tmp_dir, world_rom):

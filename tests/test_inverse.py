@@ -199,6 +199,11 @@ def test_objective_gradient_is_exact(rom, sensors):
     h = 1e-6
     central = [(posterior.objective_z(z + h * e)[0] - posterior.objective_z(z - h * e)[0]) / (2 * h) for e in np.eye(4)]
     np.testing.assert_allclose(gradient, central, rtol=1e-6, atol=1e-8)
+    # The coefficients' Jacobian of the Laplace covariance (the unfolded path, with the norm model's factor).
+    mu0, step = posterior.to_parameters(z), 1e-7
+    columns = [(posterior.coefficients((mu0 + step * e)[None]) - posterior.coefficients((mu0 - step * e)[None]))[0]
+               / (2 * step) for e in np.eye(4)]  # fmt: skip
+    np.testing.assert_allclose(posterior.coefficient_jacobian(mu0), np.stack(columns, axis=1), rtol=1e-5, atol=1e-7)
     # The same objective written in torch on the network's own torch models (log inputs, geometric box map).
     network = rom.network
     zt = torch.tensor(z, requires_grad=True)
@@ -207,6 +212,8 @@ def test_objective_gradient_is_exact(rom, sensors):
     x = (torch.log(mu) - torch.as_tensor(network.input_scaler.shift)) / torch.as_tensor(network.input_scaler.scale)
     outputs = torch.stack([m.double()(x[None])[0] for m in network.models]).mean(dim=0)
     c = outputs * torch.as_tensor(network.output_scaler.scale) + torch.as_tensor(network.output_scaler.shift)
+    assert network.norm_model is not None  # trained with the default output_norm: the factor's gradient too
+    c = c * torch.exp(network.norm_model.intercept + x @ torch.as_tensor(network.norm_model.slopes))
     weighted = (torch.as_tensor(observations.matrix) @ c - torch.as_tensor(observations.data)) / torch.as_tensor(
         observations.noise_std
     )

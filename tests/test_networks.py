@@ -16,6 +16,7 @@ from fem_ml.networks import (
     MLP,
     AffineScaler,
     CoefficientNetwork,
+    NormModel,
     TrainingHistory,
     TrainingOptions,
     _EarlyStopping,
@@ -205,6 +206,43 @@ def test_mini_batches_weight_decay_and_no_validation_split(backend):
     assert rel == pytest.approx(history.train_loss[-1], rel=1e-8)
 
 
+def test_norm_model_fit_and_every_evaluation_path():
+    """The log-linear norm model is the least-squares fit; every path of the network multiplies by its factor."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1.0, 1.0, (40, 3))
+    norms = np.exp(0.5 + x @ np.array([1.0, -2.0, 0.25]))
+    direction = rng.standard_normal(5)
+    model = NormModel.fit(x, norms[:, None] * direction / np.linalg.norm(direction))
+    assert model.intercept == pytest.approx(0.5, abs=1e-12)
+    np.testing.assert_allclose(model.slopes, [1.0, -2.0, 0.25], atol=1e-12)
+    np.testing.assert_allclose(model(x), norms, rtol=1e-12)
+    again = NormModel.from_tree(model.to_tree())
+    assert again.intercept == model.intercept and np.array_equal(again.slopes, model.slopes)
+    with pytest.raises(ValueError, match="positive norm"):
+        NormModel.fit(x, np.zeros((40, 2)))
+    for weights in ((800.0, np.zeros(3)), (0.0, np.array([np.nan, 0.0, 0.0]))):
+        with pytest.raises(ValueError, match="NormModel weights"):
+            NormModel(*weights)
+    xs, ys = _data()
+    net, _ = _fit(xs, ys, n_networks=2)
+    assert net.norm_model is not None
+    inputs = net.scale_inputs(xs)
+    factor = net.norm_model(inputs)
+    members = net.members(xs)
+    np.testing.assert_allclose(members, net.output_scaler.inverse(net.stacked(inputs)) * factor[None, :, None],
+                               rtol=1e-13)  # fmt: skip
+    np.testing.assert_allclose(net(xs), members.mean(axis=0), rtol=1e-13, atol=1e-15)
+    big = np.random.default_rng(2).uniform([0.1, 1.0], [1.0, 3.0], size=(net.torch_batch_threshold, 2))
+    np.testing.assert_allclose(net(big), net.members(big).mean(axis=0), rtol=1e-12)  # torch's pass, times f
+    loaded = CoefficientNetwork.from_tree(net.to_tree())
+    np.testing.assert_array_equal(loaded(xs), net(xs))
+    mean, deviations = net.spread(xs)
+    np.testing.assert_allclose(mean, net(xs), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(deviations, np.transpose(members - mean, (1, 0, 2)) / np.sqrt(2), rtol=1e-12)
+    plain, _ = _fit(xs, ys, output_norm="none")
+    assert plain.norm_model is None and not any("norm_model" in k for k in plain.to_tree())
+
+
 def test_log_transform_needs_positive_bounds():
     x, y = _data()
     with pytest.raises(ValueError, match="positive lower bounds"):
@@ -306,9 +344,19 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
                              n_outputs=13, lower=[1e-4], upper=[1e2])  # fmt: skip
     assert chosen.hidden_layers == (8,) and chosen.input_transform == "linear"
     assert automatic_fields(TrainingOptions(n_networks=1)) == [
-        "hidden_layers", "input_transform", "adam_epochs", "learning_rate", "polish", "lbfgs_iterations",
-        "lm_iterations", "patience", "adam_dtype", "backend",
+        "hidden_layers", "input_transform", "output_norm", "adam_epochs", "learning_rate", "polish",
+        "lbfgs_iterations", "lm_iterations", "patience", "adam_dtype", "backend",
     ]  # fmt: skip
+    # The norm model: with the relative loss, without physics and zero coefficient vectors.
+    assert wide.output_norm == "log-linear"
+    assert resolve_options(TrainingOptions(loss="mse"), **PROBLEM).output_norm == "none"
+    assert resolve_options(auto, physics=True, **PROBLEM).output_norm == "none"
+    assert resolve_options(auto, zero_norms=True, **PROBLEM).output_norm == "none"
+    for case in ({"physics": True}, {"zero_norms": True}):
+        with pytest.raises(ValueError, match="output_norm='log-linear' cannot"):
+            resolve_options(TrainingOptions(output_norm="log-linear", polish="l-bfgs"), **case, **PROBLEM)
+    with pytest.raises(ValueError, match="output_norm"):
+        TrainingOptions(output_norm="log")  # type: ignore[arg-type]
     # The NumPy backend trains float64 data fits on the CPU; torch the rest.
     assert wide.backend == signed.backend == "numpy"
     for torch_only in ({"dtype": "float32"}, {"adam_dtype": "float32"}, {"device": "cuda"}):
@@ -326,7 +374,8 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
         recorded = json.loads(history.options)
         assert recorded["input_transform"] == "log" and recorded["n_networks"] == 2  # bounds [0.1, 1] x [1, 3]
         assert recorded["automatic"] == [
-            "input_transform", "n_networks", "learning_rate", "polish", "lm_iterations", "adam_dtype", "backend"
+            "input_transform", "n_networks", "output_norm", "learning_rate", "polish", "lm_iterations", "adam_dtype",
+            "backend",
         ]  # fmt: skip
         assert recorded["learning_rate"] == 3e-3  # before L-BFGS
     with pytest.raises(ValueError, match="n_networks"):

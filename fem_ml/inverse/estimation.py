@@ -174,6 +174,7 @@ class _Posterior:
         self.log = self.transform == "log"
         self.in_shift, self.in_scale = array(network.input_scaler.shift), array(network.input_scaler.scale)
         self.out_shift, self.out_scale = array(network.output_scaler.shift), array(network.output_scaler.scale)
+        self.norm = network.norm_model
         self.matrix = array(observations.matrix)
         self.data = array(observations.data)
         self.inv_std = 1.0 / array(observations.noise_std)
@@ -196,21 +197,32 @@ class _Posterior:
             self.last = (weights[-1] @ to_residual).reshape(-1, self.matrix.shape[0]).T / weights[-1].shape[0]
             c0 = biases[-1].mean(axis=0)[0] * self.out_scale + self.out_shift
             self.offset = (self.matrix @ c0 - self.data) * self.inv_std
+            if self.norm is not None:  # the factor exp(w0 + w . x) with x = gain * s + offset: exp(alpha + beta . s)
+                self.norm_folded = (self.norm.intercept + float(offset @ self.norm.slopes), gain * self.norm.slopes)
+                self.c0_residual = (self.matrix @ c0) * self.inv_std
 
     def coefficients(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Coefficients ``(n, r)`` of parameters ``(n, p)``: transform, scale, ensemble mean, unscale."""
         self.n_calls += mu.shape[0]
         x = np.log(mu) if self.log else mu
-        return self.network((x - self.in_shift) / self.in_scale).mean(axis=0) * self.out_scale + self.out_shift
+        inputs = (x - self.in_shift) / self.in_scale
+        c = self.network(inputs).mean(axis=0) * self.out_scale + self.out_shift
+        return c if self.norm is None else c * self.norm(inputs)[:, None]
 
     def coefficient_jacobian(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         r""":math:`\partial c / \partial \mu` at one point ``(p,)``, ``(r, p)``: the network's times the scaling's."""
         self.n_calls += 1
         point = mu[None]
         x = np.log(point) if self.log else point
-        _, jacobian = self.network.jacobian((x - self.in_shift) / self.in_scale)
+        inputs = (x - self.in_shift) / self.in_scale
+        outputs, jacobian = self.network.jacobian(inputs)
         scaling = scale_inputs_jacobian(point, self.transform, self.in_scale)[0]
-        return jacobian.mean(axis=0)[0] * self.out_scale[:, None] * scaling[None, :]
+        derivative = jacobian.mean(axis=0)[0] * self.out_scale[:, None]  # d c / d x, (r, p)
+        if self.norm is not None:  # c = f(x) g(x): f g' + g f', f' = f w
+            factor = float(self.norm(inputs)[0])
+            g = outputs.mean(axis=0)[0] * self.out_scale + self.out_shift
+            derivative = factor * (derivative + g[:, None] * self.norm.slopes[None, :])
+        return derivative * scaling[None, :]
 
     def to_parameters(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         r"""The box map :math:`\mu = a + (b - a)\,\mathrm{sigmoid}(z)` (on :math:`\log\mu` for log inputs)."""
@@ -254,8 +266,16 @@ class _Posterior:
         if self.folded:
             self.n_calls += 1
             h, pullback = self.folded_hidden.hidden_pullback(s[None])  # h: (m, 1, w)
-            weighted = self.offset + self.last @ h.reshape(-1)
-            gradient_s = pullback((weighted @ self.last).reshape(h.shape)).sum(axis=(0, 1))  # dJ/dh back to s
+            if self.norm is None:
+                weighted = self.offset + self.last @ h.reshape(-1)
+                gradient_s = pullback((weighted @ self.last).reshape(h.shape)).sum(axis=(0, 1))  # dJ/dh back to s
+            else:  # weighted = f (B c_g - ...) : f = exp(alpha + beta . s) times the residual of the unnormed c
+                alpha, beta = self.norm_folded
+                factor = math.exp(alpha + float(beta @ s))
+                unnormed = self.c0_residual + self.last @ h.reshape(-1)
+                weighted = factor * unnormed - self.data * self.inv_std
+                gradient_s = pullback((factor * (weighted @ self.last)).reshape(h.shape)).sum(axis=(0, 1))
+                gradient_s = gradient_s + float(weighted @ unnormed) * factor * beta
             gradient_z = gradient_s * s * (1.0 - s)
         else:
             mu = self.to_parameters(z)

@@ -119,6 +119,11 @@ class SurrogateModel:
             for side in ("input", "output")
             for part in ("shift", "scale")
         )
+        # The factor exp(w0 + w . x) of a network trained with a norm model (output_norm="log-linear").
+        self._norm: tuple[float, npt.NDArray[np.float64]] | None = None
+        if "network/norm_model/slopes" in tree:
+            slopes = np.asarray(tree["network/norm_model/slopes"], dtype=np.float64)
+            self._norm = (float(np.asarray(tree["network/norm_model/intercept"])), slopes)
 
     def _read_space(self, tree: dict[str, Any]) -> None:
         """The element and cell type, refused unless the grid can show them."""
@@ -194,7 +199,10 @@ class SurrogateModel:
     def coefficients(self, mu: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Reduced coefficients of every ensemble member at ``mu``, shape ``(n_members, n_modes)``."""
         inputs = scale_inputs(self.check(mu)[None, :], self._transform, self._in_shift, self._in_scale)
-        return self._network(inputs)[:, 0, :] * self._out_scale + self._out_shift
+        coefficients = self._network(inputs)[:, 0, :] * self._out_scale + self._out_shift
+        if self._norm is not None:
+            coefficients = coefficients * np.exp(self._norm[0] + float(inputs[0] @ self._norm[1]))
+        return coefficients
 
     def evaluate(self, mu: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
         """The predicted field at the grid points and, for an ensemble, the members' standard deviation.
