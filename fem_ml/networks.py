@@ -899,7 +899,7 @@ def train_network(
         The trained network (on every rank) and the training history of each member.
 
     (Over 80 lines: the checks, the scaling and the distribution of the members over the ranks read in order; the
-    training itself is in :func:`_train_numpy` and :func:`_train`.)
+    training itself is in ``_train_numpy`` and ``_train``.)
     """
     _check_shapes(parameters, coefficients, physics)
     n_samples = parameters.shape[0]
