@@ -40,8 +40,9 @@ ACTIVATIONS = ("gelu", "relu", "silu", "softplus", "tanh")
 #: Input transforms a network file may name.
 INPUT_TRANSFORMS = ("linear", "log")
 #: The largest :math:`|w_0| + \sum_j |w_j|` of a network's norm model (:class:`fem_ml.networks.NormModel`): its
-#: factor :math:`\exp(w_0 + w^\top x)` stays far from overflow in the box.
-NORM_MODEL_BOUND = 700.0
+#: factor :math:`\exp(w_0 + w^\top x)` stays within :math:`e^{\pm 300} \approx 10^{\pm 130}` in the box, far from
+#: overflow even after multiplying outputs and squaring norms.
+NORM_MODEL_BOUND = 300.0
 #: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
 MAX_WARPING = 100.0
 #: Kernel regressors a surrogate file may hold, each method with its kernel names.

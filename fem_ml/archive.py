@@ -320,6 +320,8 @@ def describe(
 ) -> dict[str, Any]:
     """What a surrogate file holds, read and validated without building a mesh (local).
 
+    (Over 80 lines: one entry of the summary after the other, each read from the validated tree.)
+
     Args:
         path: The ``.femml`` file.
         key: Require a valid signature under this key (default: ``FEM_ML_KEY``, if set).

@@ -180,8 +180,12 @@ class NormModel:
         return cls(float(weights[0]), weights[1:])
 
     def __call__(self, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        r"""The factor :math:`\exp(w_0 + w^\top x)` at scaled inputs ``(n, p)``, shape ``(n,)``."""
-        return np.exp(self.intercept + inputs @ self.slopes)
+        r"""The factor :math:`\exp(w_0 + w^\top x)` at scaled inputs ``(n, p)``, shape ``(n,)``.
+
+        Inside the box the exponent is within :data:`~fem_ml._formats.NORM_MODEL_BOUND`; outside (an extrapolating
+        query) it is clipped to that bound, so that the factor stays finite.
+        """
+        return np.exp(np.clip(self.intercept + inputs @ self.slopes, -NORM_MODEL_BOUND, NORM_MODEL_BOUND))
 
     def to_tree(self) -> dict[str, Any]:
         """The model as file entries."""
@@ -258,7 +262,9 @@ class TrainingOptions:
         output_norm: ``"log-linear"`` divides the coefficients by a log-linear model of their norm
             (:class:`NormModel`) before the network learns them, and multiplies the network's output back;
             ``"none"`` learns the coefficients themselves. ``"auto"``: ``"log-linear"`` with the relative loss, no
-            physics term and no zero coefficient vector, else ``"none"``.
+            physics term and no zero coefficient vector in the data passed (decided on that data: a
+            cross-validation fold without the zero vectors may choose differently), else ``"none"``, and
+            ``"none"`` also when the fitted weights exceed :data:`~fem_ml._formats.NORM_MODEL_BOUND`.
         adam_epochs: Maximum number of Adam epochs (``"auto"``: 2000 before the Levenberg-Marquardt polish, 3000
             before L-BFGS).
         learning_rate: Initial Adam learning rate; it decays geometrically to ``learning_rate * final_lr_ratio``
@@ -469,6 +475,8 @@ def resolve_options(
       accurate, but float32 rounding turns the last-digit differences between data assembled on different rank
       counts into differences of about 1e-7 in the trained network; in float64 they stay below 1e-8.
 
+    (Over 80 lines because the rules are documented here, next to the code that applies them.)
+
     Args:
         options: Options, possibly with ``"auto"`` values.
         n_samples: Number of training samples (before the validation split).
@@ -480,8 +488,6 @@ def resolve_options(
 
     Returns:
         Options without ``"auto"``: the same object when nothing was automatic.
-
-    (Over 80 lines because the rules are documented here, next to the code that applies them.)
     """
     lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     choices: dict[str, Any] = {}
@@ -514,8 +520,8 @@ def resolve_options(
         choices[unused] = 0  # the polish that does not run
     if options.adam_dtype == "auto":
         choices["adam_dtype"] = options.dtype
-    if options.output_norm == "log-linear" and (physics or zero_norms):
-        why = "a physics term" if physics else "a zero coefficient vector"
+    if options.output_norm == "log-linear" and (physics or zero_norms or options.loss != "relative"):
+        why = "a physics term" if physics else "a zero coefficient vector" if zero_norms else "loss='mse'"
         raise ValueError(f"output_norm='log-linear' cannot be used with {why}: use output_norm='none'.")
     if options.output_norm == "auto":
         log_linear = options.loss == "relative" and not physics and not zero_norms
@@ -885,6 +891,9 @@ def train_network(
     travel to every rank as NumPy arrays, so it is the same on any rank count (trained in one batch, members would
     share one L-BFGS over their joint weights, and each would depend on its batch).
 
+    (Over 80 lines: the checks, the scaling and the distribution of the members over the ranks read in order; the
+    training itself is in ``_train_numpy`` and ``_train``.)
+
     Args:
         parameters: Parameter points ``(n, p)``, the same on every rank.
         coefficients: Target coefficients ``(n, r)``, the same on every rank.
@@ -897,9 +906,6 @@ def train_network(
 
     Returns:
         The trained network (on every rank) and the training history of each member.
-
-    (Over 80 lines: the checks, the scaling and the distribution of the members over the ranks read in order; the
-    training itself is in ``_train_numpy`` and ``_train``.)
     """
     _check_shapes(parameters, coefficients, physics)
     n_samples = parameters.shape[0]
@@ -922,7 +928,15 @@ def train_network(
         lo, hi = np.log(lo), np.log(hi)
     input_scaler = AffineScaler.from_bounds(lo, hi)
     x = _scale_inputs(parameters, plan.input_transform, input_scaler)
-    norm_model = NormModel.fit(x, coefficients) if plan.output_norm == "log-linear" else None
+    norm_model = None
+    if plan.output_norm == "log-linear":
+        try:
+            norm_model = NormModel.fit(x, coefficients)
+        except ValueError:
+            if "output_norm" not in automatic:
+                raise
+            options = dataclasses.replace(options, output_norm="none")  # sizes beyond the bound: none, as chosen
+            plan = _Plan.of(options)
     targets = coefficients if norm_model is None else coefficients / norm_model(x)[:, None]
     output_scaler = AffineScaler.standardize(targets)
     show = options.progress and comm.rank == 0

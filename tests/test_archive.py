@@ -267,7 +267,7 @@ def test_valid_checksum_but_missing_entry_is_refused(comm, tmp_dir, world_rom):
     ("forge", "match"),
     [
         (lambda t: t.pop("network/norm_model/slopes"), "needs both its intercept and its slopes"),
-        (lambda t: t.update({"network/norm_model/intercept": 800.0}), "beyond 700"),
+        (lambda t: t.update({"network/norm_model/intercept": 400.0}), "beyond 300"),
         (lambda t: t.update({"network/norm_model/slopes": np.full(4, np.nan)}), "norm_model/slopes"),
         (lambda t: t.update({"network/norm_model/slopes": np.zeros(3)}), "norm_model/slopes"),
     ],

@@ -39,6 +39,13 @@ def rom(snapshots):
 
 
 @pytest.fixture(scope="module")
+def plain_rom(snapshots):
+    """The same surrogate without the norm model (the path of physics-trained and older surrogates)."""
+    basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-6)
+    return fem_ml.train_surrogate(basis, snapshots, SPACE, seed=0, output_norm="none", **TRAIN)
+
+
+@pytest.fixture(scope="module")
 def sensors(rom):
     return fem_ml.Sensors(rom, POINTS)
 
@@ -185,9 +192,13 @@ def test_stacked_jacobian_and_pullback_match_finite_differences(activation):
     np.testing.assert_allclose(pullback(cotangent), np.einsum("mnjw,mnw->mnj", tangent, cotangent), rtol=1e-12)
 
 
-def test_objective_gradient_is_exact(rom, sensors):
+@pytest.mark.parametrize("norm", [True, False], ids=["norm-model", "no-norm-model"])
+def test_objective_gradient_is_exact(request, norm):
     """identify's objective in z and its NumPy gradient: central differences and torch's automatic differentiation."""
     import torch
+
+    rom = request.getfixturevalue("rom" if norm else "plain_rom")
+    sensors = fem_ml.Sensors(rom, POINTS)
 
     data, sigma = noisy(sensors.matrix @ rom.coefficients(TRUTH)[0], 0.01, seed=9)
     observations = sensors.observe(data, noise_std=sigma)
@@ -212,8 +223,9 @@ def test_objective_gradient_is_exact(rom, sensors):
     x = (torch.log(mu) - torch.as_tensor(network.input_scaler.shift)) / torch.as_tensor(network.input_scaler.scale)
     outputs = torch.stack([m.double()(x[None])[0] for m in network.models]).mean(dim=0)
     c = outputs * torch.as_tensor(network.output_scaler.scale) + torch.as_tensor(network.output_scaler.shift)
-    assert network.norm_model is not None  # trained with the default output_norm: the factor's gradient too
-    c = c * torch.exp(network.norm_model.intercept + x @ torch.as_tensor(network.norm_model.slopes))
+    assert (network.norm_model is not None) == norm  # the default output_norm has one: the factor's gradient too
+    if norm:
+        c = c * torch.exp(network.norm_model.intercept + x @ torch.as_tensor(network.norm_model.slopes))
     weighted = (torch.as_tensor(observations.matrix) @ c - torch.as_tensor(observations.data)) / torch.as_tensor(
         observations.noise_std
     )

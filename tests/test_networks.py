@@ -223,6 +223,9 @@ def test_norm_model_fit_and_every_evaluation_path():
     for weights in ((800.0, np.zeros(3)), (0.0, np.array([np.nan, 0.0, 0.0]))):
         with pytest.raises(ValueError, match="NormModel weights"):
             NormModel(*weights)
+    steep = NormModel(10.0, np.array([200.0, -50.0, 0.0]))
+    far = steep(np.array([[1e6, 0.0, 0.0], [-1e6, 0.0, 0.0]]))  # far outside the box: clipped, finite
+    assert np.all(np.isfinite(far)) and far[1] > 0
     xs, ys = _data()
     net, _ = _fit(xs, ys, n_networks=2)
     assert net.norm_model is not None
@@ -355,6 +358,8 @@ def test_auto_options_resolve_from_the_data_and_are_recorded():
     for case in ({"physics": True}, {"zero_norms": True}):
         with pytest.raises(ValueError, match="output_norm='log-linear' cannot"):
             resolve_options(TrainingOptions(output_norm="log-linear", polish="l-bfgs"), **case, **PROBLEM)
+    with pytest.raises(ValueError, match="loss='mse'"):
+        resolve_options(TrainingOptions(output_norm="log-linear", loss="mse"), **PROBLEM)
     with pytest.raises(ValueError, match="output_norm"):
         TrainingOptions(output_norm="log")  # type: ignore[arg-type]
     # The NumPy backend trains float64 data fits on the CPU; torch the rest.

@@ -147,15 +147,17 @@ class _Posterior:
     r"""The surrogate's network (float64, ensemble stacked, in NumPy) and the objective :math:`J` with its gradient.
 
     The network is the stacked forward pass of its members (:class:`~fem_ml._stacked.StackedMLP`); the mean over
-    the members is the ensemble prediction, exactly as :class:`~fem_ml.networks.CoefficientNetwork` computes it.
+    the members is the ensemble prediction, exactly as :class:`~fem_ml.networks.CoefficientNetwork` computes it,
+    times the factor of its :class:`~fem_ml.networks.NormModel` if it has one.
     Derivatives are exact: the forward-mode Jacobian of the pass (:meth:`~fem_ml._stacked.StackedMLP.jacobian`)
     chained through the input scaling, the box map and the affine maps after the network.
 
     The optimizer's objective takes a shorter path with the same value: the network's input is affine in
     :math:`s = \mathrm{sigmoid}(z)` (the box map and the input scaling compose to one affine map, also for log
     inputs, where :math:`\log` undoes the geometric map), so that map is folded into the first layer; the ensemble
-    mean, the output scaling, :math:`B`, :math:`d` and :math:`\Sigma^{-1/2}` are affine too and are folded into
-    the last layer. For such small networks the number of array operations is the cost, so fewer are faster.
+    mean, the output scaling, :math:`B` and :math:`\Sigma^{-1/2}` are affine too and are folded into the last
+    layer; a norm model's factor is :math:`\exp(\alpha + \beta^\top s)` in :math:`s`, applied after it (with its own
+    term in the gradient). For such small networks the number of array operations is the cost, so fewer are faster.
     """
 
     def __init__(
@@ -202,7 +204,7 @@ class _Posterior:
                 self.c0_residual = (self.matrix @ c0) * self.inv_std
 
     def coefficients(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Coefficients ``(n, r)`` of parameters ``(n, p)``: transform, scale, ensemble mean, unscale."""
+        """Coefficients ``(n, r)`` of parameters ``(n, p)``: transform, scale, ensemble mean, unscale, factor."""
         self.n_calls += mu.shape[0]
         x = np.log(mu) if self.log else mu
         inputs = (x - self.in_shift) / self.in_scale
@@ -210,7 +212,10 @@ class _Posterior:
         return c if self.norm is None else c * self.norm(inputs)[:, None]
 
     def coefficient_jacobian(self, mu: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        r""":math:`\partial c / \partial \mu` at one point ``(p,)``, ``(r, p)``: the network's times the scaling's."""
+        r""":math:`\partial c / \partial \mu` at one point ``(p,)``, ``(r, p)``: the network's times the scaling's.
+
+        With a norm model, :math:`c = f(x)\, g(x)` and :math:`\partial c / \partial x = f\,(g' + g\, w^\top)`.
+        """
         self.n_calls += 1
         point = mu[None]
         x = np.log(point) if self.log else point

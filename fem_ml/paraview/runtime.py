@@ -201,7 +201,7 @@ class SurrogateModel:
         inputs = scale_inputs(self.check(mu)[None, :], self._transform, self._in_shift, self._in_scale)
         coefficients = self._network(inputs)[:, 0, :] * self._out_scale + self._out_shift
         if self._norm is not None:
-            coefficients = coefficients * np.exp(self._norm[0] + float(inputs[0] @ self._norm[1]))
+            coefficients = coefficients * np.exp(self._norm[0] + float(inputs[0] @ self._norm[1]))  # in the box
         return coefficients
 
     def evaluate(self, mu: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
