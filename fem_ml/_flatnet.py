@@ -135,6 +135,10 @@ class FlatNetwork:
 
     def outputs(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The network's outputs ``(n, n_out)`` for inputs ``(n, n_in)`` (a view of a work array: copy to keep)."""
+        return self._forward(x, slopes=False).out
+
+    def _forward(self, x: npt.NDArray[np.float64], *, slopes: bool) -> _Workspace:
+        """The pass into the work arrays of ``x``'s row count: activations, outputs and, if asked, the slopes."""
         work = self._workspace(x.shape[0])
         h = x
         for k, (W, b) in enumerate(self.layers[:-1]):
@@ -142,11 +146,11 @@ class FlatNetwork:
             np.matmul(h, W, out=a)
             a += b
             h = work.post[k]
-            _activate(self._name, a, h, None, work.scratch[k])
+            _activate(self._name, a, h, work.slope[k] if slopes else None, work.scratch[k])
         W, b = self.layers[-1]
         np.matmul(h, W, out=work.out)
         work.out += b
-        return work.out
+        return work
 
     def loss(self, x: npt.NDArray[np.float64], targets: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> float:
         r"""The loss :math:`\sum_{nk} (c_{nk} (o_k(x_n) - t_{nk}))^2`."""
@@ -162,18 +166,8 @@ class FlatNetwork:
 
         The pass runs in work arrays allocated once per number of rows, and GELU and SiLU evaluate in place.
         """
-        work = self._workspace(x.shape[0])
-        h = x
-        for k, (W, b) in enumerate(self.layers[:-1]):
-            a = work.pre[k]
-            np.matmul(h, W, out=a)
-            a += b
-            h = work.post[k]
-            _activate(self._name, a, h, work.slope[k], work.scratch[k])
-        W, b = self.layers[-1]
+        work = self._forward(x, slopes=True)
         o = work.out
-        np.matmul(h, W, out=o)
-        o += b
         o -= targets
         o *= c  # the residuals
         loss = float(np.vdot(o, o))
