@@ -28,12 +28,19 @@ trajectories (5 viscosities, 101 times, 48 x 48 cells) on ``COMM_SELF`` and ``CO
 beam's: the snapshots, and the POD, reduced trajectories and operator-inference fit from own data, from identical
 data, and from identical data and modes.
 
+**Burgers sensitivity** (``python benchmarks/dynamics_rank_agreement.py burgers-sensitivity``): on one rank, how
+far the operators of the Burgers fit move when the reduced states change by relative noise of 2e-16, at the
+selected regularization and at 10, 100 and 1000 times it (with each one's mean relative error of the
+re-simulated training trajectories): the conditioning of
+the least-squares problem, which bounds the agreement of any two runs whose reduced data differ by rounding.
+
 Each part prints its figures and updates its section of ``benchmarks/results/dynamics_rank_agreement.json``
 (with the date and the load average). A quick check: ``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py
 beam --n-cells 8 2 2 --degree 1 --t-train 0.01 --out /tmp/agreement.json``.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -325,10 +332,59 @@ def burgers_data_part() -> dict:
     return comm.bcast(result, root=0)
 
 
+def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)) -> dict:
+    """How far the Burgers fit moves for rounding-sized changes of its data, on one rank (local).
+
+    The demo's training trajectories, POD and fit on ``COMM_SELF``; then, at the selected regularization times
+    each of ``scales``, the fit from the same reduced states and from states perturbed by relative noise of
+    2e-16 (three seeds; the size of the difference between the reduced states of 1 and 2 ranks). No MPI is
+    involved: what this measures is the conditioning of the least-squares problem itself.
+    """
+    from dynamics_burgers import NU_RANGE, build_problem
+
+    train_nu = np.geomspace(*NU_RANGE, 5)
+    times = np.arange(101) * 0.005
+    V, solve = build_problem(MPI.COMM_SELF, 48, 0.005)
+    S = fem_ml.collect_trajectories(solve, train_nu[:, None], V, times=times,
+                                    space=fem_ml.ParameterSpace({"nu": NU_RANGE}), progress=False)  # fmt: skip
+    basis = fem_ml.pod(S, inner_product="l2", n_modes=24)
+    data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
+    options = {"terms": "AH", "parameter_functions": {"A": ["nu"]}, "test_time_length": 0.5,
+               "stability_parameters": np.sqrt(train_nu[:-1] * train_nu[1:])[:, None]}  # fmt: skip
+    chosen = fem_ml.dynamics.fit_operator_inference(data, **options).fit_report["regularization"]
+
+    def resimulated(model: fem_ml.dynamics.ReducedDynamics) -> float:
+        """Mean relative error of the training trajectories simulated from their first states."""
+        errors = []
+        for nu, t, q in zip(data.parameters, data.times, data.states, strict=True):
+            run = model.simulate(nu, q[:, 0], t, rtol=1e-10, atol=1e-14)
+            errors.append(np.linalg.norm(run.coefficients - q) / np.linalg.norm(q))
+        return float(np.mean(errors))
+
+    out: dict = {"selected_regularization": chosen, "perturbation": 2e-16, "by_regularization": []}
+    for scale in scales:
+        lam = (chosen[0] * scale, chosen[1] * scale)
+        reference = fem_ml.dynamics.fit_operator_inference(data, regularization=lam, **options)
+        moved: dict[str, float] = {}
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            states = tuple(q * (1.0 + 2e-16 * rng.standard_normal(q.shape)) for q in data.states)
+            perturbed = fem_ml.dynamics.fit_operator_inference(dataclasses.replace(data, states=states),
+                                                               regularization=lam, **options)  # fmt: skip
+            for key in reference.entries:
+                moved[key] = max(moved.get(key, 0.0), rel(perturbed.entries[key], reference.entries[key]))
+        out["by_regularization"].append({
+            "regularization": list(lam),
+            "training_error": resimulated(reference),
+            **{f"operator_{key}_moved_max": value for key, value in moved.items()},
+        })  # fmt: skip
+    return out
+
+
 def main() -> None:
     """Run one part, print it and update its section of the JSON (collective for the beam)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["beam", "burgers", "burgers-data"])
+    parser.add_argument("part", choices=["beam", "burgers", "burgers-data", "burgers-sensitivity"])
     parser.add_argument("--n-cells", type=int, nargs=3, default=[30, 3, 3])
     parser.add_argument("--degree", type=int, default=2)
     parser.add_argument("--dt", type=float, default=1e-4)
@@ -346,6 +402,8 @@ def main() -> None:
         section = beam_part(args)
         section["problem"] = {"n_cells": args.n_cells, "degree": args.degree, "dt": args.dt, "t_train": args.t_train,
                               "pod_tol": args.pod_tol}  # fmt: skip
+    elif args.part == "burgers-sensitivity":
+        section = comm.bcast(burgers_sensitivity_part() if comm.rank == 0 else None, root=0)
     elif args.part == "burgers-data":
         if comm.size != 2:
             raise SystemExit("Run the burgers-data part on 2 ranks.")

@@ -24,7 +24,9 @@ dispatches to one of two range finders, followed by the same Rayleigh-Ritz step 
     matrix), then summed over the ranks with one ``Allreduce``. Its eigenvectors give the dominant subspace
     :math:`Q`: the kept directions and up to ``oversampling`` more, since a Gram eigenvector is only accurate
     relative to gaps of :math:`\sigma^2` and the modes next to the truncation need the next directions in the
-    Rayleigh-Ritz step.
+    Rayleigh-Ritz step. One subspace iteration from that step's right singular vectors and a second
+    Rayleigh-Ritz step remove the rounding of the Gram matrix from the subspace (one more pass over the
+    snapshots), so that the modes agree across rank counts to near the rounding of :math:`U` itself.
 ``method="randomized"`` (for thousands of snapshots)
     A randomized range finder (Halko, Martinsson and Tropp, SIAM Rev. 2011) in the :math:`M` inner product with
     ``oversampling`` extra columns and ``power_iterations`` power iterations. It costs :math:`O(N n (r + p))`
@@ -536,7 +538,15 @@ def pod(
             ip, source, n, n_modes=n_modes, oversampling=oversampling, power_iterations=power_iterations, seed=seed,
             chunk=chunk_size,
         )  # fmt: skip
-    Q, MQ, W, sigma = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
+    Q, MQ, W, sigma, right = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
+    if method == "snapshots":
+        # One subspace iteration, U z_k / sigma_k, and the Rayleigh-Ritz step again (see _method_of_snapshots).
+        k = max(int(np.sum(sigma > 1e-7 * sigma[0])), 1)  # signal only: no division by rounding noise
+        r = min(r, k)
+        del Q, MQ
+        Q = _combine(source, n, right[:k].T / sigma[:k], chunk_size)
+        Q, MQ, W, refined, _ = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
+        sigma = np.concatenate([refined, sigma[k:]])
     if method == "randomized":
         r = _randomized_rank(sigma, r, tol, total_energy)
     modes, M_modes = Q @ W[:, :r], MQ @ W[:, :r]
@@ -598,7 +608,11 @@ def _method_of_snapshots(
     number of ranks). Recomputed by the Rayleigh-Ritz step from a subspace that also holds the next directions,
     they are accurate relative to gaps of :math:`\sigma`: for the beam of ``demos/dynamics_beam.py``
     (:math:`\sigma_8 / \sigma_1 = 1.3 \cdot 10^{-5}`) the last mode moved by 8.7e-8 between 1 and 2 ranks
-    on identical data, and by 3.3e-10 with this step (``benchmarks/dynamics_rank_agreement.py``).
+    on identical data, and by 3.3e-10 with this step (``benchmarks/dynamics_rank_agreement.py``). The
+    subspace itself still carries the Gram matrix' rounding; :func:`pod` therefore takes one subspace
+    iteration, :math:`Q \leftarrow U Z_k \Sigma_k^{-1}` from the right singular vectors of the first step, and
+    the Rayleigh-Ritz step again: the last mode then moves by 7.8e-13 (beam) and 1.3e-11 (24 modes of
+    ``demos/dynamics_burgers.py``, from 3.9e-9), for one more pass over the snapshots.
 
     Returns ``(Q, total energy, the singular values beyond Q's columns (Gram estimates), r)``.
     """
@@ -662,17 +676,17 @@ _Block = npt.NDArray[np.float64]
 
 def _rayleigh_ritz(
     ip: InnerProduct, source: SnapshotSource, n: int, Q: _Block, *, chunk: int, orthonormality_tol: float
-) -> tuple[_Block, _Block, _Block, _Block]:
+) -> tuple[_Block, _Block, _Block, _Block, _Block]:
     r"""Orthonormalize :math:`Q` in :math:`M`; the SVD of :math:`R = (M Q)^T U = W \Sigma Z^T` (collective).
 
-    Returns ``(Q, M Q, W, sigma)``; the modes are :math:`Q W`. Signs are deterministic, independent of the dof
-    layout: the largest entry of each right singular vector is positive.
+    Returns ``(Q, M Q, W, sigma, Z^T)``; the modes are :math:`Q W`. Signs are deterministic, independent of the
+    dof layout: the largest entry of each right singular vector is positive.
     """
-    Q, _, MQ = _orthonormalize(ip, Q, orthonormality_tol)
+    Q, _, MQ = _orthonormalize(ip, Q, orthonormality_tol, min_passes=2)
     W, sigma, Zt = np.linalg.svd(_cross(source, n, MQ, chunk), full_matrices=False)
     signs = np.sign(Zt[np.arange(Zt.shape[0]), np.argmax(np.abs(Zt), axis=1)])
     signs[signs == 0] = 1.0
-    return Q, MQ, W * signs, sigma
+    return Q, MQ, W * signs, sigma, Zt * signs[:, None]
 
 
 def _randomized_rank(sigma: npt.NDArray[np.float64], r: int, tol: float | None, total_energy: float) -> int:
@@ -718,11 +732,15 @@ def _orthonormalize(
     *,
     MX: npt.NDArray[np.float64] | None = None,
     max_iter: int = 4,
+    min_passes: int = 0,
 ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64]]:
     r"""Cholesky-QR in the :math:`M` inner product, repeated until :math:`\max|X^T M X - I| \le` ``tol``.
 
     :math:`M X` is applied once and then updated with :math:`X` (:math:`X L^{-T}` gives :math:`M X L^{-T}`); the
-    returned error is measured with a fresh product. Returns ``(X, error, M X)``.
+    returned error is measured with a fresh product. At least ``min_passes`` passes are made even when ``X``
+    already meets ``tol``: two (CholeskyQR2) leave :math:`X^T M X - I` at rounding, where a tolerance of
+    :math:`10^{-10}` would leave the directions mixed by up to that, differently on different rank counts.
+    Returns ``(X, error, M X)``.
     """
     identity = np.eye(X.shape[1])
     fresh = MX is None
@@ -735,15 +753,18 @@ def _orthonormalize(
 
     G = gram(X, MX)
     error = float(np.max(np.abs(G - identity)))
-    for _ in range(max_iter):
-        if error <= tol and fresh:
+    passes = 0
+    for _ in range(max_iter + min_passes):
+        done = error <= tol and passes >= min_passes
+        if done and fresh:
             break
-        if error <= tol:  # certify with a fresh product
+        if done:  # certify with a fresh product
             MX, fresh = ip.apply(X), True
         else:
             L = np.linalg.cholesky(0.5 * (G + G.T))
             X = linalg.solve_triangular(L, X.T, lower=True, check_finite=False).T
             MX, fresh = linalg.solve_triangular(L, MX.T, lower=True, check_finite=False).T, False
+            passes += 1
         G = gram(X, MX)
         error = float(np.max(np.abs(G - identity)))
     if error > tol or not fresh:

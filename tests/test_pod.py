@@ -59,12 +59,17 @@ def test_tolerance_truncation(snapshots):
         assert basis.retained_energy >= 1 - tol
 
 
-def test_rank_count_does_not_change_modes(snapshots, serial_problem):
-    """Modes and coefficients on COMM_WORLD equal those on one rank (COMM_SELF) to 1e-10 relative."""
+@pytest.mark.parametrize("tol", [1e-8, 1e-13])
+def test_rank_count_does_not_change_modes(snapshots, serial_problem, tol):
+    """Modes and coefficients on COMM_WORLD equal those on one rank (COMM_SELF) to 1e-10 relative.
+
+    With ``tol=1e-13`` the last kept mode has sigma_r / sigma_1 of about 5e-6: its agreement
+    needs the subspace iteration of :func:`fem_ml.pod` (it moved by 5e-9 with a single Rayleigh-Ritz step).
+    """
     V_serial, solve_serial = serial_problem
     serial = fem_ml.collect_snapshots(solve_serial, snapshots.parameters, V_serial, progress=False)
-    basis = fem_ml.pod(snapshots, inner_product="h1", tol=1e-8)
-    basis_serial = fem_ml.pod(serial, inner_product="h1", tol=1e-8)
+    basis = fem_ml.pod(snapshots, inner_product="h1", tol=tol)
+    basis_serial = fem_ml.pod(serial, inner_product="h1", tol=tol)
     assert basis.n_modes == basis_serial.n_modes
     modes = by_coordinates(basis.V, basis.modes)
     modes_serial = by_coordinates(V_serial, basis_serial.modes)

@@ -139,10 +139,19 @@ class _Problem:
         return X
 
     def solve_accurately(self, lam: tuple[float, float]) -> npt.NDArray[np.float64]:
-        """The same solution, by an SVD solve of the column-equilibrated augmented system (no squared condition)."""
-        norms = np.sqrt(np.diag(self.G))
+        r"""The same solution, by an SVD solve of the column-equilibrated augmented system (no squared condition).
+
+        Each column of the augmented matrix :math:`[D; \Gamma]` is scaled to unit norm, penalty row included
+        (:math:`\sqrt{\|D_{:,j}\|^2 + \gamma_j^2}`). Scaling by the data columns alone would leave the penalty
+        rows of the weak columns (quadratic features of small modes, :math:`10^{-11}` of the largest column for
+        ``demos/dynamics_burgers.py``) at up to :math:`10^7` times the data rows; the solver's backward error is
+        relative to that largest row, and the operators then moved by :math:`5 \cdot 10^{-8}` (relative) for
+        input perturbations of :math:`2 \cdot 10^{-16}`, against :math:`1.6 \cdot 10^{-9}` with this scaling.
+        """
+        penalty = self.penalty(lam)
+        norms = np.sqrt(np.diag(self.G) + penalty)
         norms = np.where(norms > 0, norms, 1.0)
-        augmented = np.vstack([self.D / norms, np.diag(np.sqrt(self.penalty(lam)) / norms)])
+        augmented = np.vstack([self.D / norms, np.diag(np.sqrt(penalty) / norms)])
         rhs = np.vstack([self.Y, np.zeros((self.n_unknowns, self.r))])
         return linalg.lstsq(augmented, rhs, lapack_driver="gelsd")[0] / norms[:, None]
 
