@@ -58,10 +58,10 @@ WEIGHT_TOLERANCE = BLEND_WEIGHT_TOLERANCE
 #: Relative agreement required of the members' parameter boxes.
 _BOX_RTOL = 1e-9
 
-Member = KernelRegressor | CoefficientNetwork
+_Member = KernelRegressor | CoefficientNetwork
 
 
-def _box(member: Member) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _box(member: _Member) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """The parameter box ``(lower, upper)`` that a member's input scaler maps onto :math:`[-1, 1]^p`."""
     ends = [member.input_scaler.inverse(np.full(member.n_params, s)) for s in (-1.0, 1.0)]
     if member.input_transform == "log":
@@ -111,10 +111,10 @@ class BlendedRegressor:
         self.input_transform: Literal["linear", "log"] = (
             "log" if "log" in (kernel.input_transform, network.input_transform) else "linear"
         )
-        self._primary: Member = kernel if kernel.input_transform == self.input_transform else network
+        self._primary: _Member = kernel if kernel.input_transform == self.input_transform else network
         self._direct = {id(m): self._same_inputs(m) for m in (kernel, network)}
 
-    def _same_inputs(self, member: Member) -> bool:
+    def _same_inputs(self, member: _Member) -> bool:
         """Whether ``member`` takes the blend's inputs as they are (same transform and scaler as the primary)."""
         primary = self._primary
         return member is primary or (
