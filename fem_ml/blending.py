@@ -14,9 +14,9 @@ either. It is never much worse: by the triangle inequality, at every point
 
 .. math:: \|\hat c(\mu) - c(\mu)\|_2 \le w \, \|\hat c_k(\mu) - c(\mu)\|_2 + (1 - w) \, \|\hat c_n(\mu) - c(\mu)\|_2,
 
-the blend's coefficient error is at most the weighted mean of its members' errors. :func:`fem_ml.select_regressor`
-builds one from its best kernel and its best network candidates, the weight fitted on their out-of-fold
-predictions by :func:`least_squares_weight`.
+the blend's coefficient error is at most the weighted mean of its members' errors.
+:func:`~fem_ml.selection.select_regressor` builds one from its best kernel and its best network candidates, the
+weight fitted on their out-of-fold predictions by :func:`least_squares_weight`.
 
 **Uncertainty.** The blend is read as the mixture of its members with probabilities :math:`w` and :math:`1 - w`;
 its covariance is the mixture's (law of total variance),
@@ -125,7 +125,7 @@ class BlendedRegressor:
 
     @property
     def weights(self) -> tuple[float, float]:
-        r"""The members' weights, kernel then network: :math:`(w, 1 - w)`."""
+        r"""The kernel's and the network's weights, :math:`(w, 1 - w)`."""
         return self.weight, 1.0 - self.weight
 
     @property
