@@ -25,13 +25,17 @@ kernel fits choose their own (the power :math:`\mu^\lambda`, :math:`\lambda` fro
   1500 Adam epochs from the learning rate 1e-2, then the polish chosen from the data: Levenberg-Marquardt up to
   2048 residuals, else 1000 L-BFGS iterations);
 * ``fem_ml RBF`` and ``fem_ml GP``: ``fit_kernel_surrogate`` with default options;
+* ``fem_ml blend``: the blend (``fem_ml.BlendedRegressor``) of the best kernel and the best network candidates of
+  ``select_regressor``, with the weight it fitted on their held-out predictions: built from those two entries'
+  surrogates (its training time is the sum of theirs), or the refit of ``select_regressor`` when it picked the
+  blend;
 * ``EZyRB POD-RBF`` and ``EZyRB POD-GPR``: ``ezyrb.RBF()`` and ``ezyrb.GPR()`` with their defaults;
 * ``pyMOR NN``: ``NeuralNetworkRegressor(restarts=3)`` (pyMOR's defaults otherwise: ``FullyConnectedNN([30, 30,
   30])``, 1000 L-BFGS epochs with early stopping; its default of 10 restarts takes minutes per problem here);
 * ``pyMOR VKOGA``: ``VKOGARegressor(max_centers=n_train)`` (Gaussian kernel, the greedy may use every point).
 
-``fem_ml.select_regressor`` compares the four fem_ml candidates by 5-fold cross-validation on the training
-snapshots; the entry it picks is marked ``selected``. The test error is the mean relative :math:`H^1` error on
+``fem_ml.select_regressor`` compares the four fem_ml candidates and their blend by 5-fold cross-validation on the
+training snapshots; the entry it picks is marked ``selected``. The test error is the mean relative :math:`H^1` error on
 ``--n-test`` held-out points whose truths are solved, computed for every method by the same function
 (:func:`fem_ml.evaluation.relative_errors`) from its predicted coefficients. The query time is the median time of
 one parameter point to a finished ``dolfinx.fem.Function``. It prints a table and writes
@@ -73,7 +77,10 @@ TUNED = fem_ml.TrainingOptions(
     input_transform="log", hidden_layers=(128, 128, 128), n_networks=2, adam_epochs=1500, learning_rate=1e-2,
     progress=False,
 )  # fmt: skip
-SELECTION_NAMES = {"network": "fem_ml default", "network_tuned": "fem_ml tuned", "rbf": "fem_ml RBF", "gp": "fem_ml GP"}
+SELECTION_NAMES = {
+    "network": "fem_ml default", "network_tuned": "fem_ml tuned", "rbf": "fem_ml RBF", "gp": "fem_ml GP",
+    "blend": "fem_ml blend",
+}  # fmt: skip
 
 
 def thermal_block(
@@ -192,6 +199,7 @@ def run_problem(name: str, blocks: int, bounds: tuple[float, float], n_train: in
         "fem_ml RBF": lambda: fem_ml.fit_kernel_surrogate(basis, snapshots, space, method="rbf"),
         "fem_ml GP": lambda: fem_ml.fit_kernel_surrogate(basis, snapshots, space, method="gp"),
     }
+    fitted: dict[str, tuple[fem_ml.CoefficientRegressor, float]] = {}
     for method, build in builders.items():
         if method == picked:  # the refit of select_regressor is this method's surrogate (same options, seeds)
             surrogate, t_train = rom, selection.refit_time_s
@@ -200,8 +208,19 @@ def run_problem(name: str, blocks: int, bounds: tuple[float, float], n_train: in
             surrogate = build()
             t_train = time.perf_counter() - start
         record(method, surrogate.coefficients, t_train, surrogate.time_query(test))
+        fitted[method] = (surrogate.regressor, t_train)
         if method == picked:
             records[-1]["selected"] = True
+        surrogate.destroy()
+    if selection.blend_members is not None and selection.blend_weight is not None:
+        if picked == "fem_ml blend":
+            surrogate, t_train = rom, selection.refit_time_s
+        else:  # the blend of the two entries above, with the weight select_regressor fitted: no other fit
+            (kernel, t_kernel), (network, t_network) = (fitted[SELECTION_NAMES[n]] for n in selection.blend_members)
+            blended = fem_ml.BlendedRegressor(kernel, network, selection.blend_weight)  # type: ignore[arg-type]
+            surrogate, t_train = fem_ml.Surrogate(space, basis, blended), t_kernel + t_network
+        record("fem_ml blend", surrogate.coefficients, t_train, surrogate.time_query(test))
+        records[-1]["selected"] = picked == "fem_ml blend"
         surrogate.destroy()
     for method, make in peers(n_train, args.pymor_restarts).items():
         regressor = make()

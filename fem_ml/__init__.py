@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from fem_ml._h5 import FileFormatError
     from fem_ml.adaptive import AdaptiveResult, adaptive_sampling, ensemble_estimator, residual_estimator
     from fem_ml.archive import load, save
+    from fem_ml.blending import BlendedRegressor
     from fem_ml.collection import collect_snapshots, collect_trajectories
     from fem_ml.constitutive import (
         ConstitutiveSystem,
@@ -81,6 +82,7 @@ _LAZY: dict[str, str] = {
     "residual_estimator": "fem_ml.adaptive",
     "load": "fem_ml.archive",
     "save": "fem_ml.archive",
+    "BlendedRegressor": "fem_ml.blending",
     "collect_snapshots": "fem_ml.collection",
     "collect_trajectories": "fem_ml.collection",
     "ConstitutiveSystem": "fem_ml.constitutive",
@@ -203,6 +205,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "AdaptiveResult",
     "AffineReducedOperators",
+    "BlendedRegressor",
     "CandidateResult",
     "CoefficientNetwork",
     "CoefficientRegressor",

@@ -24,6 +24,7 @@ from fem_ml._h5 import Declared, Field, Schema, Tree
 
 __all__ = [
     "ACTIVATIONS",
+    "BLEND_WEIGHT_TOLERANCE",
     "INPUT_TRANSFORMS",
     "KERNELS",
     "MAX_WARPING",
@@ -45,6 +46,8 @@ INPUT_TRANSFORMS = ("linear", "log")
 NORM_MODEL_BOUND = 300.0
 #: The largest warping rate of a kernel regressor's inputs (:mod:`fem_ml.kernels`; far below exp's overflow).
 MAX_WARPING = 100.0
+#: The largest :math:`|w_k + w_n - 1|` of a blend's stored weights (:class:`fem_ml.blending.BlendedRegressor`).
+BLEND_WEIGHT_TOLERANCE = 1e-12
 #: Kernel regressors a surrogate file may hold, each method with its kernel names.
 KERNELS = {"gp": ("gaussian", "matern32", "matern52"), "rbf": ("cubic", "linear", "thin_plate_spline")}
 #: Inner products rebuilt by name, any other name coming with its matrix. It is the one table of named inner
@@ -130,8 +133,32 @@ def _indices(tree: Tree, name: str, bound: int) -> None:
 
 # --- surrogate -----------------------------------------------------------------------------------------------------
 
-_MEMBER = r"network/member_(\d+)/layers\.(\d+)\.(weight|bias)"
+#: The regressor groups' prefixes: top level, or inside a blend (``blend/kernel/``, ``blend/network/``).
+_NET, _KER = r"(?:blend/)?network/", r"(?:blend/)?kernel/"
+_MEMBER = _NET + r"member_(\d+)/layers\.(\d+)\.(weight|bias)"
 _HISTORY = r"training/member_(\d+)/"
+
+
+def _is_blend(declared: Declared | Tree) -> bool:
+    """A file with a blend of a kernel regressor and a network (``blend/...``)."""
+    return any(name.startswith("blend/") for name in declared)
+
+
+def _regressors(declared: Declared | Tree) -> list[tuple[str, str]]:
+    """The regressor groups of a file as ``(kind, prefix)``: a network, a kernel regressor, or a blend's two members.
+
+    Raises:
+        ValueError: for a file that mixes them (a network and a kernel regressor, or a blend beside either).
+    """
+    network = any(name.startswith("network/") for name in declared)
+    kernel = _is_kernel(declared)
+    if _is_blend(declared):
+        if network or kernel:
+            raise ValueError("'blend/weights': a blend holds its members under 'blend/', beside no other regressor")
+        return [("kernel", "blend/kernel/"), ("network", "blend/network/")]
+    if kernel and network:
+        raise ValueError("'kernel/method': a file holds a network or a kernel regressor, not both")
+    return [("kernel", "kernel/")] if kernel else [("network", "network/")]
 
 
 def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[Any]]) -> dict[str, int]:
@@ -143,13 +170,6 @@ def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[
     cell = _choice(declared, "mesh/cell_type", _CELL_TYPES)
     degree = _int(declared, "mesh/degree", 1, _MAX_DEGREE)
     p = _shape(declared, "parameters/lower")[0]
-    group = "kernel" if _is_kernel(declared) else "network"
-    n_in = _int(declared, f"{group}/n_in", 1, 1 << 20)
-    n_out = _int(declared, f"{group}/n_out", 0, 1 << 30)
-    if n_in != p:
-        raise ValueError(f"'{group}/n_in': {n_in} inputs for {p} parameters")
-    if n_out != n_modes:
-        raise ValueError(f"'{group}/n_out': {n_out} outputs for {n_modes} modes")
     dims = {
         "n_dofs": n_dofs,
         "n_modes": n_modes,
@@ -158,17 +178,32 @@ def _surrogate_dims(declared: Declared, read_small: Callable[[str], npt.NDArray[
         "nodes_per_cell": _nodes_per_cell(cell, degree),
         "p": p,
     }
-    if group == "kernel":
-        return _common_dims(declared, dims | _kernel_dims(declared, p))
-    n_hidden = _int(declared, "network/n_hidden", 0, _MAX_HIDDEN)
-    hidden = read_small("network/hidden_layers").reshape(-1)
-    if hidden.dtype.kind not in "iu" or hidden.size < n_hidden or np.any(hidden[:n_hidden] < 1):
-        raise ValueError(f"'network/hidden_layers': {hidden} does not give {n_hidden} positive widths")
-    widths = [n_in, *(int(w) for w in hidden[:n_hidden]), n_out]
-    dims["n_networks"] = _int(declared, "network/n_networks", 1, 1 << 16)
-    dims["n_layers"] = len(widths) - 1
-    dims |= {f"width_{k}": w for k, w in enumerate(widths)}
+    for kind, prefix in _regressors(declared):
+        # Every regressor (each member of a blend) maps the file's parameters to its modes.
+        n_in = _int(declared, f"{prefix}n_in", 1, 1 << 20)
+        n_out = _int(declared, f"{prefix}n_out", 0, 1 << 30)
+        if n_in != p:
+            raise ValueError(f"'{prefix}n_in': {n_in} inputs for {p} parameters")
+        if n_out != n_modes:
+            raise ValueError(f"'{prefix}n_out': {n_out} outputs for {n_modes} modes")
+        if kind == "kernel":
+            dims |= _kernel_dims(declared, p, prefix)
+        else:
+            dims |= _network_dims(declared, read_small, n_in, n_out, prefix)
     return _common_dims(declared, dims)
+
+
+def _network_dims(
+    declared: Declared, read_small: Callable[[str], npt.NDArray[Any]], n_in: int, n_out: int, prefix: str
+) -> dict[str, int]:
+    """Sizes of a network: ensemble members, layers and their widths."""
+    n_hidden = _int(declared, f"{prefix}n_hidden", 0, _MAX_HIDDEN)
+    hidden = read_small(f"{prefix}hidden_layers").reshape(-1)
+    if hidden.dtype.kind not in "iu" or hidden.size < n_hidden or np.any(hidden[:n_hidden] < 1):
+        raise ValueError(f"'{prefix}hidden_layers': {hidden} does not give {n_hidden} positive widths")
+    widths = [n_in, *(int(w) for w in hidden[:n_hidden]), n_out]
+    dims = {"n_networks": _int(declared, f"{prefix}n_networks", 1, 1 << 16), "n_layers": len(widths) - 1}
+    return dims | {f"width_{k}": w for k, w in enumerate(widths)}
 
 
 def _is_kernel(declared: Declared | Tree) -> bool:
@@ -176,18 +211,16 @@ def _is_kernel(declared: Declared | Tree) -> bool:
     return any(name.startswith("kernel/") for name in declared)
 
 
-def _kernel_dims(declared: Declared, p: int) -> dict[str, int]:
+def _kernel_dims(declared: Declared, p: int, prefix: str) -> dict[str, int]:
     """Sizes of a kernel regressor: training points, polynomial terms."""
-    method = _choice(declared, "kernel/method", tuple(KERNELS))
-    _choice(declared, "kernel/kernel", KERNELS[method])
-    if any(n.startswith("network/") for n in declared):
-        raise ValueError("'kernel/method': a file holds a network or a kernel regressor, not both")
-    n_train = _shape(declared, "kernel/inputs")[0]
+    method = _choice(declared, f"{prefix}method", tuple(KERNELS))
+    _choice(declared, f"{prefix}kernel", KERNELS[method])
+    n_train = _shape(declared, f"{prefix}inputs")[0]
     if n_train < 1:
-        raise ValueError("'kernel/inputs': no training points")
-    n_poly = _shape(declared, "kernel/polynomial")[0]
+        raise ValueError(f"'{prefix}inputs': no training points")
+    n_poly = _shape(declared, f"{prefix}polynomial")[0]
     if n_poly not in (0, 1, p + 1):
-        raise ValueError(f"'kernel/polynomial': {n_poly} terms, expected 0, 1 or {p + 1}")
+        raise ValueError(f"'{prefix}polynomial': {n_poly} terms, expected 0, 1 or {p + 1}")
     return {"n_train": n_train, "n_poly": n_poly}
 
 
@@ -206,40 +239,45 @@ def _common_dims(declared: Declared, dims: dict[str, int]) -> dict[str, int]:
 
 
 def _surrogate_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
-    if _is_kernel(declared):
-        names = [f"kernel/{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
-        names += [f"kernel/{n}" for n in ("method", "kernel", "input_transform", "n_in", "n_out", "amplitude")]
-        names += [f"kernel/{n}" for n in ("noise", "inputs", "weights", "polynomial", "length_scales")]
-        if declared.get("kernel/method") == "gp":
-            names += ["kernel/cholesky", "kernel/output_variance"]
-        elif "kernel/cholesky" in declared or "kernel/output_variance" in declared:
-            raise ValueError("'kernel/cholesky': only a Gaussian process has a Cholesky factor")
-        return names + _common_expected(declared, dims)
-    names = [f"network/{n}" for n in ("hidden_layers", "n_hidden", "activation", "input_transform", "n_in")]
-    names += [f"network/{n}" for n in ("n_out", "n_networks", "dtype")]
-    return names + _network_expected(declared, dims)
+    names = ["blend/weights"] if _is_blend(declared) else []
+    for kind, prefix in _regressors(declared):
+        names += _kernel_expected(declared, prefix) if kind == "kernel" else _network_expected(declared, dims, prefix)
+    return names + _common_expected(declared, dims)
 
 
-def _network_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
-    n_weights = sum(1 for name in declared if name.startswith("network/member_"))
+def _kernel_expected(declared: Declared, prefix: str) -> list[str]:
+    names = [f"{prefix}{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
+    names += [f"{prefix}{n}" for n in ("method", "kernel", "input_transform", "n_in", "n_out", "amplitude")]
+    names += [f"{prefix}{n}" for n in ("noise", "inputs", "weights", "polynomial", "length_scales")]
+    if declared.get(f"{prefix}method") == "gp":
+        names += [f"{prefix}cholesky", f"{prefix}output_variance"]
+    elif f"{prefix}cholesky" in declared or f"{prefix}output_variance" in declared:
+        raise ValueError(f"'{prefix}cholesky': only a Gaussian process has a Cholesky factor")
+    return names
+
+
+def _network_expected(declared: Declared, dims: Mapping[str, int], prefix: str) -> list[str]:
+    names = [f"{prefix}{n}" for n in ("hidden_layers", "n_hidden", "activation", "input_transform", "n_in")]
+    names += [f"{prefix}{n}" for n in ("n_out", "n_networks", "dtype")]
+    n_weights = sum(1 for name in declared if name.startswith(f"{prefix}member_"))
     if n_weights != 2 * dims["n_networks"] * dims["n_layers"]:
         raise ValueError(
-            f"'network/n_networks': {dims['n_networks']} networks of {dims['n_layers']} layers need "
+            f"'{prefix}n_networks': {dims['n_networks']} networks of {dims['n_layers']} layers need "
             f"{2 * dims['n_networks'] * dims['n_layers']} weight arrays, the file holds {n_weights}"
         )
-    names = [f"network/{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
-    names += [
-        f"network/member_{m}/layers.{2 * k}.{w}"
+    names += [f"{prefix}{side}_scaler/{n}" for side in ("input", "output") for n in ("shift", "scale")]
+    members = [
+        f"{prefix}member_{m}/layers.{2 * k}.{w}"
         for m in range(dims["n_networks"])
         for k in range(dims["n_layers"])
         for w in ("weight", "bias")
     ]
-    members = set(names)
     # Every member name must belong to the declared ensemble and layers (no stray layers or members).
+    known = set(members)
     for name in declared:
-        if name.startswith("network/member_") and name not in members:
+        if name.startswith(f"{prefix}member_") and name not in known:
             raise ValueError(f"{name!r}: not a layer of the {dims['n_networks']} declared networks")
-    return names + _common_expected(declared, dims)
+    return names + members
 
 
 def _common_expected(declared: Declared, dims: Mapping[str, int]) -> list[str]:
@@ -335,18 +373,20 @@ def _check_surrogate(tree: Tree) -> None:
     lower, upper = _finite(tree, "parameters/lower"), _finite(tree, "parameters/upper")
     if np.any(lower >= upper):
         raise ValueError("'parameters/upper': not above 'parameters/lower'")
-    group = "kernel" if _is_kernel(tree) else "network"
-    if _choice(tree, f"{group}/input_transform", INPUT_TRANSFORMS) == "log" and np.any(lower <= 0):
-        raise ValueError(f"'{group}/input_transform': 'log' with non-positive parameter bounds")
-    if group == "kernel":
-        _check_kernel(tree)
-    else:
-        _check_network(tree)
-    for side in ("input", "output"):
-        _finite(tree, f"{group}/{side}_scaler/shift")
-        scale = _finite(tree, f"{group}/{side}_scaler/scale")
-        if np.any(scale <= 0):
-            raise ValueError(f"'{group}/{side}_scaler/scale': not positive")
+    for kind, prefix in _regressors(tree):
+        if _choice(tree, f"{prefix}input_transform", INPUT_TRANSFORMS) == "log" and np.any(lower <= 0):
+            raise ValueError(f"'{prefix}input_transform': 'log' with non-positive parameter bounds")
+        if kind == "kernel":
+            _check_kernel(tree, prefix)
+        else:
+            _check_network(tree, prefix)
+        for side in ("input", "output"):
+            _finite(tree, f"{prefix}{side}_scaler/shift")
+            scale = _finite(tree, f"{prefix}{side}_scaler/scale")
+            if np.any(scale <= 0):
+                raise ValueError(f"'{prefix}{side}_scaler/scale': not positive")
+    if _is_blend(tree):
+        _check_blend(tree)
     m = 0
     while f"training/member_{m}/best_index" in tree:
         _check_history(tree, f"training/member_{m}/")
@@ -369,45 +409,54 @@ def _check_surrogate(tree: Tree) -> None:
         raise ValueError("'element/shape': values outside [0, 3]")
 
 
-def _check_network(tree: Tree) -> None:
-    _choice(tree, "network/activation", ACTIVATIONS)
-    parts = [name in tree for name in ("network/norm_model/intercept", "network/norm_model/slopes")]
+def _check_network(tree: Tree, prefix: str) -> None:
+    _choice(tree, f"{prefix}activation", ACTIVATIONS)
+    parts = [f"{prefix}norm_model/{n}" in tree for n in ("intercept", "slopes")]
     if any(parts):
         if not all(parts):
-            raise ValueError("'network/norm_model': needs both its intercept and its slopes")
-        size = abs(_float(tree, "network/norm_model/intercept"))
-        size += float(np.sum(np.abs(_finite(tree, "network/norm_model/slopes"))))
+            raise ValueError(f"'{prefix}norm_model': needs both its intercept and its slopes")
+        size = abs(_float(tree, f"{prefix}norm_model/intercept"))
+        size += float(np.sum(np.abs(_finite(tree, f"{prefix}norm_model/slopes"))))
         if size > NORM_MODEL_BOUND:
-            raise ValueError(f"'network/norm_model': |w_0| + sum |w_j| = {size:.3g} beyond {NORM_MODEL_BOUND}")
-    dtype = _choice(tree, "network/dtype", ("float32", "float64"))
+            raise ValueError(f"'{prefix}norm_model': |w_0| + sum |w_j| = {size:.3g} beyond {NORM_MODEL_BOUND}")
+    dtype = _choice(tree, f"{prefix}dtype", ("float32", "float64"))
     for name, value in tree.items():
-        if name.startswith("network/member_"):
+        if name.startswith(f"{prefix}member_"):
             if np.asarray(value).dtype != np.dtype(dtype):
                 raise ValueError(f"{name!r}: dtype {np.asarray(value).dtype}, the header says {dtype}")
             _finite(tree, name)
 
 
-def _check_kernel(tree: Tree) -> None:
-    method = _choice(tree, "kernel/method", tuple(KERNELS))
-    _choice(tree, "kernel/kernel", KERNELS[method])
+def _check_kernel(tree: Tree, prefix: str) -> None:
+    method = _choice(tree, f"{prefix}method", tuple(KERNELS))
+    _choice(tree, f"{prefix}kernel", KERNELS[method])
     for name in ("inputs", "weights", "polynomial"):
-        _finite(tree, f"kernel/{name}")
-    scales = _finite(tree, "kernel/length_scales")
+        _finite(tree, f"{prefix}{name}")
+    scales = _finite(tree, f"{prefix}length_scales")
     if np.any(scales <= 0):
-        raise ValueError("'kernel/length_scales': not positive")
-    if method == "gp" and _float(tree, "kernel/amplitude") <= 0:
-        raise ValueError("'kernel/amplitude': not positive")
-    _float(tree, "kernel/amplitude")
-    _float(tree, "kernel/noise", low=0.0)
+        raise ValueError(f"'{prefix}length_scales': not positive")
+    if method == "gp" and _float(tree, f"{prefix}amplitude") <= 0:
+        raise ValueError(f"'{prefix}amplitude': not positive")
+    _float(tree, f"{prefix}amplitude")
+    _float(tree, f"{prefix}noise", low=0.0)
     if method == "gp":
-        L = _finite(tree, "kernel/cholesky")
+        L = _finite(tree, f"{prefix}cholesky")
         if np.any(np.triu(L, 1) != 0) or np.any(np.diag(L) <= 0):
-            raise ValueError("'kernel/cholesky': not lower triangular with a positive diagonal")
-        _finite(tree, "kernel/output_variance", low=0.0)
-    if "kernel/warping" in tree:
-        rates = _finite(tree, "kernel/warping")
+            raise ValueError(f"'{prefix}cholesky': not lower triangular with a positive diagonal")
+        _finite(tree, f"{prefix}output_variance", low=0.0)
+    if f"{prefix}warping" in tree:
+        rates = _finite(tree, f"{prefix}warping")
         if np.any(np.abs(rates) > MAX_WARPING):
-            raise ValueError(f"'kernel/warping': rates beyond +-{MAX_WARPING}")
+            raise ValueError(f"'{prefix}warping': rates beyond +-{MAX_WARPING}")
+
+
+def _check_blend(tree: Tree) -> None:
+    """A blend's weights: the kernel's and the network's, finite, within [0, 1], summing to 1."""
+    weights = _finite(tree, "blend/weights")
+    if np.any(weights < 0) or np.any(weights > 1):
+        raise ValueError(f"'blend/weights': {weights} outside [0, 1]")
+    if abs(float(np.sum(weights)) - 1.0) > BLEND_WEIGHT_TOLERANCE:
+        raise ValueError(f"'blend/weights': {weights} do not sum to 1")
 
 
 _SURROGATE_FIELDS = [
@@ -438,31 +487,32 @@ _SURROGATE_FIELDS = [
     Field("element/shape", dtype="iu", ndim=1),
     Field("element/scalar", "bool"),
     Field("element/signature", "str"),
-    Field("network/hidden_layers", dtype="iu", ndim=1, required=False),
-    Field("network/n_hidden", "int", required=False),
-    Field("network/activation", "str", required=False),
-    Field("network/input_transform", "str", required=False),
-    Field("network/n_in", "int", required=False),
-    Field("network/n_out", "int", required=False),
-    Field("network/n_networks", "int", required=False),
-    Field("network/dtype", "str", required=False),
-    Field("network/input_scaler/(shift|scale)", shape=("p",)),
-    Field("network/output_scaler/(shift|scale)", shape=("n_modes",)),
-    Field("network/norm_model/intercept", "float", required=False),
-    Field("network/norm_model/slopes", shape=("p",), required=False),
+    Field(_NET + "hidden_layers", dtype="iu", ndim=1, required=False),
+    Field(_NET + "n_hidden", "int", required=False),
+    Field(_NET + "activation", "str", required=False),
+    Field(_NET + "input_transform", "str", required=False),
+    Field(_NET + "n_in", "int", required=False),
+    Field(_NET + "n_out", "int", required=False),
+    Field(_NET + "n_networks", "int", required=False),
+    Field(_NET + "dtype", "str", required=False),
+    Field(_NET + "input_scaler/(shift|scale)", shape=("p",)),
+    Field(_NET + "output_scaler/(shift|scale)", shape=("n_modes",)),
+    Field(_NET + "norm_model/intercept", "float", required=False),
+    Field(_NET + "norm_model/slopes", shape=("p",), required=False),
     Field(_MEMBER, shape=_layer_shape),
-    Field("kernel/(method|kernel|input_transform)", "str"),
-    Field("kernel/(n_in|n_out)", "int"),
-    Field("kernel/(amplitude|noise)", "float"),
-    Field("kernel/inputs", shape=("n_train", "p"), required=False),
-    Field("kernel/weights", shape=("n_train", "n_modes"), required=False),
-    Field("kernel/polynomial", shape=("n_poly", "n_modes"), required=False),
-    Field("kernel/length_scales", shape=("p",), required=False),
-    Field("kernel/cholesky", shape=("n_train", "n_train"), required=False),
-    Field("kernel/output_variance", shape=("n_modes",), required=False),
-    Field("kernel/warping", shape=("p",), required=False),
-    Field("kernel/input_scaler/(shift|scale)", shape=("p",)),
-    Field("kernel/output_scaler/(shift|scale)", shape=("n_modes",)),
+    Field(_KER + "(method|kernel|input_transform)", "str"),
+    Field(_KER + "(n_in|n_out)", "int"),
+    Field(_KER + "(amplitude|noise)", "float"),
+    Field(_KER + "inputs", shape=("n_train", "p"), required=False),
+    Field(_KER + "weights", shape=("n_train", "n_modes"), required=False),
+    Field(_KER + "polynomial", shape=("n_poly", "n_modes"), required=False),
+    Field(_KER + "length_scales", shape=("p",), required=False),
+    Field(_KER + "cholesky", shape=("n_train", "n_train"), required=False),
+    Field(_KER + "output_variance", shape=("n_modes",), required=False),
+    Field(_KER + "warping", shape=("p",), required=False),
+    Field(_KER + "input_scaler/(shift|scale)", shape=("p",)),
+    Field(_KER + "output_scaler/(shift|scale)", shape=("n_modes",)),
+    Field("blend/weights", shape=(2,), required=False),
     Field(_HISTORY + "(train_loss|validation_loss)", shape=_history_loss_shape, ndim=1),
     Field(_HISTORY + "(train_indices|validation_indices)", dtype="iu", ndim=1),
     Field(_HISTORY + "(best_index|n_adam_epochs|n_lbfgs_iterations)", "int"),
@@ -477,10 +527,11 @@ _SURROGATE_FIELDS = [
 
 
 #: Surrogate files (``.femml``): format version 1 holds a network, version 2 a network (with its resolved training
-#: options) or a kernel regressor (``kernel/``); fem_ml reads both and writes version 2.
+#: options) or a kernel regressor (``kernel/``), version 3 also a blend of the two (``blend/``); fem_ml reads every
+#: version and writes the lowest that holds the surrogate (3 for a blend only, else 2).
 SURROGATE = Format(
     "fem_ml.surrogate",
-    2,
+    3,
     "fem_ml surrogate",
     Schema(_SURROGATE_FIELDS, dimensions=_surrogate_dims, check=_check_surrogate, expected=_surrogate_expected),
 )

@@ -18,6 +18,10 @@ to use the surrogate without the script that trained it:
 ``kernel/``             instead of ``network/``, for a kernel surrogate:
                         :meth:`KernelRegressor.to_tree <fem_ml.kernels.KernelRegressor.to_tree>`: method, kernel,
                         hyperparameters, training inputs, weights, scalers (format version 2)
+``blend/``              instead of both, for a blend:
+                        :meth:`BlendedRegressor.to_tree <fem_ml.blending.BlendedRegressor.to_tree>`: ``weights``
+                        (kernel, network) and the members' entries under ``blend/kernel/`` and
+                        ``blend/network/`` (format version 3)
 ``parameters/``         names and bounds
 ``training/``           :meth:`TrainingHistory.to_tree <fem_ml.networks.TrainingHistory.to_tree>` of each member
                         (``member_m/``) and the training points
@@ -61,6 +65,7 @@ from fem_ml._mpi import collectively
 from fem_ml._records import ErrorReport
 from fem_ml._serialize import prefixed, subtree
 from fem_ml._spectrum import energy_curve
+from fem_ml.blending import BlendedRegressor
 from fem_ml.kernels import KernelRegressor
 from fem_ml.networks import CoefficientNetwork, TrainingHistory
 from fem_ml.parameters import ParameterSpace
@@ -78,7 +83,9 @@ logger = logging.getLogger(__name__)
 #: Format tag and newest version of surrogate files.
 FORMAT, VERSION = SURROGATE.kind, SURROGATE.version
 #: The file group of each regressor kind.
-_GROUPS = {"network": "network", "kernel": "kernel"}
+_GROUPS = {"network": "network", "kernel": "kernel", "blend": "blend"}
+#: The format version of files without a blend (a blend needs version 3; older readers then say the file is newer).
+_VERSION_WITHOUT_BLEND = 2
 _BIG = ("mesh/cells", "mesh/x", "layout/keys", "layout/coordinates", "basis/modes")
 
 
@@ -171,8 +178,10 @@ def save(
             if rom.training_parameters is not None:
                 tree["training/parameters"] = np.asarray(rom.training_parameters, dtype=np.float64)
             # Version 2 for networks too: their files now record the resolved training options, an entry that
-            # readers of version 1 would refuse as unknown; with version 2 they say that the file is newer.
-            write_tree(tmp[target], tree, kind=FORMAT, version=VERSION, key=secret)
+            # readers of version 1 would refuse as unknown; with version 2 they say that the file is newer. Version
+            # 3 only for a blend, which readers of version 2 cannot read: other files stay readable by them.
+            version = VERSION if rom.regressor.kind == "blend" else _VERSION_WITHOUT_BLEND
+            write_tree(tmp[target], tree, kind=FORMAT, version=version, key=secret)
     logger.info("Saved surrogate (%d modes, %d dofs) to %s", rom.n_modes, layout.n_global, target)
     return target
 
@@ -263,8 +272,7 @@ def load(
         raise FileFormatError(f"{source} is not a valid {SURROGATE.what}: 'basis/modes': {err}.") from None
     try:
         with collectively(comm):
-            group = "kernel" if "kernel/method" in small else "network"
-            rom = _stage(source, group, lambda: _surrogate(small, basis))
+            rom = _stage(source, _group(small), lambda: _surrogate(small, basis))
     except BaseException:
         basis.inner_product.destroy()
         raise
@@ -280,6 +288,13 @@ def _stage[T](source: Path, group: str, build: Callable[[], T]) -> T:
         raise FileFormatError(f"{source} is not a valid {SURROGATE.what}: {group!r}: {err}.") from err
 
 
+def _group(tree: Tree) -> str:
+    """The file group of a validated file's regressor: ``"blend"``, ``"kernel"`` or ``"network"``."""
+    if "blend/weights" in tree:
+        return "blend"
+    return "kernel" if "kernel/method" in tree else "network"
+
+
 def _surrogate(small: Tree, basis: PODBasis) -> Surrogate:
     """The surrogate from the small entries of a validated file and its basis (local)."""
     from fem_ml.surrogate import Surrogate
@@ -290,7 +305,10 @@ def _surrogate(small: Tree, basis: PODBasis) -> Surrogate:
     histories = [TrainingHistory.from_tree(subtree(small, f"training/member_{m}")) for m in range(_n_histories(small))]
     report = ErrorReport.from_tree(subtree(small, "errors")) if "errors/parameters" in small else None
     regressor: CoefficientRegressor
-    if "kernel/method" in small:
+    group = _group(small)
+    if group == "blend":
+        regressor = BlendedRegressor.from_tree(subtree(small, "blend"))
+    elif group == "kernel":
         regressor = KernelRegressor.from_tree(subtree(small, "kernel"))
     else:
         regressor = CoefficientNetwork.from_tree(subtree(small, "network"))
@@ -328,8 +346,9 @@ def describe(
         max_bytes: Memory budget of the file's datasets.
 
     Returns:
-        A JSON-serialisable summary: parameters and bounds, modes, dofs, element, mesh size, inner product,
-        network architecture, training and test errors, versions and user metadata.
+        A JSON-serialisable summary: parameters and bounds, modes, dofs, element, mesh size, inner product, the
+        regressor (``network``: architecture; ``kernel``: method and hyperparameters; a blend: ``blend`` with its
+        weights, and both), training and test errors, versions and user metadata.
 
     Raises:
         FileFormatError: for a missing, damaged, forged, foreign or newer-format file.
@@ -354,8 +373,13 @@ def describe(
         "versions": {k: str(v) for k, v in subtree(tree, "versions").items()},
         "metadata": json.loads(str(tree["metadata"])),
     }
-    if "kernel/method" in tree:
-        kernel = subtree(tree, "kernel")
+    group = _group(tree)
+    regressors = subtree(tree, "blend") if group == "blend" else tree
+    if group == "blend":
+        weights = np.asarray(tree["blend/weights"])
+        info["blend"] = {"kernel_weight": float(weights[0]), "network_weight": float(weights[1])}
+    if "kernel/method" in regressors:
+        kernel = subtree(regressors, "kernel")
         info["kernel"] = {
             "method": str(kernel["method"]),
             "kernel": str(kernel["kernel"]),
@@ -367,8 +391,8 @@ def describe(
         }
         if "warping" in kernel:
             info["kernel"]["warping"] = [float(v) for v in np.asarray(kernel["warping"])]
-    else:
-        network = subtree(tree, "network")
+    if "network/n_networks" in regressors:
+        network = subtree(regressors, "network")
         info["network"] = {
             "hidden_layers": [int(w) for w in np.asarray(network["hidden_layers"])[: int(network["n_hidden"])]],
             "activation": str(network["activation"]),

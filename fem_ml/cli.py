@@ -88,6 +88,11 @@ def _format_info(info: dict) -> str:
         f"retained energy {info['retained_energy']:.12f}"
     )
     lines.append(f"element: {info['element']}; mesh: {info['mesh_cells']} cells, {info['mesh_nodes']} nodes")
+    if "blend" in info:
+        b = info["blend"]
+        lines.append(
+            f"blend: {b['kernel_weight']:.6g} x kernel regressor + {b['network_weight']:.6g} x network (below)"
+        )
     if "kernel" in info:
         k = info["kernel"]
         scales = ", ".join(f"{v:.3g}" for v in k["length_scales"])
@@ -97,7 +102,7 @@ def _format_info(info: dict) -> str:
         )
         if "warping" in k:
             lines.append("  inputs warped by rates [" + ", ".join(f"{v:.3g}" for v in k["warping"]) + "]")
-    else:
+    if "network" in info:
         net = info["network"]
         lines.append(
             f"network: {net['n_networks']} x MLP {net['hidden_layers']} {net['activation']}, "

@@ -7,8 +7,8 @@ A :class:`Surrogate` is a composition of three parts, each with one job:
 
 * a :class:`~fem_ml.pod.PODBasis` (the modes :math:`\Phi`, distributed like the user's function space);
 * a coefficient regressor (replicated on every rank), :math:`\mu \mapsto \hat c`: any object of the
-  :class:`CoefficientRegressor` protocol, a :class:`~fem_ml.networks.CoefficientNetwork` or a
-  :class:`~fem_ml.kernels.KernelRegressor`;
+  :class:`CoefficientRegressor` protocol, a :class:`~fem_ml.networks.CoefficientNetwork`, a
+  :class:`~fem_ml.kernels.KernelRegressor` or a :class:`~fem_ml.blending.BlendedRegressor` of the two;
 * a :class:`~fem_ml.domain.TrainingDomain`: bounds, distance to the training points and the extrapolation policy.
 
 Evaluating it checks the point (and that every rank passed the same one: one ``Allreduce`` of a digest, a few
@@ -50,13 +50,14 @@ logger = logging.getLogger(__name__)
 class CoefficientRegressor(Protocol):
     r"""What a :class:`Surrogate` needs of its map :math:`\mu \mapsto \hat c(\mu)` (replicated on every rank).
 
-    :class:`~fem_ml.networks.CoefficientNetwork` (``kind == "network"``) and
-    :class:`~fem_ml.kernels.KernelRegressor` (``kind == "kernel"``) satisfy it. Inputs are the parameters
+    :class:`~fem_ml.networks.CoefficientNetwork` (``kind == "network"``),
+    :class:`~fem_ml.kernels.KernelRegressor` (``kind == "kernel"``) and
+    :class:`~fem_ml.blending.BlendedRegressor` (``kind == "blend"``) satisfy it. Inputs are the parameters
     transformed by :attr:`input_transform` and scaled from the bounds (:meth:`scale_inputs`); the extrapolation
     checks of :class:`~fem_ml.domain.TrainingDomain` measure distances in those inputs.
 
     Attributes:
-        kind: ``"network"`` or ``"kernel"``: the file group it is stored under and the features it has.
+        kind: ``"network"``, ``"kernel"`` or ``"blend"``: the file group it is stored under and the features it has.
         input_transform: ``"linear"`` or ``"log"``.
     """
 
@@ -173,9 +174,13 @@ class Surrogate:
             TypeError: for a surrogate with another regressor (a kernel one): the feature is for networks only.
         """
         if not isinstance(self.regressor, CoefficientNetwork):
+            hint = ""
+            if self.regressor.kind == "blend":
+                hint = (" A blend's network alone is Surrogate(rom.space, rom.basis, rom.regressor.network), "
+                        "without the kernel's share of the prediction.")  # fmt: skip
             raise TypeError(
                 f"This surrogate's regressor is a {self.regressor.kind} regressor, not a network; this feature "
-                "(inverse problems, the ParaView plugin, training histories) needs a network."
+                f"(inverse problems, the ParaView plugin, training histories) needs a network.{hint}"
             )
         return self.regressor
 
@@ -333,6 +338,8 @@ class Surrogate:
             return None
         if self.regressor.kind == "network":
             return "The uncertainty needs an ensemble: train with n_networks >= 2."
+        if self.regressor.kind == "blend":
+            return "This blend has no uncertainty: its weight leaves one member without one (RBF, a single network)."
         return "This regressor has no uncertainty (RBF interpolation); a Gaussian process (method='gp') has one."
 
     def deviation(self, parameters: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -343,8 +350,9 @@ class Surrogate:
 
         for an ensemble: the members' spread in the basis' inner product (the modes are orthonormal in it) relative
         to the mean prediction; for a Gaussian process, :math:`\big(\sum_k \sigma_k(\mu)^2\big)^{1/2} / \|\bar
-        c(\mu)\|_2` with the predictive deviation :math:`\sigma_k` of each coefficient. It needs a regressor with
-        an uncertainty (``n_networks >= 2``, or a GP); it estimates the regressor's share of the error.
+        c(\mu)\|_2` with the predictive deviation :math:`\sigma_k` of each coefficient; for a blend, from the
+        mixture's covariance (:mod:`fem_ml.blending`). It needs a regressor with an uncertainty
+        (``n_networks >= 2``, a GP, or a blend); it estimates the regressor's share of the error.
         """
         if (reason := self._no_spread()) is not None:
             raise ValueError(reason.replace("uncertainty", "deviation", 1))

@@ -100,6 +100,11 @@ class SurrogateModel:
                 f"{self.path}: a kernel surrogate ({tree['kernel/method']}); the ParaView plugin evaluates "
                 "network surrogates only"
             )
+        if "blend/weights" in tree:
+            raise ValueError(
+                f"{self.path}: a blend of a kernel regressor ({tree['blend/kernel/method']}) and a network; the "
+                "ParaView plugin evaluates network surrogates only"
+            )
         self._read_network(tree)
         self._read_space(tree)
         self._build_grid(tree)
