@@ -16,7 +16,7 @@ either. It is never much worse: by the triangle inequality, at every point
 
 the blend's coefficient error is at most the weighted mean of its members' errors.
 :func:`~fem_ml.selection.select_regressor` builds one from its best kernel and its best network candidates, the
-weight fitted on their out-of-fold predictions by :func:`least_squares_weight`.
+weight fitted on their out-of-fold predictions by :func:`fit_weight`.
 
 **Uncertainty.** The blend is read as the mixture of its members with probabilities :math:`w` and :math:`1 - w`;
 its covariance is the mixture's (law of total variance),
@@ -51,7 +51,7 @@ from fem_ml._serialize import prefixed, subtree
 from fem_ml.kernels import KernelRegressor
 from fem_ml.networks import CoefficientNetwork
 
-__all__ = ["WEIGHT_TOLERANCE", "BlendedRegressor", "least_squares_weight"]
+__all__ = ["WEIGHT_TOLERANCE", "BlendedRegressor", "fit_weight"]
 
 #: The largest :math:`|w_k + w_n - 1|` of stored weights (a few roundings of :math:`1 - w`), as the file schema checks.
 WEIGHT_TOLERANCE = BLEND_WEIGHT_TOLERANCE
@@ -229,34 +229,47 @@ class BlendedRegressor:
         return cls(kernel, network, float(weights[0]))
 
 
-def least_squares_weight(
+def fit_weight(
     kernel: npt.NDArray[np.float64],
     network: npt.NDArray[np.float64],
     coefficients: npt.NDArray[np.float64],
     norms: npt.NDArray[np.float64],
+    projection_sq: npt.NDArray[np.float64] | None = None,
 ) -> float:
-    r"""The kernel's weight :math:`w \in [0, 1]` of the least relative squared error of the blend on given points.
+    r"""The kernel's weight :math:`w \in [0, 1]` of the least mean relative error of the blend on given points.
 
     With predictions :math:`a_i` (kernel) and :math:`b_i` (network) of the coefficients :math:`c_i` of fields of
-    norm :math:`\|u_i\|`, the minimizer of :math:`\sum_i \|w a_i + (1 - w) b_i - c_i\|_2^2 / \|u_i\|^2` (the
-    squared relative errors, whose regressor part the blend changes) clipped to :math:`[0, 1]`:
+    norm :math:`\|u_i\|` whose projection errors are :math:`p_i` (squared), the minimizer over :math:`[0, 1]` of
 
-    .. math:: w = \frac{\sum_i (c_i - b_i)^T (a_i - b_i) / \|u_i\|^2}{\sum_i \|a_i - b_i\|_2^2 / \|u_i\|^2}.
+    .. math:: E(w) = \frac1n \sum_i \frac{\sqrt{p_i + \|w a_i + (1 - w) b_i - c_i\|_2^2}}{\|u_i\|},
 
-    Identical predictions (a zero denominator) give :math:`w = 1/2`.
+    the mean relative error of the fields, which is the measure :func:`~fem_ml.selection.select_regressor`
+    compares candidates by (a mean of errors, not of squared errors: a few held-out points where one member is far
+    off do not decide the weight alone). :math:`E` is convex (each term is the norm of an affine function of
+    :math:`w`); its minimizer is found by bounded Brent iterations to :math:`10^{-8}` and compared with both ends.
+    Identical predictions give :math:`w = 1/2`.
 
     Args:
         kernel: The kernel's predictions ``(n, r)``.
         network: The network's predictions ``(n, r)``.
         coefficients: The true coefficients ``(n, r)``.
         norms: The fields' norms ``(n,)``, positive.
+        projection_sq: The squared projection errors ``(n,)`` (default zero).
 
     Returns:
         The weight.
     """
-    scale = 1.0 / norms[:, None] ** 2
+    from scipy.optimize import minimize_scalar  # only here: keeps it off the import of fem_ml
+
+    p = np.zeros(len(norms)) if projection_sq is None else projection_sq
     d = kernel - network
-    denominator = float(np.sum(scale * d**2))
-    if not denominator > 0 or not math.isfinite(denominator):
+    if not np.any(d):
         return 0.5
-    return float(np.clip(np.sum(scale * (coefficients - network) * d) / denominator, 0.0, 1.0))
+    residual = network - coefficients
+
+    def mean_error(w: float) -> float:
+        return float(np.mean(np.sqrt(p + np.sum((residual + w * d) ** 2, axis=1)) / norms))
+
+    found = minimize_scalar(mean_error, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-8})
+    candidates = (0.0, 1.0, float(np.clip(found.x, 0.0, 1.0)))
+    return min(candidates, key=lambda w: (mean_error(w), w))

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from fem_ml._agree import agreed
 from fem_ml._fem import space_mismatch
-from fem_ml.blending import BlendedRegressor, least_squares_weight
+from fem_ml.blending import BlendedRegressor, fit_weight
 from fem_ml.kernels import KernelOptions, KernelRegressor, fit_kernel
 from fem_ml.networks import CoefficientNetwork, TrainingHistory, TrainingOptions, train_network
 from fem_ml.parameters import ParameterSpace
@@ -306,23 +306,23 @@ def _blend(
 ) -> tuple[CandidateResult, float]:
     """The blend's held-out result from its members' held-out predictions, and the weight on all of them.
 
-    The weight of fold ``f`` is fitted (:func:`~fem_ml.blending.least_squares_weight`) on the held-out predictions
+    The weight of fold ``f`` is fitted (:func:`~fem_ml.blending.fit_weight`) on the held-out predictions
     of the other folds only (cross-fitting), so that a fold's errors never choose their own weight; the returned
     weight is fitted on all snapshots. A given ``weight`` is used for every fold instead.
     """
     start = time.perf_counter()
     a, b = kernel.predictions, network.predictions
     assert a is not None and b is not None
-    c, norms = errors.coefficients, errors.norms
+    c, norms, p = errors.coefficients, errors.norms, errors.projection_sq
     weights = np.empty(int(fold.max()) + 1)
     predictions = np.empty_like(c)
     for f in range(len(weights)):
         held = fold == f
-        weights[f] = weight if weight is not None else least_squares_weight(a[~held], b[~held], c[~held], norms[~held])
+        weights[f] = weight if weight is not None else fit_weight(a[~held], b[~held], c[~held], norms[~held], p[~held])
         predictions[held] = weights[f] * a[held] + (1.0 - weights[f]) * b[held]
-    final = weight if weight is not None else least_squares_weight(a, b, c, norms)
+    final = weight if weight is not None else fit_weight(a, b, c, norms, p)
     how = "given" if weight is not None else (
-        f"least squares on the held-out predictions; per fold, on the other folds': {np.round(weights, 3).tolist()}"
+        f"least mean error of the held-out predictions; per fold, on the other folds': {np.round(weights, 3).tolist()}"
     )  # fmt: skip
     description = f"{final:.4g} x {kernel.name} + {1.0 - final:.4g} x {network.name} (weight {how})"
     return errors.result(BLEND, predictions, time.perf_counter() - start, description), final
@@ -397,10 +397,11 @@ def select_regressor(
     ``"blend"`` joins them: :math:`w \hat c_k + (1 - w) \hat c_n` of the kernel candidate and of the network
     candidate of lowest mean held-out error (:class:`~fem_ml.blending.BlendedRegressor`). Its held-out prediction
     of a snapshot is that blend of its members' held-out predictions, so it costs no fit. The weight minimizes the
-    relative squared error on held-out predictions (:func:`~fem_ml.blending.least_squares_weight`, clipped to
-    :math:`[0, 1]`), and it is *cross-fitted*: the blend's prediction on fold :math:`f` uses the weight fitted on
-    the other folds' held-out predictions, so that no fold's error chose its own weight; the returned blend has the
-    weight fitted on all snapshots (:attr:`Selection.blend_weight`). ``blend_weight`` fixes :math:`w` instead. Two
+    mean relative error of the held-out predictions, the measure the candidates are compared by
+    (:func:`~fem_ml.blending.fit_weight`, within :math:`[0, 1]`), and it is *cross-fitted*: the blend's
+    prediction on fold :math:`f` uses the weight fitted on the other folds' held-out predictions, so that no
+    fold's error chose its own weight; the returned blend has the weight fitted on all snapshots
+    (:attr:`Selection.blend_weight`). ``blend_weight`` fixes :math:`w` instead. Two
     small selection biases remain, both favourable to the blend: its members are the best of their kind on the
     same held-out errors, and the models that predicted the other folds were trained on fold :math:`f`'s
     snapshots (the weight is one number, so little of fold :math:`f` reaches it).
