@@ -25,7 +25,7 @@ dispatches to one of two range finders, followed by the same Rayleigh-Ritz step 
     :math:`Q`: the kept directions and up to ``oversampling`` more, since a Gram eigenvector is only accurate
     relative to gaps of :math:`\sigma^2` and the modes next to the truncation need the next directions in the
     Rayleigh-Ritz step. One subspace iteration from that step's right singular vectors and a second
-    Rayleigh-Ritz step remove the rounding of the Gram matrix from the subspace (one more pass over the
+    Rayleigh-Ritz step remove the rounding of the Gram matrix from the subspace (two more passes over the
     snapshots), so that the modes agree across rank counts to near the rounding of :math:`U` itself.
 ``method="randomized"`` (for thousands of snapshots)
     A randomized range finder (Halko, Martinsson and Tropp, SIAM Rev. 2011) in the :math:`M` inner product with
@@ -538,16 +538,10 @@ def pod(
             ip, source, n, n_modes=n_modes, oversampling=oversampling, power_iterations=power_iterations, seed=seed,
             chunk=chunk_size,
         )  # fmt: skip
-    Q, MQ, W, sigma, right = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
     if method == "snapshots":
-        # One subspace iteration, U z_k / sigma_k, and the Rayleigh-Ritz step again (see _method_of_snapshots).
-        k = max(int(np.sum(sigma > 1e-7 * sigma[0])), 1)  # signal only: no division by rounding noise
-        r = min(r, k)
-        del Q, MQ
-        Q = _combine(source, n, right[:k].T / sigma[:k], chunk_size)
-        Q, MQ, W, refined, _ = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
-        sigma = np.concatenate([refined, sigma[k:]])
-    if method == "randomized":
+        Q, MQ, W, sigma, r = _refined_rayleigh_ritz(ip, source, n, Q, r, chunk_size, orthonormality_tol)
+    else:
+        Q, MQ, W, sigma, _ = _rayleigh_ritz(ip, source, n, Q, chunk=chunk_size, orthonormality_tol=orthonormality_tol)
         r = _randomized_rank(sigma, r, tol, total_energy)
     modes, M_modes = Q @ W[:, :r], MQ @ W[:, :r]
     del Q, MQ
@@ -612,7 +606,7 @@ def _method_of_snapshots(
     subspace itself still carries the Gram matrix' rounding; :func:`pod` therefore takes one subspace
     iteration, :math:`Q \leftarrow U Z_k \Sigma_k^{-1}` from the right singular vectors of the first step, and
     the Rayleigh-Ritz step again: the last mode then moves by 7.8e-13 (beam) and 1.3e-11 (24 modes of
-    ``demos/dynamics_burgers.py``, from 3.9e-9), for one more pass over the snapshots.
+    ``demos/dynamics_burgers.py``, from 3.9e-9), for two more passes over the snapshots.
 
     Returns ``(Q, total energy, the singular values beyond Q's columns (Gram estimates), r)``.
     """
@@ -687,6 +681,30 @@ def _rayleigh_ritz(
     signs = np.sign(Zt[np.arange(Zt.shape[0]), np.argmax(np.abs(Zt), axis=1)])
     signs[signs == 0] = 1.0
     return Q, MQ, W * signs, sigma, Zt * signs[:, None]
+
+
+def _refined_rayleigh_ritz(
+    ip: InnerProduct, source: SnapshotSource, n: int, Q: _Block, r: int, chunk: int, orthonormality_tol: float
+) -> tuple[_Block, _Block, _Block, _Block, int]:
+    r"""The Rayleigh-Ritz step, one subspace iteration :math:`Q \leftarrow U Z_k \Sigma_k^{-1}` and the step again.
+
+    The iteration removes the rounding of the Gram matrix from the subspace (see ``_method_of_snapshots``);
+    it costs two more passes over the snapshots (:math:`U Z_k` and the second :math:`(MQ)^T U`), which for a
+    :class:`~fem_ml.store.SnapshotStore` means reading it twice more. Directions whose first-step singular value
+    is at the level of rounding (:math:`\sigma_k \le 10^{-7} \sigma_1`) are not iterated (no division by
+    noise); if that leaves fewer than ``r``, the kept rank drops with a warning.
+
+    Returns ``(Q, M Q, W, sigma, r)``, with the refined singular values followed by the first step's beyond them.
+    """
+    Q, MQ, _, sigma, right = _rayleigh_ritz(ip, source, n, Q, chunk=chunk, orthonormality_tol=orthonormality_tol)
+    k = max(int(np.sum(sigma > 1e-7 * sigma[0])), 1)
+    if k < r:
+        logger.warning("Only %d singular values are above rounding noise; keeping %d modes, not %d.", k, k, r)
+        r = k
+    del Q, MQ
+    Q = _combine(source, n, right[:k].T / sigma[:k], chunk)
+    Q, MQ, W, refined, _ = _rayleigh_ritz(ip, source, n, Q, chunk=chunk, orthonormality_tol=orthonormality_tol)
+    return Q, MQ, W, np.concatenate([refined, sigma[k:]]), r
 
 
 def _randomized_rank(sigma: npt.NDArray[np.float64], r: int, tol: float | None, total_energy: float) -> int:

@@ -303,6 +303,7 @@ def _blend(
     errors: _Errors,
     fold: npt.NDArray[np.int64],
     weight: float | None,
+    comm: Any,
 ) -> tuple[CandidateResult, float]:
     """The blend's held-out result from its members' held-out predictions, and the weight on all of them.
 
@@ -325,7 +326,8 @@ def _blend(
         f"least mean error of the held-out predictions; per fold, on the other folds': {np.round(weights, 3).tolist()}"
     )  # fmt: skip
     description = f"{final:.4g} x {kernel.name} + {1.0 - final:.4g} x {network.name} (weight {how})"
-    return errors.result(BLEND, predictions, time.perf_counter() - start, description), final
+    elapsed = float(comm.bcast(time.perf_counter() - start, root=0))  # rank 0's, as for every candidate
+    return errors.result(BLEND, predictions, elapsed, description), final
 
 
 def _pick(results: list[CandidateResult], kinds: Mapping[str, str], folds: int) -> tuple[CandidateResult, str]:
@@ -432,7 +434,8 @@ def select_regressor(
         seed: Seed of the split into folds (and of the GP's optimizer restarts).
         blend: Compare the blend of the best kernel and the best network candidates (when there are both); the
             name ``"blend"`` is then reserved.
-        blend_weight: The kernel's weight :math:`w \in [0, 1]` of the blend, or None to fit it (see above).
+        blend_weight: The kernel's weight :math:`w \in [0, 1]` of the blend, or None to fit it (see above); only
+            with ``blend=True``.
 
     Returns:
         The surrogate of the selected regressor, refit on all snapshots (for the blend: both members, in a
@@ -454,6 +457,8 @@ def select_regressor(
             raise TypeError(f"blend must be True or False, got {blend!r}.")
         if blend_weight is not None and not (math.isfinite(blend_weight) and 0.0 <= blend_weight <= 1.0):
             raise ValueError(f"blend_weight must be None or within [0, 1], got {blend_weight!r}.")
+        if blend_weight is not None and not blend:
+            raise ValueError("blend_weight is the weight of the blend: with blend=False it would be ignored.")
         chosen = _candidates(candidates, tuned, seed)
         if blend and BLEND in chosen:
             raise ValueError(f"{BLEND!r} is the name of the blended candidate: rename yours or pass blend=False.")
@@ -485,7 +490,7 @@ def select_regressor(
     members: tuple[str, str] | None = None
     weight: float | None = None
     if blend and best_kernel is not None and best_network is not None:
-        blended, weight = _blend(best_kernel, best_network, errors, fold, blend_weight)
+        blended, weight = _blend(best_kernel, best_network, errors, fold, blend_weight, comm)
         results.append(blended)
         kinds[BLEND] = "blend"
         members = (best_kernel.name, best_network.name)

@@ -356,12 +356,14 @@ def test_select_regressor_returns_the_refit_blend(comm, basis, snapshots, select
 
 
 def test_select_regressor_blend_options(comm, basis, snapshots):
-    """blend must be a bool, blend_weight within [0, 1]; 'blend' is reserved while blending; kernels only: no blend."""
+    """blend is a bool; blend_weight in [0, 1], only with blend; 'blend' is reserved; kernels only: no blend."""
     candidates = {"rbf": fem_ml.KernelOptions(method="rbf"), "gp": QUICK_GP}
     raises_on_all_ranks(comm, TypeError, "blend must be", fem_ml.select_regressor, basis, snapshots, SPACE,
                         candidates=candidates, blend="yes")  # fmt: skip
     raises_on_all_ranks(comm, ValueError, "blend_weight", fem_ml.select_regressor, basis, snapshots, SPACE,
                         candidates=candidates, blend_weight=1.5)  # fmt: skip
+    raises_on_all_ranks(comm, ValueError, "would be ignored", fem_ml.select_regressor, basis, snapshots, SPACE,
+                        candidates=candidates, blend=False, blend_weight=0.5)  # fmt: skip
     raises_on_all_ranks(comm, ValueError, "name of the blended candidate", fem_ml.select_regressor, basis, snapshots,
                         SPACE, candidates={"blend": QUICK_GP, "rbf": fem_ml.KernelOptions(method="rbf")})  # fmt: skip
     with pytest.raises(TypeError):

@@ -127,6 +127,30 @@ def test_fit_recovers_inputs_and_affine_parameter_dependence():
     )
 
 
+@pytest.mark.parametrize("lam", [(0.0, 0.0), (1e-8, 1e-6), (1e-3, 1e-1), (10.0, 100.0)])
+def test_accurate_solve_is_the_regularized_least_squares_solution(lam):
+    """The equilibrated SVD solve satisfies the normal equations (G + diag(penalty)) X = Z of the same problem."""
+    from fem_ml.dynamics.opinf import _Problem
+
+    rng = np.random.default_rng(3)
+    model = known_model(rng, r=4)
+    data, derivatives = trajectories_of(model, rng, [None, None], np.linspace(0.0, 2.0, 41))
+    problem = _Problem(data, "cAH", {"c": ["1"], "A": ["1"], "H": ["1"]}, derivatives)
+    X = problem.solve_accurately(lam)
+    normal = problem.G + np.diag(problem.penalty(lam))
+    residual = normal @ X - problem.Z
+    assert np.linalg.norm(residual) <= 1e-10 * np.linalg.norm(normal) * np.linalg.norm(X)
+
+    # The minimizer: no worse than the normal-equation solve (which squares the condition number) ...
+    def objective(Y):
+        return np.sum((problem.D @ Y - problem.Y) ** 2) + np.sum(problem.penalty(lam)[:, None] * Y**2)
+
+    fast = problem.solve(lam)
+    assert objective(X) <= objective(fast) * (1 + 1e-12)
+    if lam[0] >= 1e-3:  # ... and equal to it where that is well conditioned
+        np.testing.assert_allclose(X, fast, rtol=0, atol=1e-10 * np.abs(X).max())
+
+
 def test_regularization_selection_picks_the_best_stable_candidate():
     rng = np.random.default_rng(3)
     truth = known_model(rng)

@@ -395,10 +395,11 @@ def fit_operator_inference(
                 )
     assert chosen is not None
     X = None
-    if comm.rank == 0:
-        X = problem.solve_accurately(chosen)
-        if sparse_threshold is not None:
-            X = _stlsq(problem, chosen, X, sparse_threshold)
+    with collectively(comm):  # a failure of the solve on rank 0 reaches every rank before the broadcast
+        if comm.rank == 0:
+            X = problem.solve_accurately(chosen)
+            if sparse_threshold is not None:
+                X = _stlsq(problem, chosen, X, sparse_threshold)
     X = comm.bcast(X, root=0)
     model = build(X, with_basis=True)
     score_chosen = next((e for a, b, e in tried if (a, b) == chosen), None)
