@@ -301,9 +301,13 @@ class ReducedDynamics:
             raise ValueError(f"This model takes {self.n_inputs} input(s): give inputs.")
 
         def rhs(t: float, q: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-            dq = c + A @ q
-            if T is not None:
-                dq += (T @ q).reshape(r, r) @ q
+            if T is not None:  # (A + H(q)) q in one product: the right-hand side is called thousands of times
+                linear = (T @ q).reshape(r, r)
+                linear += A
+                dq = linear @ q
+                dq += c
+            else:
+                dq = c + A @ q
             if B is not None:
                 assert inputs is not None
                 dq += B @ np.asarray(inputs(t), dtype=np.float64).reshape(-1)
