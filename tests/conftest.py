@@ -108,6 +108,26 @@ def raises_on_all_ranks(comm: MPI.Comm, exc_type: type[BaseException], match: st
     assert comm.allreduce(1) == comm.size
 
 
+def forged_surrogate_files(
+    comm: MPI.Comm, path: Path, forgeries, directory: Path, prefix: str
+) -> list[tuple[str, str]]:
+    """Rank 0 writes each ``(label, tree)`` of ``forgeries(tree of path)`` as a valid surrogate file; all get the list.
+
+    The files carry valid checksums, so only the loader's validation of their entries can refuse them.
+    """
+    from fem_ml._formats import SURROGATE
+    from fem_ml._h5 import read_tree, write_tree
+
+    cases = []
+    if comm.rank == 0:
+        tree = read_tree(path, kind=SURROGATE.kind, version=SURROGATE.version, what="test", schema=SURROGATE.schema)
+        for k, (label, forged) in enumerate(forgeries(tree)):
+            target = directory / f"{prefix}_{k:03d}.femml"
+            write_tree(target, forged, kind=SURROGATE.kind, version=SURROGATE.version)
+            cases.append((label, str(target)))
+    return comm.bcast(cases, root=0)
+
+
 def clean_env() -> dict[str, str]:
     """The environment for a child process: without the MPI launcher's variables (so it starts an MPI job of its
     own), one OpenMP thread, and this checkout's fem_ml first on the path (a script run from ``demos/`` or

@@ -9,12 +9,10 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
-from conftest import SPACE, by_coordinates, raises_on_all_ranks
+from conftest import SPACE, by_coordinates, forged_surrogate_files, raises_on_all_ranks
 from dolfinx import fem
 
 import fem_ml
-from fem_ml._formats import SURROGATE
-from fem_ml._h5 import read_tree, write_tree
 from fem_ml.kernels import _power_search, _warp, fit_kernel
 from fem_ml.selection import CandidateResult, _pick
 
@@ -133,14 +131,7 @@ def _forgeries(tree: dict):
 def test_forged_kernel_files_are_refused(comm, tmp_dir, roms):
     """Every forged kernel entry, with a valid checksum, is a FileFormatError naming the file, on every rank."""
     path = fem_ml.save(roms["gp_power"], tmp_dir / "gp_forge.femml")
-    cases = []
-    if comm.rank == 0:
-        tree = read_tree(path, kind=SURROGATE.kind, version=SURROGATE.version, what="test", schema=SURROGATE.schema)
-        for k, (label, forged) in enumerate(_forgeries(tree)):
-            target = tmp_dir / f"forged_kernel_{k:03d}.femml"
-            write_tree(target, forged, kind=SURROGATE.kind, version=SURROGATE.version)
-            cases.append((label, str(target)))
-    cases = comm.bcast(cases, root=0)
+    cases = forged_surrogate_files(comm, path, _forgeries, tmp_dir, "forged_kernel")
     assert len(cases) > 20
     for label, target in cases:
         with pytest.raises(fem_ml.FileFormatError, match="forged_kernel") as err:
