@@ -189,13 +189,37 @@ def _forgeries(tree: dict):
     yield "unknown blend entry", {**tree, "blend/bias": weights}
 
 
+#: What refuses each forgery of :func:`_forgeries`: the entry named and the reason.
+REFUSALS = {
+    "weight nan": "'blend/weights': holds NaN",
+    "weights sum 1.2": "'blend/weights': .* do not sum to 1",
+    "weight negative": "'blend/weights': .* outside \\[0, 1\\]",
+    "three weights": "'blend/weights': shape \\(3,\\)",
+    "weights integers": "'blend/weights': dtype int64",
+    "weights removed": "'blend/weights': missing entry",
+    "kernel n_out": "'blend/kernel/n_out': 5 outputs for 6 modes",
+    "network n_out": "'blend/network/n_out': 7 outputs for 6 modes",
+    "network n_in": "'blend/network/n_in': 3 inputs for 4 parameters",
+    "kernel weights wider": "'blend/kernel/weights': shape \\(40, 7\\)",
+    "kernel removed": "'blend/kernel/n_in': expected an integer",
+    "network removed": "'blend/network/n_in': expected an integer",
+    "member layer removed": "'blend/network/n_networks': .* the file holds 7",
+    "member layer inf": "'blend/network/member_1/layers.0.weight': holds NaN",
+    "kernel cholesky nan": "'blend/kernel/cholesky': holds NaN",
+    "network on another box": "'blend': The members were fitted on different parameter boxes",
+    "a network beside": "beside no other regressor",
+    "a kernel beside": "beside no other regressor",
+    "unknown blend entry": "'blend/bias': unknown entry",
+}
+
+
 def test_forged_blend_files_are_refused(comm, tmp_dir, blended):
-    """Every forged blend entry, with a valid checksum, is a FileFormatError naming the file, on every rank."""
+    """Every forged blend entry, with a valid checksum, is a FileFormatError naming the file and the reason."""
     path = fem_ml.save(blended, tmp_dir / "blend_forge.femml")
     cases = forged_surrogate_files(comm, path, _forgeries, tmp_dir, "forged_blend")
-    assert len(cases) == 19
+    assert sorted(label for label, _ in cases) == sorted(REFUSALS)
     for label, target in cases:
-        with pytest.raises(fem_ml.FileFormatError, match="forged_blend") as err:
+        with pytest.raises(fem_ml.FileFormatError, match=REFUSALS[label]) as err:
             fem_ml.load(target, comm=comm)
         assert target in str(err.value), label
         assert comm.allreduce(1) == comm.size  # every rank raised, none is left waiting
