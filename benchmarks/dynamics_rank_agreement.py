@@ -58,12 +58,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demos"))
 
 from dynamics_beam import build_beam
+from dynamics_burgers import NU_RANGE, build_problem
 
 import fem_ml
 from fem_ml._layout import DofLayout
 from fem_ml.dynamics import NewmarkIntegrator, fit_second_order
 
 FIELDS = ("displacements", "velocities", "accelerations")
+#: The Burgers demo's training viscosities (its defaults: five, geometric over its range).
+BURGERS_NU = np.geomspace(*NU_RANGE, 5)
 OPERATORS = ("stiffness", "damping", "input_matrix")
 #: The factorizations of the serial reruns (the default is MUMPS with its automatic ordering).
 LU = {"ksp_type": "preonly", "pc_type": "lu"}
@@ -265,21 +268,32 @@ def burgers_part(serial_dir: Path, parallel_dir: Path) -> dict:
     return out
 
 
+def burgers_trajectories(comm: MPI.Comm) -> tuple:
+    """The Burgers demo's training trajectories on ``comm`` at its defaults: ``(V, snapshots)`` (collective).
+
+    Five viscosities, 101 times (dt 0.005, T = 0.5), 48 x 48 cells.
+    """
+    V, solve = build_problem(comm, 48, 0.005)
+    S = fem_ml.collect_trajectories(solve, BURGERS_NU[:, None], V, times=np.arange(101) * 0.005,
+                                    space=fem_ml.ParameterSpace({"nu": NU_RANGE}), progress=False)  # fmt: skip
+    return V, S
+
+
+def burgers_fit_options() -> dict:
+    """The demo's options of ``fit_operator_inference`` (``nu A q + H q⊗q``, stable between the viscosities)."""
+    mids = np.sqrt(BURGERS_NU[:-1] * BURGERS_NU[1:])
+    return {"terms": "AH", "parameter_functions": {"A": ["nu"]}, "test_time_length": 0.5,
+            "stability_parameters": mids[:, None]}  # fmt: skip
+
+
 def burgers_data_part() -> dict:
     """The Burgers demo's training data and fit on 1 rank (rank 0) and on 2 ranks, from own and identical data."""
-    from dynamics_burgers import NU_RANGE, build_problem
-
     comm = MPI.COMM_WORLD
     root = comm.rank == 0
     start = time.perf_counter()
-    train_nu = np.geomspace(*NU_RANGE, 5)  # the demo's defaults: 48 x 48 cells, dt 0.005, T = 0.5, 24 modes
-    mids = np.sqrt(train_nu[:-1] * train_nu[1:])
-    times = np.arange(101) * 0.005
-    space = fem_ml.ParameterSpace({"nu": NU_RANGE})
 
     def collect(c: MPI.Comm) -> tuple:
-        V, solve = build_problem(c, 48, 0.005)
-        S = fem_ml.collect_trajectories(solve, train_nu[:, None], V, times=times, space=space, progress=False)
+        V, S = burgers_trajectories(c)
         layout = DofLayout(V)
         return V, S, layout, layout.gather(S.values)
 
@@ -289,10 +303,7 @@ def burgers_data_part() -> dict:
         else:
             basis = fem_ml.PODBasis(V, modes, np.ones(modes.shape[1]), fem_ml.assemble_inner_product(V, "l2"), 0.0)
         data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
-        model = fem_ml.dynamics.fit_operator_inference(
-            data, basis=basis, terms="AH", parameter_functions={"A": ["nu"]}, test_time_length=0.5,
-            stability_parameters=mids[:, None],
-        )  # fmt: skip
+        model = fem_ml.dynamics.fit_operator_inference(data, basis=basis, **burgers_fit_options())
         return {"entries": model.entries, "modes": layout.gather(basis.modes), "states": np.hstack(data.states)}
 
     serial = collect(MPI.COMM_SELF) if root else None
@@ -340,17 +351,10 @@ def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000
     2e-16 (three seeds; the size of the difference between the reduced states of 1 and 2 ranks). No MPI is
     involved: what this measures is the conditioning of the least-squares problem itself.
     """
-    from dynamics_burgers import NU_RANGE, build_problem
-
-    train_nu = np.geomspace(*NU_RANGE, 5)
-    times = np.arange(101) * 0.005
-    V, solve = build_problem(MPI.COMM_SELF, 48, 0.005)
-    S = fem_ml.collect_trajectories(solve, train_nu[:, None], V, times=times,
-                                    space=fem_ml.ParameterSpace({"nu": NU_RANGE}), progress=False)  # fmt: skip
+    _, S = burgers_trajectories(MPI.COMM_SELF)
     basis = fem_ml.pod(S, inner_product="l2", n_modes=24)
     data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
-    options = {"terms": "AH", "parameter_functions": {"A": ["nu"]}, "test_time_length": 0.5,
-               "stability_parameters": np.sqrt(train_nu[:-1] * train_nu[1:])[:, None]}  # fmt: skip
+    options = burgers_fit_options()
     chosen = fem_ml.dynamics.fit_operator_inference(data, **options).fit_report["regularization"]
 
     def resimulated(model: fem_ml.dynamics.ReducedDynamics) -> float:
