@@ -21,6 +21,11 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from fem_ml._threads import limit_blas_threads
+
+# Under mpirun, each rank's BLAS threads: the node's cores over its ranks (unless the user has set a count).
+limit_blas_threads()
+
 if TYPE_CHECKING:
     from fem_ml import discovery, dynamics
     from fem_ml._h5 import FileFormatError

@@ -132,7 +132,7 @@ def clean_env() -> dict[str, str]:
     """The environment for a child process: without the MPI launcher's variables (so it starts an MPI job of its
     own), one OpenMP thread, and this checkout's fem_ml first on the path (a script run from ``demos/`` or
     ``tests/`` would otherwise import the installed one)."""
-    prefixes = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_", "OMPI_")
+    prefixes = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "MPICH_", "OMPI_", "MPI_LOCAL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])

@@ -162,12 +162,41 @@ def test_regularization_selection_picks_the_best_stable_candidate():
     report = fit.fit_report
     finite = [e for _, _, e in report["candidates"] if e is not None]
     assert min(finite) <= report["training_error"] <= min(finite) * (1 + 1e-3)
-    assert len(report["candidates"]) == 13 + 6 + 6 and report["n_stable_candidates"] == len(finite)
+    pairs = [(a, b) for a, b, _ in report["candidates"]]
+    # The common grid, then at most 8 new candidates in each of three refinement stages; none tried twice.
+    assert 13 + 8 <= len(pairs) <= 13 + 3 * 8 and len(set(pairs)) == len(pairs)
+    assert report["n_stable_candidates"] == len(finite)
+    assert report["projection_error"] is None and report["selection_bound"] is None
     assert report["regularization"][0] > 0
     # The selected model's training error is a relative error of the re-simulated trajectories.
     sim = fit.simulate(None, noisy.states[0][:, 0], noisy.times[0])
     err = np.linalg.norm(sim.coefficients - noisy.states[0]) / np.linalg.norm(noisy.states[0])
     assert err < 0.05
+
+
+def test_discrepancy_rule_takes_the_most_regularized_candidate_within_the_bound():
+    rng = np.random.default_rng(3)
+    truth = known_model(rng)
+    data, _ = trajectories_of(truth, rng, [None] * 2, np.linspace(0, 1, 41))
+    states = [q + 1e-4 * rng.standard_normal(q.shape) for q in data.states]
+    projection = np.array([2e-3, 4e-3])  # as if the basis lost this much of each trajectory
+    noisy = dyn.Trajectories.from_arrays(data.times, states, projection_errors=projection)
+    report = dyn.fit_operator_inference(noisy, discrepancy=0.5).fit_report
+    bound = 0.5 * np.mean(projection)
+    assert report["projection_error"] == pytest.approx(np.mean(projection)) and report["selection_bound"] == bound
+    within = [(a, b) for a, b, e in report["candidates"] if e is not None and e <= bound]
+    assert within and report["training_error"] <= bound
+    chosen = tuple(report["regularization"])
+    assert chosen in within and all(a * b <= chosen[0] * chosen[1] for a, b in within)
+    # More regularized than the smallest-error choice, which ignores the bound.
+    smallest = dyn.fit_operator_inference(noisy, discrepancy=None).fit_report
+    assert smallest["selection_bound"] is None
+    assert smallest["training_error"] <= report["training_error"]
+    assert np.prod(smallest["regularization"]) < np.prod(chosen)
+    with pytest.raises(ValueError, match="discrepancy"):
+        dyn.fit_operator_inference(noisy, discrepancy=0.0)
+    with pytest.raises(ValueError, match="projection_errors"):
+        dyn.Trajectories.from_arrays(data.times, states, projection_errors=[1e-3, -1.0])
 
 
 def test_sparse_fit_prints_short_equations():
@@ -292,6 +321,23 @@ def test_heat_model_predicts_an_unseen_diffusivity(heat_fit):
     assert np.all(sim.eigenvalues.real < 0)
     functions = sim.functions(name="u")
     assert len(functions) == times.size and functions[-1].name == "u"
+
+
+def test_reduced_trajectories_record_their_projection_errors(heat_fit):
+    V, solve, basis, data, model = heat_fit
+    snapshots = fem_ml.collect_trajectories(solve, [[0.05], [0.1], [0.2]], V, times=np.arange(21) * 0.02,
+                                            progress=False)  # fmt: skip
+    norms = basis.inner_product.norms
+    for i in range(3):
+        U = snapshots.values[:, 21 * i : 21 * (i + 1)]
+        residual = U - basis.reconstruct(basis.project(U))
+        expected = np.sqrt(np.sum(norms(residual) ** 2) / np.sum(norms(U) ** 2))
+        assert data.projection_errors[i] == pytest.approx(expected, rel=1e-8)
+    assert np.all(data.projection_errors > 0)
+    # The field error of the fitted model is at least the projection error, and within the discrepancy bound of it.
+    report = model.fit_report
+    assert report["projection_error"] == pytest.approx(np.mean(data.projection_errors), rel=1e-12)
+    assert report["selection_bound"] == pytest.approx(0.1 * report["projection_error"], rel=1e-12)
 
 
 def test_operators_agree_between_serial_and_parallel(heat_fit):

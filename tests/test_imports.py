@@ -8,6 +8,7 @@ surrogate. Timings are not tested here; ``benchmarks/startup.py`` measures them.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,36 @@ def test_a_loaded_network_builds_its_torch_models_on_demand(comm, model, tmp_dir
         np.testing.assert_allclose(network.torch_forward(mu), network(mu), rtol=1e-13, atol=1e-13)
     finally:
         loaded.destroy()
+
+
+_THREADS = (
+    "import os, fem_ml, scipy.linalg; from threadpoolctl import threadpool_info; "
+    "print(os.environ.get('OPENBLAS_NUM_THREADS'), sorted({i['num_threads'] for i in threadpool_info() "
+    "if i['user_api'] == 'blas'}))"
+)
+
+
+@pytest.mark.parametrize(
+    "launcher, user, expected",
+    [
+        ({"MPI_LOCALNRANKS": "2"}, {}, "limited"),
+        ({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, {}, "limited"),
+        ({"MPI_LOCALNRANKS": "2"}, {"MKL_NUM_THREADS": "5"}, "the user's"),
+        ({"MPI_LOCALNRANKS": "1"}, {}, "untouched"),
+        ({}, {}, "untouched"),
+    ],
+)
+def test_blas_threads_are_shared_among_the_ranks_of_a_node(comm, launcher, user, expected):
+    # A fresh process that sees the launcher's environment (MPI_LOCALNRANKS of MPICH's Hydra, Open MPI's
+    # OMPI_COMM_WORLD_LOCAL_SIZE) but no thread count of its own, unless the user set one.
+    env = {k: v for k, v in clean_env().items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                               "MKL_NUM_THREADS")} | launcher | user  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _THREADS], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    variable, counts = done.stdout.split(maxsplit=1)
+    cores = len(os.sched_getaffinity(0))
+    if expected == "limited":
+        share = max(1, cores // 2)
+        assert variable == str(share) and json.loads(counts) == [share]
+    else:  # the user's count, or no launcher: OpenBLAS' own setting stays
+        assert variable == "None"

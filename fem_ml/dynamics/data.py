@@ -39,7 +39,7 @@ Inputs = npt.ArrayLike | Callable[[float], npt.ArrayLike] | None
 
 @dataclass(frozen=True)
 class Trajectories:
-    """Reduced trajectories: coefficients over time, one per parameter point (and input history).
+    r"""Reduced trajectories: coefficients over time, one per parameter point (and input history).
 
     The arrays are small and replicated: every rank holds all of them.
 
@@ -49,6 +49,10 @@ class Trajectories:
         parameters: Parameter point of each trajectory, ``(s, p)`` (``p = 0`` for a non-parametric problem).
         inputs: Input values at the sample times, ``(m, k_i)`` per trajectory, or None without inputs.
         parameter_names: Names of the ``p`` parameters.
+        projection_errors: Relative projection error of each trajectory's fields onto the basis,
+            :math:`\|U_i - \Phi Q_i\| / \|U_i\|` (Frobenius over its times, in the basis's inner product),
+            ``(s,)``; None when unknown. :func:`reduce_trajectories` records them; the regularization selection of
+            :func:`~fem_ml.dynamics.opinf.fit_operator_inference` measures its re-simulation error against them.
     """
 
     times: tuple[npt.NDArray[np.float64], ...]
@@ -56,6 +60,7 @@ class Trajectories:
     parameters: npt.NDArray[np.float64]
     inputs: tuple[npt.NDArray[np.float64], ...] | None = None
     parameter_names: tuple[str, ...] = field(default=())
+    projection_errors: npt.NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         s = len(self.times)
@@ -80,6 +85,9 @@ class Trajectories:
             for i, (t, u) in enumerate(zip(self.times, self.inputs, strict=True)):
                 if u.ndim != 2 or u.shape != (m, t.size) or m < 1 or not np.isfinite(u).all():
                     raise ValueError(f"Trajectory {i}: inputs must be a finite (m, {t.size}) array, got {u.shape}.")
+        e = self.projection_errors
+        if e is not None and (e.shape != (s,) or not np.isfinite(e).all() or np.any(e < 0)):
+            raise ValueError(f"projection_errors must be a finite, non-negative ({s},) array, got shape {e.shape}.")
 
     @classmethod
     def from_arrays(
@@ -90,6 +98,7 @@ class Trajectories:
         parameters: npt.ArrayLike | None = None,
         inputs: Sequence[npt.ArrayLike] | None = None,
         parameter_names: Sequence[str] | None = None,
+        projection_errors: npt.ArrayLike | None = None,
     ) -> Trajectories:
         """Trajectories from arrays (local; give the same arrays on every rank).
 
@@ -99,6 +108,7 @@ class Trajectories:
             parameters: ``(s, p)`` parameter points (default: none, ``p = 0``).
             inputs: ``(m, k_i)`` input values of each trajectory at its sample times (``(k_i,)`` for ``m = 1``).
             parameter_names: Names of the parameters (default ``mu0, mu1, ...``).
+            projection_errors: Relative projection error of each trajectory (see the attribute), or None.
 
         Raises:
             ValueError: for inconsistent shapes, non-increasing times or non-finite values.
@@ -112,7 +122,8 @@ class Trajectories:
         if inputs is not None:
             u = tuple(np.atleast_2d(np.array(ui, dtype=np.float64)) for ui in inputs)
         names = tuple(parameter_names) if parameter_names is not None else tuple(f"mu{j}" for j in range(p.shape[1]))
-        return cls(t, q, p, u, names)
+        e = None if projection_errors is None else np.array(projection_errors, dtype=np.float64).reshape(-1)
+        return cls(t, q, p, u, names, e)
 
     @property
     def n_modes(self) -> int:
@@ -135,6 +146,10 @@ def reduce_trajectories(
     parameter_names: Sequence[str] | None = None,
 ) -> Trajectories:
     r"""Project trajectories onto a POD basis: :math:`q(t_k) = \Phi^T M u(t_k)` (collective).
+
+    Each trajectory's relative projection error :math:`\|U_i - \Phi Q_i\|_M / \|U_i\|_M` is recorded too
+    (:attr:`Trajectories.projection_errors`): the floor of any reduced model's error on its fields, against which
+    :func:`~fem_ml.dynamics.opinf.fit_operator_inference` chooses its regularization.
 
     The snapshots are those of :func:`~fem_ml.collection.collect_trajectories`: each column's parameter point ends
     with its
@@ -161,21 +176,43 @@ def reduce_trajectories(
     coefficients = basis.project(snapshots)
     comm: MPI.Comm = basis.V.mesh.comm
     coefficients = comm.bcast(coefficients, root=0)  # bit-identical data on every rank
+    norms_sq, residuals_sq = _squared_norms(basis, snapshots.values, coefficients)
     points = np.asarray(snapshots.parameters, dtype=np.float64)
     if points.shape[1] < 1:
         raise ValueError("The snapshots have no parameters; the last parameter must be the time.")
     mu, t = points[:, :-1], points[:, -1]
     keys, which = np.unique(mu, axis=0, return_inverse=True)
     which = np.asarray(which).reshape(-1)
-    times, states = [], []
+    times, states, errors = [], [], np.zeros(keys.shape[0])
     for g in range(keys.shape[0]):
         columns = np.flatnonzero(which == g)
         order = columns[np.argsort(t[columns], kind="stable")]
         times.append(t[order])
         states.append(np.ascontiguousarray(coefficients[:, order]))
+        total = float(np.sum(norms_sq[columns]))
+        errors[g] = np.sqrt(np.sum(residuals_sq[columns]) / total) if total > 0 else 0.0
     if names is None:
         names = tuple(f"mu{j}" for j in range(mu.shape[1]))
-    return Trajectories(tuple(times), tuple(states), keys, None, tuple(names))
+    return Trajectories(tuple(times), tuple(states), keys, None, tuple(names), errors)
+
+
+def _squared_norms(
+    basis: PODBasis, values: npt.NDArray[np.float64], coefficients: npt.NDArray[np.float64], chunk: int = 256
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    r"""Squared norms of the columns of ``values`` and of their projection residuals (collective, replicated).
+
+    The residual directly (not :math:`\|u\|^2 - \|q\|^2`, which cancels below about :math:`10^{-8}` relative),
+    ``chunk`` columns at a time; the result is broadcast from rank 0 (the same on every rank).
+    """
+    n = values.shape[1]
+    norms_sq, residuals_sq = np.empty(n), np.empty(n)
+    for start in range(0, max(n, 1), chunk):
+        block = values[:, start : start + chunk]
+        residual = block - basis.reconstruct(coefficients[:, start : start + chunk])
+        both = basis.inner_product.norms(np.hstack([block, residual])) ** 2
+        norms_sq[start : start + block.shape[1]] = both[: block.shape[1]]
+        residuals_sq[start : start + block.shape[1]] = both[block.shape[1] :]
+    return basis.V.mesh.comm.bcast((norms_sq, residuals_sq), root=0)
 
 
 def finite_difference_weights(nodes: npt.ArrayLike, at: float, derivative: int) -> npt.NDArray[np.float64]:
