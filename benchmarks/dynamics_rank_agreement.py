@@ -14,6 +14,8 @@
   compares);
 * *operators, identical data*: each run's trajectories handed to the other rank count (scattered through the same
   canonical order, bit for bit) and fitted there: POD, projection and fit on 1 and on 2 ranks from the same data;
+* *refined*: both rank counts again with iterative refinement (three Richardson steps preconditioned by the LU,
+  in PETSc): whether the difference of the data is the linear solver's rounding;
 * *serial, another factorization*: the serial run again with MUMPS' AMD and METIS orderings (ICNTL(7) = 0, 5)
   and with PETSc's own LU instead of MUMPS' automatic choice: the same comparisons, on one rank throughout.
 
@@ -21,18 +23,20 @@
 ``burgers.femml`` saved by ``demos/dynamics_burgers.py`` run on 1 rank (``--out-dir DIR1``) and on 2 ranks
 (``DIR2``), loaded serially: the relative Frobenius difference of each operator, of the POD singular values and of
 the modes (matched through the dof coordinates), and of the full-order solution the demos wrote for their first
-test viscosity (``trajectory.h5``, the largest over time).
+test viscosity (``trajectory.h5``, the largest over time). Models of the demo run with ``--discrepancy`` go to
+the section ``burgers_discrepancy``.
 
 **Burgers data** (``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py burgers-data``): the demo's training
 trajectories (5 viscosities, 101 times, 48 x 48 cells) on ``COMM_SELF`` and ``COMM_WORLD``, compared like the
 beam's: the snapshots, and the POD, reduced trajectories and operator-inference fit from own data, from identical
-data, and from identical data and modes.
+data, and from identical data and modes; each fit also with ``discrepancy=0.1`` (keys ``*_discrepancy``).
 
 **Burgers sensitivity** (``python benchmarks/dynamics_rank_agreement.py burgers-sensitivity``): on one rank, how
 far the operators of the Burgers fit move when the reduced states change by relative noise of 2e-16, at the
-selected regularization and at 10, 100 and 1000 times it (with each one's mean relative error of the
-re-simulated training trajectories): the conditioning of
-the least-squares problem, which bounds the agreement of any two runs whose reduced data differ by rounding.
+regularization of the discrepancy principle (``discrepancy=0.1``) and at the default, smallest-error one and 10,
+100 and 1000 times it (with each one's mean relative error of the re-simulated training trajectories): the
+conditioning of the least-squares problem, which bounds the agreement of any two runs whose reduced data differ by
+rounding.
 
 Each part prints its figures and updates its section of ``benchmarks/results/dynamics_rank_agreement.json``
 (with the date and the load average). A quick check: ``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py
@@ -68,6 +72,12 @@ FIELDS = ("displacements", "velocities", "accelerations")
 #: The Burgers demo's training viscosities (its defaults: five, geometric over its range).
 BURGERS_NU = np.geomspace(*NU_RANGE, 5)
 OPERATORS = ("stiffness", "damping", "input_matrix")
+#: The discrepancy of ``fit_operator_inference(discrepancy=...)`` compared with its default (the smallest error).
+DISCREPANCY = 0.1
+#: The LU solve and two steps of iterative refinement, in PETSc (Richardson preconditioned by the MUMPS LU, three
+#: iterations, no convergence test), so that it works alike on any rank count.
+REFINED = {"ksp_type": "richardson", "ksp_norm_type": "none", "ksp_max_it": 3, "pc_type": "lu",
+           "pc_factor_mat_solver_type": "mumps"}  # fmt: skip
 #: The factorizations of the serial reruns (the default is MUMPS with its automatic ordering).
 LU = {"ksp_type": "preonly", "pc_type": "lu"}
 OTHER_LU = {
@@ -167,6 +177,25 @@ def scattered(layout: DofLayout, canonical: dict | None, width: int) -> dict:
     return {key: layout.scatter(None if canonical is None else canonical[key], width=width) for key in FIELDS}
 
 
+def refined_comparison(args: argparse.Namespace) -> dict:
+    """The step response on 1 and on 2 ranks, each with iterative refinement of every solve (collective).
+
+    Returns the comparison of data and operators (rank 0; empty elsewhere).
+    """
+    comm = MPI.COMM_WORLD
+    serial = newmark_data(MPI.COMM_SELF, args, REFINED) if comm.rank == 0 else None
+    fit_serial = fit(serial, serial["owned"], args) if serial is not None else None
+    world = newmark_data(comm, args, REFINED)
+    fit_world = fit(world, world["owned"], args)
+    out: dict = {}
+    if serial is not None and fit_serial is not None:
+        out = {"petsc_options": REFINED, "data": compare_data(world, serial, fit_world, fit_serial),
+               "operators": compare_fits(fit_world, fit_serial)}  # fmt: skip
+        serial["beam"].destroy()
+    world["beam"].destroy()
+    return out
+
+
 def beam_part(args: argparse.Namespace) -> dict:
     """The beam comparisons (collective on COMM_WORLD; the serial runs on rank 0)."""
     comm = MPI.COMM_WORLD
@@ -184,6 +213,7 @@ def beam_part(args: argparse.Namespace) -> dict:
     modes = world["layout"].scatter(fit_serial["modes"] if root else None, width=r)
     fit_world_serial_basis = fit(world, scattered(world["layout"], serial["canonical"] if root else None, width),
                                  args, modes=modes)  # fmt: skip
+    refined = refined_comparison(args)
     result: dict = {}
     if root:
         assert serial is not None and fit_serial is not None
@@ -201,6 +231,8 @@ def beam_part(args: argparse.Namespace) -> dict:
                 "serial_trajectories_and_modes_coefficients": compare_bases(fit_world_serial_basis, fit_serial),
             },
         }
+        # Both rank counts with iterative refinement: is the difference the solver's rounding?
+        result["refined_2_ranks_vs_1"] = refined
         # The serial run again with other factorizations: no change in the number of ranks.
         result["serial_other_factorization_vs_default"] = {}
         for name, options in OTHER_LU.items():
@@ -304,7 +336,11 @@ def burgers_data_part() -> dict:
             basis = fem_ml.PODBasis(V, modes, np.ones(modes.shape[1]), fem_ml.assemble_inner_product(V, "l2"), 0.0)
         data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
         model = fem_ml.dynamics.fit_operator_inference(data, basis=basis, **burgers_fit_options())
-        return {"entries": model.entries, "modes": layout.gather(basis.modes), "states": np.hstack(data.states)}
+        balanced = fem_ml.dynamics.fit_operator_inference(data, basis=basis, discrepancy=DISCREPANCY,
+                                                          **burgers_fit_options())  # fmt: skip
+        return {"entries": model.entries, "entries_discrepancy": balanced.entries,
+                "regularization_discrepancy": balanced.fit_report["regularization"],
+                "modes": layout.gather(basis.modes), "states": np.hstack(data.states)}  # fmt: skip
 
     serial = collect(MPI.COMM_SELF) if root else None
     fit_serial = fit_burgers(*serial[:3]) if root else None
@@ -323,6 +359,11 @@ def burgers_data_part() -> dict:
             signs = np.sign(np.sum(fitted["modes"] * fit_serial["modes"], axis=0))
             diff = np.linalg.norm(fitted["modes"] * signs - fit_serial["modes"], axis=0)
             out = {f"operator_{k}": rel(fitted["entries"][k], fit_serial["entries"][k]) for k in fit_serial["entries"]}
+            for k in fit_serial["entries"]:  # the fit with the discrepancy principle, from the same data
+                out[f"operator_{k}_discrepancy"] = rel(fitted["entries_discrepancy"][k],
+                                                       fit_serial["entries_discrepancy"][k])  # fmt: skip
+            out["regularizations_discrepancy"] = [fitted["regularization_discrepancy"],
+                                                  fit_serial["regularization_discrepancy"]]  # fmt: skip
             out["modes_max"] = float(np.max(diff / np.linalg.norm(fit_serial["modes"], axis=0)))
             out["coefficients"] = rel(fitted["states"] * signs[:, None], fit_serial["states"])
             return out
@@ -346,7 +387,8 @@ def burgers_data_part() -> dict:
 def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)) -> dict:
     """How far the Burgers fit moves for rounding-sized changes of its data, on one rank (local).
 
-    The demo's training trajectories, POD and fit on ``COMM_SELF``; then, at the selected regularization times
+    The demo's training trajectories, POD and fit on ``COMM_SELF``; then, at the regularization of the discrepancy
+    principle (``discrepancy=0.1``) and at the default, smallest-error one times
     each of ``scales``, the fit from the same reduced states and from states perturbed by relative noise of
     2e-16 (three seeds; the size of the difference between the reduced states of 1 and 2 ranks). No MPI is
     involved: what this measures is the conditioning of the least-squares problem itself.
@@ -355,7 +397,9 @@ def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000
     basis = fem_ml.pod(S, inner_product="l2", n_modes=24)
     data = fem_ml.dynamics.reduce_trajectories(basis, S, parameter_names=["nu"])
     options = burgers_fit_options()
-    chosen = fem_ml.dynamics.fit_operator_inference(data, **options).fit_report["regularization"]
+    balanced = fem_ml.dynamics.fit_operator_inference(data, discrepancy=DISCREPANCY, **options)
+    chosen = balanced.fit_report["regularization"]
+    smallest = fem_ml.dynamics.fit_operator_inference(data, **options).fit_report["regularization"]
 
     def resimulated(model: fem_ml.dynamics.ReducedDynamics) -> float:
         """Mean relative error of the training trajectories simulated from their first states."""
@@ -365,9 +409,10 @@ def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000
             errors.append(np.linalg.norm(run.coefficients - q) / np.linalg.norm(q))
         return float(np.mean(errors))
 
-    out: dict = {"selected_regularization": chosen, "perturbation": 2e-16, "by_regularization": []}
-    for scale in scales:
-        lam = (chosen[0] * scale, chosen[1] * scale)
+    out: dict = {"selected_regularization": chosen, "smallest_error_regularization": smallest,
+                 "projection_error_mean": float(np.mean(data.projection_errors)), "perturbation": 2e-16,
+                 "by_regularization": []}  # fmt: skip
+    for lam in [tuple(chosen)] + [(smallest[0] * scale, smallest[1] * scale) for scale in scales]:
         reference = fem_ml.dynamics.fit_operator_inference(data, regularization=lam, **options)
         moved: dict[str, float] = {}
         for seed in range(3):
@@ -400,6 +445,7 @@ def main() -> None:
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     load_start = os.getloadavg()
+    part = args.part
     if args.part == "beam":
         if comm.size != 2:
             raise SystemExit("Run the beam part on 2 ranks: mpirun -n 2 python benchmarks/dynamics_rank_agreement.py")
@@ -418,6 +464,12 @@ def main() -> None:
         section = burgers_part(args.serial, args.parallel) if comm.rank == 0 else {}
         section = comm.bcast(section, root=0)
         section["folders"] = [str(args.serial), str(args.parallel)]
+        summaries = [json.loads((d / "summary.json").read_text()) for d in (args.serial, args.parallel)]
+        rules = {str(s.get("discrepancy")) for s in summaries}
+        if len(rules) != 1:
+            raise SystemExit(f"The two runs used different discrepancies: {sorted(rules)}.")
+        if rules != {"None"}:  # fitted with the discrepancy principle
+            part = "burgers-discrepancy"
     section["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     section["load_average_start_end"] = [list(load_start), list(os.getloadavg())]
     if comm.rank == 0:
@@ -427,7 +479,7 @@ def main() -> None:
         "benchmark": "dynamics_rank_agreement",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"fem_ml": fem_ml.__version__},
-        args.part.replace("-", "_"): section,
+        part.replace("-", "_"): section,
     })  # fmt: skip
     fem_ml.write_json(args.out, existing, comm=comm)
 

@@ -176,6 +176,7 @@ def main(
     dt: float = 0.005,
     tol: float | None = None,
     n_modes: int | None = 24,
+    discrepancy: float | None = None,
     adam_epochs: int = 2000,
     lbfgs_iterations: int = 500,
     seed: int = 0,
@@ -208,7 +209,7 @@ def main(
     start = time.perf_counter()
     model = dynamics.fit_operator_inference(
         data, basis=basis, terms="AH", parameter_functions={"A": ["nu"]}, test_time_length=t_end,
-        stability_parameters=mids[:, None],
+        stability_parameters=mids[:, None], discrepancy=discrepancy,
     )  # fmt: skip
     t_fit = time.perf_counter() - start
     model_path = dynamics.save(model, out / "burgers.femml", metadata={"field": "velocity", "unit": "1"})
@@ -298,6 +299,7 @@ def main(
         "n_blowups": int(blowups),
         "t_fit_s": t_fit,
         "regularization": str(model.fit_report["regularization"]),
+        "discrepancy": str(discrepancy),
         "max_real_eigenvalue": float(np.max([model.eigenvalues({"nu": nu}).real.max() for nu in test_nu])),
         "t_full_median_s": float(np.median(t_full)),
         "t_reduced_median_s": float(np.median(t_reduced)),
@@ -348,11 +350,17 @@ if __name__ == "__main__":
     parser.add_argument("--t-end", type=float, default=0.5)
     parser.add_argument("--adam-epochs", type=int, default=2000)
     parser.add_argument("--lbfgs-iterations", type=int, default=500)
+    parser.add_argument(
+        "--discrepancy",
+        type=float,
+        default=None,
+        help="choose the regularization by the discrepancy principle (default: the smallest error)",
+    )
     parser.add_argument("--out-dir", default="results/dynamics_burgers")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if MPI.COMM_WORLD.rank == 0 else logging.WARNING)
     main(
         n_cells=args.n_cells, n_train=args.n_train, n_test=args.n_test, n_modes=args.n_modes, t_end=args.t_end,
         adam_epochs=args.adam_epochs, lbfgs_iterations=args.lbfgs_iterations, out_dir=args.out_dir,
-        progress=False,
+        discrepancy=args.discrepancy, progress=False,
     )  # fmt: skip

@@ -25,6 +25,7 @@ from fem_ml._threads import limit_blas_threads
 
 # Under mpirun, each rank's BLAS threads: the node's cores over its ranks (unless the user has set a count).
 limit_blas_threads()
+del limit_blas_threads
 
 if TYPE_CHECKING:
     from fem_ml import discovery, dynamics

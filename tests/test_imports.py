@@ -141,12 +141,22 @@ def test_a_loaded_network_builds_its_torch_models_on_demand(comm, model, tmp_dir
 
 
 _THREADS = (
-    "import os, fem_ml, scipy.linalg; from threadpoolctl import threadpool_info; "
-    "print(os.environ.get('OPENBLAS_NUM_THREADS'), sorted({i['num_threads'] for i in threadpool_info() "
-    "if i['user_api'] == 'blas'}))"
+    "import os{first}; import fem_ml, scipy.linalg; from threadpoolctl import threadpool_info; "
+    "print(os.environ.get('OPENBLAS_NUM_THREADS'), sorted({{i['num_threads'] for i in threadpool_info() "
+    "if i['user_api'] == 'blas'}}))"
 )
 
 
+def blas_threads(env: dict[str, str], first: str) -> tuple[str, list[int]]:
+    """``OPENBLAS_NUM_THREADS`` and the BLAS libraries' thread counts in a fresh Python that imports fem_ml."""
+    script = _THREADS.format(first=first)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    variable, counts = done.stdout.split(maxsplit=1)
+    return variable, json.loads(counts)
+
+
+@pytest.mark.parametrize("first", ["", ", numpy, scipy.linalg"])  # BLAS loaded after fem_ml, or before it
 @pytest.mark.parametrize(
     "launcher, user, expected",
     [
@@ -157,17 +167,14 @@ _THREADS = (
         ({}, {}, "untouched"),
     ],
 )
-def test_blas_threads_are_shared_among_the_ranks_of_a_node(comm, launcher, user, expected):
+def test_blas_threads_are_shared_among_the_ranks_of_a_node(comm, first, launcher, user, expected):
     # A fresh process that sees the launcher's environment (MPI_LOCALNRANKS of MPICH's Hydra, Open MPI's
     # OMPI_COMM_WORLD_LOCAL_SIZE) but no thread count of its own, unless the user set one.
     env = {k: v for k, v in clean_env().items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                "MKL_NUM_THREADS")} | launcher | user  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", _THREADS], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    variable, counts = done.stdout.split(maxsplit=1)
-    cores = len(os.sched_getaffinity(0))
+    variable, counts = on_root(comm, blas_threads, env, first)
     if expected == "limited":
-        share = max(1, cores // 2)
-        assert variable == str(share) and json.loads(counts) == [share]
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert variable == str(share) and counts == [share]
     else:  # the user's count, or no launcher: OpenBLAS' own setting stays
         assert variable == "None"

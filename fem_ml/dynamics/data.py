@@ -51,7 +51,7 @@ class Trajectories:
         parameter_names: Names of the ``p`` parameters.
         projection_errors: Relative projection error of each trajectory's fields onto the basis,
             :math:`\|U_i - \Phi Q_i\| / \|U_i\|` (Frobenius over its times, in the basis's inner product),
-            ``(s,)``; None when unknown. :func:`reduce_trajectories` records them; the regularization selection of
+            ``(s,)``; None when unknown. :func:`reduce_trajectories` records them; with ``discrepancy=``,
             :func:`~fem_ml.dynamics.opinf.fit_operator_inference` measures its re-simulation error against them.
     """
 
@@ -86,8 +86,10 @@ class Trajectories:
                 if u.ndim != 2 or u.shape != (m, t.size) or m < 1 or not np.isfinite(u).all():
                     raise ValueError(f"Trajectory {i}: inputs must be a finite (m, {t.size}) array, got {u.shape}.")
         e = self.projection_errors
-        if e is not None and (e.shape != (s,) or not np.isfinite(e).all() or np.any(e < 0)):
-            raise ValueError(f"projection_errors must be a finite, non-negative ({s},) array, got shape {e.shape}.")
+        if e is not None and (
+            not isinstance(e, np.ndarray) or e.shape != (s,) or not np.isfinite(e).all() or np.any(e < 0)
+        ):
+            raise ValueError(f"projection_errors must be a finite, non-negative ({s},) array, got {e!r}.")
 
     @classmethod
     def from_arrays(
@@ -148,8 +150,9 @@ def reduce_trajectories(
     r"""Project trajectories onto a POD basis: :math:`q(t_k) = \Phi^T M u(t_k)` (collective).
 
     Each trajectory's relative projection error :math:`\|U_i - \Phi Q_i\|_M / \|U_i\|_M` is recorded too
-    (:attr:`Trajectories.projection_errors`): the floor of any reduced model's error on its fields, against which
-    :func:`~fem_ml.dynamics.opinf.fit_operator_inference` chooses its regularization.
+    (``Trajectories.projection_errors``): the floor of any reduced model's error on its fields, reported by
+    :func:`~fem_ml.dynamics.opinf.fit_operator_inference`, whose ``discrepancy`` option chooses the regularization
+    against it.
 
     The snapshots are those of :func:`~fem_ml.collection.collect_trajectories`: each column's parameter point ends
     with its

@@ -21,21 +21,22 @@ relative and independent of the data's scale). One factorization of the small no
 The regularization is chosen as in McQuarrie, Huang and Willcox (2021) (the opinf package's ``fit_regselect``): each
 candidate model re-simulates every training trajectory, from its first state, over the training window and
 ``test_time_length`` beyond it; candidates whose states leave ``stability_factor`` times the largest training
-state (or that cannot be integrated) are rejected. Of the others, when the trajectories carry their projection
-errors :math:`e_P` (as :func:`~fem_ml.dynamics.data.reduce_trajectories` records them), the most regularized
-candidate (the largest :math:`\lambda_1 \lambda_2`) whose mean relative re-simulation error :math:`e_D` is at most
-``discrepancy`` :math:`\times\, e_P` wins: Morozov's discrepancy principle, with the basis's truncation error as
-the noise level. The fields' error then hardly exceeds what the basis allows, since the two parts are orthogonal,
-:math:`e^2 = e_P^2 + e_D^2 \le (1 + d^2)\, e_P^2` (0.5 % above :math:`e_P` for the default :math:`d = 0.1`), and
-the operators are no more sensitive to rounding of the data than that accuracy needs: for
-``demos/dynamics_burgers.py`` the smallest-error choice moves the operators by :math:`10^{-9}` (relative) when the
-reduced states change by :math:`2 \cdot 10^{-16}`, which is how much they differ between runs on 1 and on 2 ranks.
-Without projection errors (or when no stable candidate meets the bound) the candidate with the smallest error wins,
-as in McQuarrie et al. (of near-ties within 0.1 %, the largest regularization: the choice is then the same on any
-number of ranks). The search runs on a log-scale grid of a common :math:`\lambda`, then refines
-:math:`\lambda_2`, :math:`\lambda_1` and :math:`\lambda_2` again around the choice (factors :math:`10^{\pm 1/2},
-10^{\pm 1}, 10^{\pm 2}, 10^{\pm 3}`); the candidates of each stage are spread over the ranks. Extra
-``stability_parameters`` (parameter points without data) must stay stable too.
+state (or that cannot be integrated) are rejected, and the one with the smallest mean relative error of the
+re-simulated training trajectories wins (of near-ties within 0.1 %, the largest regularization: the choice is then
+the same on any number of ranks). The search runs on a log-scale grid of a common :math:`\lambda`, then refines
+:math:`\lambda_2` and :math:`\lambda_1` separately around the choice; the candidates of each stage are spread over
+the ranks. Extra ``stability_parameters`` (parameter points without data) must stay stable too.
+
+With ``discrepancy=d`` and trajectories that carry their projection errors :math:`e_P` (as
+:func:`~fem_ml.dynamics.data.reduce_trajectories` records them), the most regularized candidate (the largest
+:math:`\lambda_1 \lambda_2`) whose mean relative re-simulation error :math:`e_D` is at most :math:`d\, e_P` wins
+instead: Morozov's discrepancy principle, with the basis's truncation error as the noise level. The two parts of
+a trajectory's field error are orthogonal, :math:`e^2 = e_P^2 + e_D^2`, so a trajectory with :math:`e_D \le d\,
+e_P` loses at most a factor :math:`\sqrt{1 + d^2}` (0.5 % for :math:`d = 0.1`) against its projection error; the
+bound is on the means, so the mean field error on the training data is at most :math:`(1 + d)` times the mean
+projection error. In exchange the operators become less sensitive to rounding of the data (see the README's
+reduced-dynamics section for ``demos/dynamics_burgers.py``). The selection's re-simulations then run with a
+relative tolerance of at most 1 % of the bound. When no stable candidate meets the bound, the smallest error wins.
 
 With ``sparse_threshold``, sequentially thresholded least squares (STLSQ, Brunton, Proctor and Kutz, PNAS 113,
 2016) then drops, equation by equation, every term whose typical contribution
@@ -49,6 +50,7 @@ broadcast, so operators are bit-identical across ranks and agree with a serial f
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,7 +74,7 @@ __all__ = ["fit_operator_inference"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_GRID = tuple(10.0 ** np.arange(-12.0, 1.0))
-_REFINE = (1e-3, 1e-2, 1e-1, 10.0**-0.5, 10.0**0.5, 10.0, 100.0, 1e3)
+_REFINE = (1e-3, 1e-2, 1e-1, 10.0, 100.0, 1e3)
 
 
 class _Problem:
@@ -215,8 +217,17 @@ def _prepare(
     if stability_factor <= 1 or guard_factor <= 1:
         raise ValueError("stability_factor and guard_factor must be > 1.")
     discrepancy = options["discrepancy"]
-    if discrepancy is not None and not (isinstance(discrepancy, int | float) and 0 < discrepancy < np.inf):
-        raise ValueError(f"discrepancy must be a positive number or None, got {discrepancy!r}.")
+    if discrepancy is not None:
+        real = isinstance(discrepancy, numbers.Real) and not isinstance(discrepancy, bool)
+        if not real or not 0 < float(discrepancy) < np.inf:
+            raise ValueError(f"discrepancy must be a positive number or None, got {discrepancy!r}.")
+        if data.projection_errors is None:
+            raise ValueError(
+                "discrepancy needs trajectories that carry their projection errors (reduce_trajectories records "
+                "them; Trajectories.from_arrays takes projection_errors=)."
+            )
+        if options["fixed"]:
+            raise ValueError("discrepancy chooses the regularization: it needs regularization='auto'.")
     if sparse_threshold is not None and not sparse_threshold > 0:
         raise ValueError(f"sparse_threshold must be positive, got {sparse_threshold!r}.")
     extra = np.zeros((0, data.parameters.shape[1]))
@@ -299,7 +310,7 @@ def _search(
     has_h: bool,
     bound: float | None,
 ) -> tuple[tuple[float, float] | None, list[tuple[float, float, float]]]:
-    """A grid of a common lambda, then lambda_2, lambda_1, lambda_2 refined around the choice (collective).
+    """A grid of a common lambda, then lambda_2 and lambda_1 refined around the choice (collective).
 
     The candidates of each stage are spread over the ranks.
 
@@ -316,8 +327,7 @@ def _search(
 
     evaluate([(c, c) for c in grid])
     chosen = _choose(tried, bound)
-    # Refine lambda_2, lambda_1, then lambda_2 again (the choice of each depends on the other).
-    for which in (1, 0, 1) if has_h else ():
+    for which in (1, 0) if has_h else ():  # refine lambda_2, then lambda_1
         if chosen is None:
             break
         evaluate([(chosen[0] * f, chosen[1]) if which == 0 else (chosen[0], chosen[1] * f) for f in _REFINE])
@@ -339,7 +349,7 @@ def fit_operator_inference(
     guard_factor: float = 10.0,
     stability_parameters: npt.ArrayLike | None = None,
     sparse_threshold: float | None = None,
-    discrepancy: float | None = 0.1,
+    discrepancy: float | None = None,
     basis: PODBasis | None = None,
     comm: MPI.Comm | None = None,
     selection_rtol: float = 1e-6,
@@ -363,12 +373,13 @@ def fit_operator_inference(
         stability_parameters: Extra parameter points ``(n, p)`` where candidates must stay bounded (from the
             initial state of the nearest training trajectory).
         sparse_threshold: Relative threshold of the STLSQ sparse fit (None: dense fit).
-        discrepancy: For ``"auto"`` with trajectories that carry projection errors: choose the largest
-            regularization whose mean relative re-simulation error is at most this times their mean projection
-            error (see the module); None: the smallest error.
+        discrepancy: For ``"auto"`` with trajectories that carry projection errors: choose the most regularized
+            candidate whose mean relative re-simulation error is at most this times their mean projection error
+            (the discrepancy principle, see the module); None (the default): the smallest error.
         basis: The POD basis, kept in the model for fields and saving.
         comm: Communicator (default: the basis's, else ``MPI.COMM_SELF``).
-        selection_rtol: Relative tolerance of the re-simulations during the selection.
+        selection_rtol: Relative tolerance of the re-simulations during the selection (with ``discrepancy``, at
+            most 1 % of the bound on the error).
 
     Returns:
         The model; ``model.fit_report`` holds the chosen regularization, the training error of every candidate,
@@ -387,7 +398,7 @@ def fit_operator_inference(
     options = {
         "stability_factor": stability_factor, "guard_factor": guard_factor, "sparse_threshold": sparse_threshold,
         "derivatives": derivatives, "stability_parameters": stability_parameters, "derivative_order": derivative_order,
-        "discrepancy": discrepancy,
+        "discrepancy": discrepancy, "fixed": not (isinstance(regularization, str) and regularization == "auto"),
     }  # fmt: skip
     with collectively(comm):
         terms, functions, problem, extra = _prepare(data, terms, parameter_functions, basis, options)
@@ -401,6 +412,8 @@ def fit_operator_inference(
     selection_guard = StabilityGuard(stability_factor * largest)
     projection_error = None if data.projection_errors is None else float(np.mean(data.projection_errors))
     bound = None if discrepancy is None or projection_error is None else discrepancy * projection_error
+    # Candidates are told apart near the bound: the integrator's own error must stay well below it.
+    rtol = selection_rtol if bound is None else min(selection_rtol, 0.01 * bound)
 
     def build(X: npt.NDArray[np.float64], with_basis: bool = False) -> ReducedDynamics:
         # Candidates are scored on one rank each: without the basis, their simulations are local (no collectives).
@@ -410,7 +423,7 @@ def fit_operator_inference(
             initial_parameters=data.parameters,
         )  # fmt: skip
 
-    score = _Scorer(problem, data, build, extra, horizon, selection_guard, selection_rtol)
+    score = _Scorer(problem, data, build, extra, horizon, selection_guard, rtol)
     has_h = "H" in terms
     tried: list[tuple[float, float, float]] = []
     if lam_fixed is not None:
@@ -438,7 +451,8 @@ def fit_operator_inference(
         "regularization": [float(chosen[0]), float(chosen[1] if has_h else chosen[0])],
         "training_error": score_chosen,
         "projection_error": projection_error,
-        "selection_bound": bound if lam_fixed is None else None,
+        "selection_bound": bound,
+        "selection_rtol": rtol if lam_fixed is None else None,
         "candidates": [[a, b, e if np.isfinite(e) else None] for a, b, e in tried],
         "n_stable_candidates": int(sum(np.isfinite(e) for _, _, e in tried)),
         "n_snapshots": int(problem.D.shape[0]),
@@ -473,7 +487,7 @@ def _choose(tried: list[tuple[float, float, float]], bound: float | None) -> tup
     if bound is not None:
         within = [(a, b) for a, b, e in tried if np.isfinite(e) and e <= bound]
         if within:  # the most regularized on the log scale: the largest product lambda_1 lambda_2
-            return max(within, key=lambda ab: (np.log(max(ab[0], 1e-300)) + np.log(max(ab[1], 1e-300)), ab))
+            return max(within, key=lambda ab: (ab[0] * ab[1], ab))
     return _best(tried)
 
 
