@@ -16,6 +16,8 @@
   canonical order, bit for bit) and fitted there: POD, projection and fit on 1 and on 2 ranks from the same data;
 * *refined*: both rank counts again with iterative refinement (three Richardson steps preconditioned by the LU,
   in PETSc): whether the difference of the data is the linear solver's rounding;
+* *serial, perturbed matrices*: the serial run again after every entry of the assembled mass and stiffness
+  matrices is changed by relative noise of 2e-16 (two seeds), as another summation order of the assembly would;
 * *serial, another factorization*: the serial run again with MUMPS' AMD and METIS orderings (ICNTL(7) = 0, 5)
   and with PETSc's own LU instead of MUMPS' automatic choice: the same comparisons, on one rank throughout.
 
@@ -36,7 +38,7 @@ far the operators of the Burgers fit move when the reduced states change by rela
 regularization of the discrepancy principle (``discrepancy=0.1``) and at the default, smallest-error one and 10,
 100 and 1000 times it (with each one's mean relative error of the re-simulated training trajectories): the
 conditioning of the least-squares problem, which bounds the agreement of any two runs whose reduced data differ by
-rounding.
+rounding; and, at the smallest-error one, the same noise in the time derivatives alone and in the states alone.
 
 Each part prints its figures and updates its section of ``benchmarks/results/dynamics_rank_agreement.json``
 (with the date and the load average). A quick check: ``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py
@@ -92,13 +94,27 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
 
 
-def newmark_data(comm: MPI.Comm, args: argparse.Namespace, petsc_options: dict | None = None) -> dict:
+def newmark_data(
+    comm: MPI.Comm, args: argparse.Namespace, petsc_options: dict | None = None, perturb: int | None = None
+) -> dict:
     """The step-response training run of the demo's beam on ``comm`` (collective).
+
+    With ``perturb`` (a seed; serial runs only), every entry of the assembled mass and stiffness matrices is first
+    multiplied by 1 + 2e-16 x with x standard normal: a rounding-sized change of the
+    assembly, such as another summation order makes.
 
     Returns the beam, its dof layout, the times and inputs, the owned fields, the fields gathered in canonical
     order (rank 0; None elsewhere) and the tip displacement over time.
     """
     beam = build_beam(comm, tuple(args.n_cells), degree=args.degree)
+    if perturb is not None:
+        rng = np.random.default_rng(perturb)
+        for A in (beam.M, beam.K):
+            rows, columns, values = A.getValuesCSR()
+            values = values * (1.0 + 2e-16 * rng.standard_normal(values.size))
+            A.zeroEntries()
+            A.setValuesCSR(rows, columns, values)
+            A.assemble()
     newmark = NewmarkIntegrator(beam.M, beam.K, beam.load, damping=beam.rayleigh, petsc_options=petsc_options)
     t = np.arange(round(args.t_train / args.dt) + 1) * args.dt
     run = newmark.run(t, np.ones(t.size), functionals={"tip": beam.tip})
@@ -233,6 +249,16 @@ def beam_part(args: argparse.Namespace) -> dict:
         }
         # Both rank counts with iterative refinement: is the difference the solver's rounding?
         result["refined_2_ranks_vs_1"] = refined
+        # The serial run again from matrices changed by rounding-sized noise: how much the assembly's rounding matters.
+        result["serial_perturbed_matrices_vs_default"] = {}
+        for seed in (1, 2):
+            other = newmark_data(MPI.COMM_SELF, args, perturb=seed)
+            fit_other = fit(other, other["owned"], args)
+            result["serial_perturbed_matrices_vs_default"][f"seed_{seed}"] = {
+                "data": compare_data(other, serial, fit_other, fit_serial),
+                "operators": compare_fits(fit_other, fit_serial),
+            }
+            other["beam"].destroy()
         # The serial run again with other factorizations: no change in the number of ranks.
         result["serial_other_factorization_vs_default"] = {}
         for name, options in OTHER_LU.items():
@@ -427,7 +453,32 @@ def burgers_sensitivity_part(scales: tuple[float, ...] = (1.0, 10.0, 100.0, 1000
             "training_error": resimulated(reference),
             **{f"operator_{key}_moved_max": value for key, value in moved.items()},
         })  # fmt: skip
+    out["by_source_at_smallest_error"] = sources(data, tuple(smallest), options)
     return out
+
+
+def sources(data: fem_ml.dynamics.Trajectories, lam: tuple[float, float], options: dict) -> dict:
+    """How far the operators move at ``lam`` when the same 2e-16 noise reaches only the derivatives or only the states.
+
+    The derivatives are the fit's own (fourth-order finite differences), given through ``derivatives=``: of the
+    perturbed states with the exact states as features, and of the exact states with the perturbed ones (3 seeds).
+    """
+    derivative = fem_ml.dynamics.time_derivative
+    exact = [derivative(t, q, order=4) for t, q in zip(data.times, data.states, strict=True)]
+    reference = fem_ml.dynamics.fit_operator_inference(data, regularization=lam, derivatives=exact, **options)
+    moved: dict[str, float] = {}
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        noisy = tuple(q * (1.0 + 2e-16 * rng.standard_normal(q.shape)) for q in data.states)
+        noisy_derivatives = [derivative(t, q, order=4) for t, q in zip(data.times, noisy, strict=True)]
+        for name, states, dq in (("derivatives_only", data.states, noisy_derivatives),
+                                 ("states_only", noisy, exact)):  # fmt: skip
+            fit = fem_ml.dynamics.fit_operator_inference(dataclasses.replace(data, states=states),
+                                                         regularization=lam, derivatives=dq, **options)  # fmt: skip
+            for key in reference.entries:
+                label = f"{name}_operator_{key}_moved_max"
+                moved[label] = max(moved.get(label, 0.0), rel(fit.entries[key], reference.entries[key]))
+    return {"regularization": list(lam), **moved}
 
 
 def main() -> None:
