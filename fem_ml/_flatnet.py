@@ -364,9 +364,15 @@ class LBFGS:
         They alternate between NumPy's OpenBLAS (``dot``) and SciPy's (``daxpy``), two thread pools whose idle
         workers spin: above 10,000 entries both go multi-threaded, and on 2 cores each call then waited for a
         descheduled worker, 5.9 s for one direction from 100 pairs of 10,072 entries (NumPy 2.5, SciPy 1.18)
-        against 3 ms on one thread. Level-1 operations of this size gain nothing from threads.
+        against 3 ms on one thread. Level-1 operations of this size gain nothing from threads. Where every BLAS
+        already runs on one thread (``OMP_NUM_THREADS=1``), the pools are not touched: setting a count, even the same
+        one, was seen to change later results at the rounding level (a GP fit's cross-validation error moved by 1e-6
+        in the MPI tests).
         """
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        controller = _blas_controller()
+        if all(library.num_threads <= 1 for library in controller.select(user_api="blas").lib_controllers):
+            return self._two_loop(gradient)  # already on one thread: the pools' settings are left alone
+        with controller.limit(limits=1, user_api="blas"):
             return self._two_loop(gradient)
 
     def _two_loop(self, gradient: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
