@@ -193,6 +193,18 @@ def scattered(layout: DofLayout, canonical: dict | None, width: int) -> dict:
     return {key: layout.scatter(None if canonical is None else canonical[key], width=width) for key in FIELDS}
 
 
+def serial_rerun(
+    args: argparse.Namespace, serial: dict, fit_serial: dict, petsc_options: dict | None = None,
+    perturb: int | None = None,
+) -> dict:  # fmt: skip
+    """The serial run again with other solver options or perturbed matrices, compared with ``serial`` (local)."""
+    other = newmark_data(MPI.COMM_SELF, args, petsc_options, perturb)
+    fit_other = fit(other, other["owned"], args)
+    out = {"data": compare_data(other, serial, fit_other, fit_serial), "operators": compare_fits(fit_other, fit_serial)}
+    other["beam"].destroy()
+    return out
+
+
 def refined_comparison(args: argparse.Namespace) -> dict:
     """The step response on 1 and on 2 ranks, each with iterative refinement of every solve (collective).
 
@@ -250,26 +262,14 @@ def beam_part(args: argparse.Namespace) -> dict:
         # Both rank counts with iterative refinement: is the difference the solver's rounding?
         result["refined_2_ranks_vs_1"] = refined
         # The serial run again from matrices changed by rounding-sized noise: how much the assembly's rounding matters.
-        result["serial_perturbed_matrices_vs_default"] = {}
-        for seed in (1, 2):
-            other = newmark_data(MPI.COMM_SELF, args, perturb=seed)
-            fit_other = fit(other, other["owned"], args)
-            result["serial_perturbed_matrices_vs_default"][f"seed_{seed}"] = {
-                "data": compare_data(other, serial, fit_other, fit_serial),
-                "operators": compare_fits(fit_other, fit_serial),
-            }
-            other["beam"].destroy()
+        result["serial_perturbed_matrices_vs_default"] = {
+            f"seed_{seed}": serial_rerun(args, serial, fit_serial, perturb=seed) for seed in (1, 2)
+        }
         # The serial run again with other factorizations: no change in the number of ranks.
-        result["serial_other_factorization_vs_default"] = {}
-        for name, options in OTHER_LU.items():
-            other = newmark_data(MPI.COMM_SELF, args, options)
-            fit_other = fit(other, other["owned"], args)
-            result["serial_other_factorization_vs_default"][name] = {
-                "petsc_options": options,
-                "data": compare_data(other, serial, fit_other, fit_serial),
-                "operators": compare_fits(fit_other, fit_serial),
-            }
-            other["beam"].destroy()
+        result["serial_other_factorization_vs_default"] = {
+            name: {"petsc_options": options, **serial_rerun(args, serial, fit_serial, options)}
+            for name, options in OTHER_LU.items()
+        }
         serial["beam"].destroy()
     world["beam"].destroy()
     result["wall_s"] = time.perf_counter() - start

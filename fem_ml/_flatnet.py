@@ -365,9 +365,7 @@ class LBFGS:
         workers spin: above 10,000 entries both go multi-threaded, and on 2 cores each call then waited for a
         descheduled worker, 5.9 s for one direction from 100 pairs of 10,072 entries (NumPy 2.5, SciPy 1.18)
         against 3 ms on one thread. Level-1 operations of this size gain nothing from threads. Where every BLAS
-        already runs on one thread (``OMP_NUM_THREADS=1``), the pools are not touched: setting a count, even the same
-        one, was seen to change later results at the rounding level (a GP fit's cross-validation error moved by 1e-6
-        in the MPI tests).
+        already runs on one thread (``OMP_NUM_THREADS=1``) there is nothing to limit.
         """
         controller = _blas_controller()
         if all(library.num_threads <= 1 for library in controller.select(user_api="blas").lib_controllers):

@@ -470,10 +470,8 @@ def select_regressor(
     parameters, coefficients = _checked_data(
         basis, snapshots, space, "The training points of select_regressor", lambda p: p
     )
-    both = basis.inner_product.norms(
-        np.hstack([snapshots.values, snapshots.values - basis.reconstruct(coefficients.T)])
-    )
-    norms, projection_sq = both[:n], both[n:] ** 2
+    norms, projection = basis.projection_norms(snapshots.values, coefficients.T)
+    projection_sq = projection**2
     safe = np.where(norms > 0, norms, 1.0)
     c_norms = np.where(np.linalg.norm(coefficients, axis=1) > 0, np.linalg.norm(coefficients, axis=1), 1.0)
     errors = _Errors(coefficients, projection_sq, safe, c_norms)

@@ -179,7 +179,8 @@ def reduce_trajectories(
     coefficients = basis.project(snapshots)
     comm: MPI.Comm = basis.V.mesh.comm
     coefficients = comm.bcast(coefficients, root=0)  # bit-identical data on every rank
-    norms_sq, residuals_sq = _squared_norms(basis, snapshots.values, coefficients)
+    norms, residuals = basis.projection_norms(snapshots.values, coefficients)
+    norms_sq, residuals_sq = comm.bcast((norms**2, residuals**2), root=0)  # the same on every rank
     points = np.asarray(snapshots.parameters, dtype=np.float64)
     if points.shape[1] < 1:
         raise ValueError("The snapshots have no parameters; the last parameter must be the time.")
@@ -197,25 +198,6 @@ def reduce_trajectories(
     if names is None:
         names = tuple(f"mu{j}" for j in range(mu.shape[1]))
     return Trajectories(tuple(times), tuple(states), keys, None, tuple(names), errors)
-
-
-def _squared_norms(
-    basis: PODBasis, values: npt.NDArray[np.float64], coefficients: npt.NDArray[np.float64], chunk: int = 256
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    r"""Squared norms of the columns of ``values`` and of their projection residuals (collective, replicated).
-
-    The residual directly (not :math:`\|u\|^2 - \|q\|^2`, which cancels below about :math:`10^{-8}` relative),
-    ``chunk`` columns at a time; the result is broadcast from rank 0 (the same on every rank).
-    """
-    n = values.shape[1]
-    norms_sq, residuals_sq = np.empty(n), np.empty(n)
-    for start in range(0, max(n, 1), chunk):
-        block = values[:, start : start + chunk]
-        residual = block - basis.reconstruct(coefficients[:, start : start + chunk])
-        both = basis.inner_product.norms(np.hstack([block, residual])) ** 2
-        norms_sq[start : start + block.shape[1]] = both[: block.shape[1]]
-        residuals_sq[start : start + block.shape[1]] = both[block.shape[1] :]
-    return basis.V.mesh.comm.bcast((norms_sq, residuals_sq), root=0)
 
 
 def finite_difference_weights(nodes: npt.ArrayLike, at: float, derivative: int) -> npt.NDArray[np.float64]:

@@ -226,8 +226,6 @@ def _prepare(
                 "discrepancy needs trajectories that carry their projection errors (reduce_trajectories records "
                 "them; Trajectories.from_arrays takes projection_errors=)."
             )
-        if options["fixed"]:
-            raise ValueError("discrepancy chooses the regularization: it needs regularization='auto'.")
     if sparse_threshold is not None and not sparse_threshold > 0:
         raise ValueError(f"sparse_threshold must be positive, got {sparse_threshold!r}.")
     extra = np.zeros((0, data.parameters.shape[1]))
@@ -398,11 +396,13 @@ def fit_operator_inference(
     options = {
         "stability_factor": stability_factor, "guard_factor": guard_factor, "sparse_threshold": sparse_threshold,
         "derivatives": derivatives, "stability_parameters": stability_parameters, "derivative_order": derivative_order,
-        "discrepancy": discrepancy, "fixed": not (isinstance(regularization, str) and regularization == "auto"),
+        "discrepancy": discrepancy,
     }  # fmt: skip
     with collectively(comm):
         terms, functions, problem, extra = _prepare(data, terms, parameter_functions, basis, options)
         lam_fixed = _fixed_regularization(regularization)
+        if discrepancy is not None and lam_fixed is not None:
+            raise ValueError("discrepancy chooses the regularization: it needs regularization='auto'.")
         grid = tuple(float(c) for c in (candidates if candidates is not None else _DEFAULT_GRID))
         if not grid or not all(np.isfinite(c) and c >= 0 for c in grid):
             raise ValueError("candidates must be non-negative finite numbers.")
@@ -483,7 +483,7 @@ def _fixed_regularization(regularization: Any) -> tuple[float, float] | None:
 
 
 def _choose(tried: list[tuple[float, float, float]], bound: float | None) -> tuple[float, float] | None:
-    """The largest regularization whose error is at most ``bound``, else :func:`_best` (None if all are unstable)."""
+    """The most regularized candidate (largest lambda_1 lambda_2) with an error at most ``bound``, else ``_best``."""
     if bound is not None:
         within = [(a, b) for a, b, e in tried if np.isfinite(e) and e <= bound]
         if within:  # the most regularized on the log scale: the largest product lambda_1 lambda_2
