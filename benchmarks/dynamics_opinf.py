@@ -8,7 +8,8 @@ and ``test`` extras). It runs the viscous Burgers demo (``demos/dynamics_burgers
 reduced trajectories (five viscosities, t in [0, T]) go to
 
 * ``fem_ml.dynamics.fit_operator_inference`` (``nu A q + H q⊗q``, regularization selected by re-simulation with a
-  growth bound), simulated by VODE's BDF with the analytic Jacobian;
+  growth bound and, as in the demo, the discrepancy principle ``discrepancy=1.0``), simulated by VODE's BDF with
+  the analytic Jacobian;
 * ``opinf.roms.ParametricROM`` with ``AffineLinearOperator([nu])`` and ``QuadraticOperator``, fitted by its
   ``fit_regselect_continuous`` (grid of 13 candidates 1e-10 ... 1e2, then its own optimization, the same
   ``test_time_length`` and growth margin), simulated by its ``predict`` (scipy ``solve_ivp`` BDF);
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> dict:
             "t_fit_s": summary["t_fit_s"],
             "t_simulate_s": summary["t_reduced_median_s"],
             "n_failures": summary["n_blowups"],
+            "discrepancy": summary["discrepancy"],
+            "regularization": summary["regularization"],
         },
         "opinf": {
             "error_train_window": summary["opinf_rel_l2_error_mean_train_window"],

@@ -31,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.linalg.blas import daxpy as _axpy
 from scipy.special import expit, ndtr
-from threadpoolctl import ThreadpoolController
 
 from fem_ml._stacked import ACTIVATIONS, SLOPES
+from fem_ml._threads import one_blas_thread
 
 __all__ = ["LBFGS", "Adam", "FlatNetwork"]
 
@@ -367,10 +367,7 @@ class LBFGS:
         against 3 ms on one thread. Level-1 operations of this size gain nothing from threads. Where every BLAS
         already runs on one thread (``OMP_NUM_THREADS=1``) there is nothing to limit.
         """
-        controller = _blas_controller()
-        if all(library.num_threads <= 1 for library in controller.select(user_api="blas").lib_controllers):
-            return self._two_loop(gradient)  # already on one thread: the pools' settings are left alone
-        with controller.limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             return self._two_loop(gradient)
 
     def _two_loop(self, gradient: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -483,13 +480,3 @@ class LBFGS:
             bracket[0] = (t, f, g, d)
         t_lo, f_lo, g_lo, _ = bracket[0]
         return t_lo, f_lo, g_lo
-
-
-_CONTROLLER: list[ThreadpoolController] = []
-
-
-def _blas_controller() -> ThreadpoolController:
-    """The thread pools of the BLAS libraries loaded (found once: a scan of the process's libraries)."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""BLAS threads under MPI: no more per rank than the node has cores per rank.
+"""BLAS threads: no more per rank than the node has cores per rank, and one for small dense work.
 
 NumPy and SciPy each bring an OpenBLAS that starts one thread per core and lets idle threads spin. Under
 ``mpirun -n 2`` on 2 cores that is four busy threads on two cores: ``demos/dynamics_burgers.py`` measured its POD at
@@ -10,14 +10,22 @@ SciPy 1.18). :func:`limit_blas_threads`, called once when fem_ml is imported, di
 MPI launcher started on the node (its environment: ``MPI_LOCALNRANKS`` from MPICH's Hydra,
 ``OMPI_COMM_WORLD_LOCAL_SIZE`` from Open MPI; no communication). Whoever sets a thread count
 (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``) keeps it.
+
+A serial process keeps a thread per core, and so do its BLAS calls when another process is busy on those cores:
+each call then waits for a descheduled worker. :func:`one_blas_thread` runs a block of many small dense
+operations (matrices of a few hundred rows, where threads gain nothing) on one thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
-__all__ = ["limit_blas_threads"]
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["limit_blas_threads", "one_blas_thread"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +58,28 @@ def limit_blas_threads() -> int | None:
     threadpool_limits(limits=threads, user_api="blas")
     logger.debug("BLAS threads per rank: %d (%d cores, %s ranks on the node)", threads, cores, local)
     return threads
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _controller() -> ThreadpoolController:
+    """The thread pools of the BLAS libraries loaded at the first call (one scan of the process's libraries)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with every BLAS library on one thread, then restore their thread counts (local).
+
+    Where every BLAS already runs on one thread (``OMP_NUM_THREADS=1``, or one core per rank under
+    :func:`limit_blas_threads`) the pools are left alone.
+    """
+    controller = _controller()
+    if all(library.num_threads <= 1 for library in controller.select(user_api="blas").lib_controllers):
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield

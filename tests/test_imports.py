@@ -178,3 +178,26 @@ def test_blas_threads_are_shared_among_the_ranks_of_a_node(comm, first, launcher
         assert variable == str(share) and counts == [share]
     else:  # the user's count, or no launcher: OpenBLAS' own setting stays
         assert variable == "None"
+
+
+def test_one_blas_thread_runs_a_block_on_one_thread_and_restores_the_pools():
+    import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS too)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fem_ml._threads import one_blas_thread
+
+    def counts() -> list[int]:
+        return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        with one_blas_thread():
+            assert counts() == [1]
+        assert counts() == before
+        # Also when the block raises.
+        with pytest.raises(ZeroDivisionError), one_blas_thread():
+            assert counts() == [1]
+            _ = 1 / 0
+        assert counts() == before
+    with threadpool_limits(limits=1, user_api="blas"), one_blas_thread():
+        assert counts() == [1]
