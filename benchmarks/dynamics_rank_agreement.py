@@ -196,6 +196,49 @@ def compare_bases(a: dict, b: dict) -> dict:
     }
 
 
+def common_basis(data: dict, a: dict, b: dict) -> dict:
+    r"""Two fits' operators compared independently of their bases (collective; figures on rank 0).
+
+    Entry by entry, operators in two bases also differ by how the bases differ: modes of nearly equal singular
+    values turn into each other. Here :math:`G = \Phi_a^T M \Phi_b` and :math:`E = \Phi_b - \Phi_a G` (the part
+    of :math:`b`'s modes outside :math:`a`'s span, :math:`H = E^T M E`). *Aligned*: :math:`\|X_a - G X_b
+    G^T\|_F / \|X_b\|_F` (:math:`\|B_a - G B_b\|` for the input matrix), ``b``'s operators written in ``a``'s
+    modes. *Lifted*: the full-space operators :math:`\Phi X \Phi^T M` (and :math:`\Phi B`) compared in the
+    Hilbert-Schmidt norm of the mass product, which no choice of basis within a span changes:
+
+    .. math:: \|X_a - G X_b G^T\|_F^2 + \mathrm{tr}(G X_b H X_b^T G^T) + \mathrm{tr}(G X_b^T H X_b G^T)
+              + \mathrm{tr}(X_b^T H X_b H).
+    """
+    layout, beam = data["layout"], data["beam"]
+    comm = beam.V.mesh.comm
+    r = comm.bcast(a["modes"].shape[1] if comm.rank == 0 else None, root=0)
+    phi_a = layout.scatter(a["modes"] if comm.rank == 0 else None, width=r)
+    phi_b = layout.scatter(b["modes"] if comm.rank == 0 else None, width=r)
+    product = fem_ml.assemble_inner_product(beam.V, beam.M)
+    G = product.gram(phi_a, phi_b)
+    E = phi_b - phi_a @ G
+    H = product.gram(E, E)
+    product.destroy()
+    out: dict = {"rotation_max": float(np.max(np.abs(G - np.diag(np.diag(G))))),
+                 "outside_span": float(np.sqrt(max(np.trace(H), 0.0)))}  # fmt: skip
+    if comm.rank != 0:
+        return out
+    for key in OPERATORS:
+        Xa, Xb = a[key], b[key]
+        if key == "input_matrix":
+            aligned = Xa - G @ Xb
+            squares = np.linalg.norm(aligned) ** 2 + np.trace(Xb.T @ H @ Xb)
+        else:
+            aligned = Xa - G @ Xb @ G.T
+            GX, XG = G @ Xb, Xb @ G.T
+            squares = (np.linalg.norm(aligned) ** 2 + np.trace(GX @ H @ GX.T) + np.trace(XG.T @ H @ XG)
+                       + np.trace(Xb.T @ H @ Xb @ H))  # fmt: skip
+        scale = np.linalg.norm(Xb)
+        out[key] = {"entrywise": rel(Xa, Xb), "aligned": float(np.linalg.norm(aligned) / scale),
+                    "lifted": float(np.sqrt(max(squares, 0.0)) / scale)}  # fmt: skip
+    return out
+
+
 def scattered(layout: DofLayout, canonical: dict | None, width: int) -> dict:
     """Canonical-order fields (rank 0) distributed to the owners of ``layout`` (collective)."""
     return {key: layout.scatter(None if canonical is None else canonical[key], width=width) for key in FIELDS}
@@ -249,6 +292,7 @@ def beam_part(args: argparse.Namespace) -> dict:
     modes = world["layout"].scatter(fit_serial["modes"] if root else None, width=r)
     fit_world_serial_basis = fit(world, scattered(world["layout"], serial["canonical"] if root else None, width),
                                  args, modes=modes)  # fmt: skip
+    in_common_basis = common_basis(world, fit_world, fit_serial)
     refined = refined_comparison(args)
     result: dict = {}
     if root:
@@ -259,6 +303,7 @@ def beam_part(args: argparse.Namespace) -> dict:
             "n_steps": int(width - 1),
             "data_2_ranks_vs_1": compare_data(world, serial, fit_world, fit_serial),
             "operators_own_data_2_ranks_vs_1": compare_fits(fit_world, fit_serial),
+            "operators_own_data_2_ranks_vs_1_common_basis": in_common_basis,
             "operators_identical_data_2_ranks_vs_1": {
                 "serial_trajectories": compare_fits(fit_world_serial_data, fit_serial),
                 "2_rank_trajectories": compare_fits(fit_world, fit_serial_world_data),
