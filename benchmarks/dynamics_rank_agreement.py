@@ -211,7 +211,9 @@ def common_basis(data: dict, a: dict, b: dict) -> dict:
     """
     layout, beam = data["layout"], data["beam"]
     comm = beam.V.mesh.comm
-    r = comm.bcast(a["modes"].shape[1] if comm.rank == 0 else None, root=0)
+    r, r_b = comm.bcast((a["modes"].shape[1], b["modes"].shape[1]) if comm.rank == 0 else None, root=0)
+    if r != r_b:  # operators of different sizes: nothing to compare
+        return {"n_modes": [r, r_b]}
     phi_a = layout.scatter(a["modes"] if comm.rank == 0 else None, width=r)
     phi_b = layout.scatter(b["modes"] if comm.rank == 0 else None, width=r)
     product = fem_ml.assemble_inner_product(beam.V, beam.M)
@@ -377,8 +379,8 @@ def field_difference(first: Path, second: Path, name: str = "velocity_truth") ->
             x = np.asarray(f["Mesh/mesh/geometry"])
             order = np.lexsort((np.round(x[:, 1], 10), np.round(x[:, 0], 10)))
             group = f[f"Function/{name}"]
-            steps = sorted(group, key=lambda name: float(name.replace("_", ".")))
-            fields.append(np.stack([np.asarray(group[name])[order] for name in steps]))
+            steps = sorted(group, key=lambda step: float(step.replace("_", ".")))
+            fields.append(np.stack([np.asarray(group[step])[order] for step in steps]))
     a, b = fields
     norms = np.linalg.norm(a.reshape(a.shape[0], -1), axis=1)
     return float(np.max(np.linalg.norm((b - a).reshape(a.shape[0], -1), axis=1) / norms))

@@ -22,8 +22,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from threadpoolctl import ThreadpoolController
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 __all__ = ["limit_blas_threads", "one_blas_thread"]
 
@@ -66,6 +68,8 @@ _CONTROLLER: list[ThreadpoolController] = []
 def _controller() -> ThreadpoolController:
     """The thread pools of the BLAS libraries loaded at the first call (one scan of the process's libraries)."""
     if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController  # not at import: ``import fem_ml`` stays light
+
         _CONTROLLER.append(ThreadpoolController())
     return _CONTROLLER[0]
 

@@ -13,7 +13,7 @@ from conftest import SPACE, by_coordinates, forged_surrogate_files, raises_on_al
 from dolfinx import fem
 
 import fem_ml
-from fem_ml.kernels import _power_search, _warp, fit_kernel
+from fem_ml.kernels import _newton_polish, _power_search, _warp, fit_kernel
 from fem_ml.selection import CandidateResult, _pick
 
 MU = np.array([[0.3, 0.45, 0.8, 0.2], [0.9, 0.15, 0.5, 0.6]])
@@ -335,3 +335,40 @@ def test_pick_prefers_a_kernel_within_one_standard_error():
     assert _pick(failed, kinds, folds=2)[0].name == "rbf"  # a NaN error never wins
     with pytest.raises(ValueError, match="finite"):
         _pick([_result("network", [np.inf, np.inf]), _result("gp", [np.inf, np.inf])], kinds, folds=2)
+
+
+def test_newton_polish_converges_within_bounds_and_refuses_bad_curvature():
+    # A convex quadratic, minimum at (0.3, -0.2, 0.5); the third variable's bound cuts it at 0.4.
+    A = np.array([[3.0, 0.5, 0.2], [0.5, 2.0, 0.1], [0.2, 0.1, 1.0]])
+    centre = np.array([0.3, -0.2, 0.5])
+
+    def quadratic(x):
+        d = x - centre
+        return 0.5 * d @ A @ d, A @ d
+
+    bounds = np.array([[-1.0, 1.0], [-1.0, 1.0], [-1.0, 0.4]])
+    start = np.array([0.3 + 1e-3, -0.2 - 2e-3, 0.4])  # near the optimum, the third variable at its bound
+    x, f = _newton_polish(quadratic, start, bounds)
+    assert x[2] == 0.4  # at a bound it stays
+    # The others: the minimum of the quadratic with x[2] = 0.4 fixed, to far better than the start.
+    free = A[:2, :2]
+    expected = centre[:2] - np.linalg.solve(free, A[:2, 2] * (0.4 - centre[2]))
+    np.testing.assert_allclose(x[:2], expected, rtol=0, atol=1e-10)
+    assert f == pytest.approx(quadratic(x)[0], rel=1e-14) and f < quadratic(start)[0]
+    # Every variable at a bound: nothing to do.
+    corner = np.array([1.0, -1.0, 0.4])
+    np.testing.assert_array_equal(_newton_polish(quadratic, corner, bounds)[0], corner)
+    # Negative curvature (a saddle): no step is taken.
+    saddle = lambda x: (x[0] ** 2 - x[1] ** 2, np.array([2 * x[0], -2 * x[1]]))  # noqa: E731
+    near = np.array([0.1, 0.1])
+    np.testing.assert_array_equal(_newton_polish(saddle, near, np.array([[-1.0, 1.0]] * 2))[0], near)
+    # A forward difference step past the upper bound is taken backwards instead (the objective is not called
+    # outside the bounds).
+    seen = []
+
+    def recording(x):
+        seen.append(x.copy())
+        return quadratic(x)
+
+    _newton_polish(recording, np.array([0.3, -0.2, 0.4 - 1e-5]), bounds)
+    assert all(np.all(p <= bounds[:, 1]) and np.all(p >= bounds[:, 0]) for p in seen)

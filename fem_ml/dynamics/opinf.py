@@ -49,6 +49,7 @@ broadcast, so operators are bit-identical across ranks and agree with a serial f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import time
@@ -76,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_GRID = tuple(10.0 ** np.arange(-12.0, 1.0))
 _REFINE = (1e-3, 1e-2, 1e-1, 10.0, 100.0, 1e3)
+#: Up to this many unknowns per equation the fit runs on one BLAS thread (threads gain nothing on such matrices).
+_ONE_THREAD_UNKNOWNS = 2000
 
 
 class _Problem:
@@ -334,7 +337,6 @@ def _search(
     return chosen, tried
 
 
-@one_blas_thread()
 def fit_operator_inference(
     trajectories: Trajectories,
     *,
@@ -355,6 +357,11 @@ def fit_operator_inference(
     selection_rtol: float = 1e-6,
 ) -> ReducedDynamics:
     r"""Fit a reduced model :math:`\dot q = c + A q + H (q \hat\otimes q) + B u` by operator inference (collective).
+
+    The selection's and the final solve's dense linear algebra runs on one BLAS thread when there are at most
+    2,000 unknowns per equation: on 2 cores shared with another busy process, a serial fit of the Burgers demo (324
+    unknowns) took 7 s to 15 s with NumPy's and SciPy's two-thread pools, 2.3 s on one thread under the same load
+    (about 1 s on a quiet machine). Larger problems keep the pools' threads.
 
     Args:
         trajectories: Reduced trajectories (see :func:`fem_ml.dynamics.data.reduce_trajectories`).
@@ -388,10 +395,6 @@ def fit_operator_inference(
     Raises:
         ValueError: on every rank, for bad options or data, or when no candidate regularization gives a model
             that stays bounded.
-
-    Its dense linear algebra (a few hundred unknowns per equation) runs on one BLAS thread: on 2 cores shared with
-    another busy process, a serial fit of the Burgers demo took 7 s to 15 s with NumPy's and SciPy's two-thread
-    pools, 2.3 s on one thread under the same load (about 1 s on a quiet machine).
 
     (Over 80 lines because of the documentation of its options; the work is in ``_prepare``, ``_Scorer`` and
     ``_search``.)
@@ -429,27 +432,30 @@ def fit_operator_inference(
             initial_parameters=data.parameters,
         )  # fmt: skip
 
-    score = _Scorer(problem, data, build, extra, horizon, selection_guard, rtol)
-    has_h = "H" in terms
-    tried: list[tuple[float, float, float]] = []
-    if lam_fixed is not None:
-        chosen: tuple[float, float] | None = lam_fixed
-    else:
-        chosen, tried = _search(comm, score, grid, has_h, bound)
-        if chosen is None:
-            with collectively(comm):
-                raise ValueError(
-                    f"No regularization among {len(tried)} candidates gives a model whose re-simulated training "
-                    f"trajectories stay within {stability_factor} x the largest training state over the window and "
-                    f"{horizon:.4g} beyond; try more modes, other candidates or a larger stability_factor."
-                )
-    assert chosen is not None
-    X = None
-    with collectively(comm):  # a failure of the solve on rank 0 reaches every rank before the broadcast
-        if comm.rank == 0:
-            X = problem.solve_accurately(chosen)
-            if sparse_threshold is not None:
-                X = _stlsq(problem, chosen, X, sparse_threshold)
+    # Many small dense solves (see the docstring): on one BLAS thread up to a few thousand unknowns per equation.
+    threads = one_blas_thread() if problem.n_unknowns <= _ONE_THREAD_UNKNOWNS else contextlib.nullcontext()
+    with threads:
+        score = _Scorer(problem, data, build, extra, horizon, selection_guard, rtol)
+        has_h = "H" in terms
+        tried: list[tuple[float, float, float]] = []
+        if lam_fixed is not None:
+            chosen: tuple[float, float] | None = lam_fixed
+        else:
+            chosen, tried = _search(comm, score, grid, has_h, bound)
+            if chosen is None:
+                with collectively(comm):
+                    raise ValueError(
+                        f"No regularization among {len(tried)} candidates gives a model whose re-simulated training "
+                        f"trajectories stay within {stability_factor} x the largest training state over the window and "
+                        f"{horizon:.4g} beyond; try more modes, other candidates or a larger stability_factor."
+                    )
+        assert chosen is not None
+        X = None
+        with collectively(comm):  # a failure of the solve on rank 0 reaches every rank before the broadcast
+            if comm.rank == 0:
+                X = problem.solve_accurately(chosen)
+                if sparse_threshold is not None:
+                    X = _stlsq(problem, chosen, X, sparse_threshold)
     X = comm.bcast(X, root=0)
     model = build(X, with_basis=True)
     score_chosen = next((e for a, b, e in tried if (a, b) == chosen), None)
