@@ -347,14 +347,15 @@ def beam_sensitivity_part(args: argparse.Namespace) -> dict:
 
     q_ref = reduced(reference)
     chosen = fitted(q_ref, "auto").fit_info.regularization
+    references = {lam: fitted(q_ref, lam) for lam in fem_ml.dynamics.second_order.DEFAULT_CANDIDATES[1:]}
     out: dict = {"n_modes": basis.n_modes, "automatic_regularization": chosen, "by_seed": {}}
     for seed in (1, 2):
         other = newmark_data(MPI.COMM_SELF, args, perturb=seed)
         q_other = reduced(other)
         other["beam"].destroy()
         rows = []
-        for lam in fem_ml.dynamics.second_order.DEFAULT_CANDIDATES[1:]:
-            a, b = fitted(q_ref, lam), fitted(q_other, lam)
+        for lam, a in references.items():
+            b = fitted(q_other, lam)
             rows.append({"regularization": lam, "training_error": a.fit_info.training_error,
                          **{f"{key}_moved": rel(getattr(b, key), getattr(a, key)) for key in OPERATORS}})  # fmt: skip
         out["by_seed"][f"seed_{seed}"] = {
