@@ -1,11 +1,15 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""Learned reduced dynamics, 1 rank against 2: how far the operators agree, and where the difference comes from.
+r"""Learned reduced dynamics, 1 rank against 2: how far the operators agree, and where the difference comes from.
 
 **Beam** (``mpirun -n 2 python benchmarks/dynamics_rank_agreement.py beam``): the cantilever of
 ``demos/dynamics_beam.py`` at its full size, trained on the step response, built twice in one job: on
-``COMM_SELF`` (rank 0 alone, the serial run) and on ``COMM_WORLD`` (2 ranks). Recorded:
+``COMM_SELF`` (rank 0 alone, the serial run) and on ``COMM_WORLD`` (2 ranks). The fits use the demo's default
+damping model, ``--damping rayleigh`` (:math:`C_r = \alpha I + \beta K_r`; sections ``beam`` and
+``beam_sensitivity``, with the fitted :math:`\alpha, \beta` and their relative differences,
+``rayleigh_alpha_beta``), or ``--damping symmetric`` (any symmetric :math:`C_r`; sections ``beam_symmetric`` and
+``beam_sensitivity_symmetric``). Recorded:
 
 * *data*: the relative difference of the full-order Newmark trajectories (displacements, velocities, accelerations,
   compared dof by dof in the rank-independent canonical order of the snapshot store, ``fem_ml._layout``), of the
@@ -147,9 +151,10 @@ def fit(data: dict, owned: dict, args: argparse.Namespace, modes: np.ndarray | N
         ip = fem_ml.assemble_inner_product(beam.V, beam.M)
         basis = fem_ml.PODBasis(beam.V, modes, np.ones(modes.shape[1]), ip, 0.0)
     model = fit_second_order(basis, u, data["t"], data["s"], velocities=owned["velocities"],
-                             accelerations=owned["accelerations"])  # fmt: skip
+                             accelerations=owned["accelerations"], damping=args.damping)  # fmt: skip
     out = {key: getattr(model, key) for key in OPERATORS}
     out["regularization"] = model.fit_info.regularization
+    out["rayleigh"] = model.fit_info.rayleigh
     out["singular_values"] = basis.singular_values[: basis.n_modes]
     out["coefficients"] = basis.project(u)
     out["modes"] = data["layout"].gather(basis.modes)
@@ -161,6 +166,9 @@ def compare_fits(a: dict, b: dict) -> dict:
     """Relative differences of two fits' operators (``b`` the reference) and their regularizations."""
     out = {key: rel(a[key], b[key]) for key in OPERATORS}
     out["regularizations"] = [a["regularization"], b["regularization"]]
+    if a["rayleigh"] is not None and b["rayleigh"] is not None:
+        out["rayleigh"] = [list(a["rayleigh"]), list(b["rayleigh"])]
+        out["rayleigh_alpha_beta"] = [abs(x / y - 1.0) if y else abs(x) for x, y in zip(*out["rayleigh"], strict=True)]
     return out
 
 
@@ -303,6 +311,7 @@ def beam_part(args: argparse.Namespace) -> dict:
         result = {
             "n_dofs": int(world["layout"].n_global),
             "n_steps": int(width - 1),
+            "full_model_rayleigh": list(world["beam"].rayleigh),
             "data_2_ranks_vs_1": compare_data(world, serial, fit_world, fit_serial),
             "operators_own_data_2_ranks_vs_1": compare_fits(fit_world, fit_serial),
             "operators_own_data_2_ranks_vs_1_common_basis": in_common_basis,
@@ -342,7 +351,13 @@ def beam_sensitivity_part(args: argparse.Namespace) -> dict:
 
     def fitted(q: list[np.ndarray], lam: float | str) -> fem_ml.dynamics.SecondOrderModel:
         return fem_ml.dynamics.fit_second_order_coefficients(
-            q[0], reference["t"], reference["s"], velocities=q[1], accelerations=q[2], regularization=lam
+            q[0],
+            reference["t"],
+            reference["s"],
+            velocities=q[1],
+            accelerations=q[2],
+            regularization=lam,
+            damping=args.damping,
         )
 
     q_ref = reduced(reference)
@@ -584,6 +599,13 @@ def main() -> None:
     parser.add_argument("--dt", type=float, default=1e-4)
     parser.add_argument("--t-train", type=float, default=0.05)
     parser.add_argument("--pod-tol", type=float, default=1e-10)
+    parser.add_argument(
+        "--damping",
+        choices=["rayleigh", "symmetric"],
+        default="rayleigh",
+        help="beam parts: the fitted damping model, the demo's default or (section suffix _symmetric) "
+        "any symmetric C_r",
+    )
     parser.add_argument("--serial", type=Path, help="burgers: the demo's --out-dir of the 1-rank run")
     parser.add_argument("--parallel", type=Path, help="burgers: the demo's --out-dir of the 2-rank run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dynamics_rank_agreement.json")
@@ -599,7 +621,9 @@ def main() -> None:
         section = comm.bcast(beam_sensitivity_part(args) if comm.rank == 0 else None, root=0)
     if part.startswith("beam"):
         section["problem"] = {"n_cells": args.n_cells, "degree": args.degree, "dt": args.dt, "t_train": args.t_train,
-                              "pod_tol": args.pod_tol}  # fmt: skip
+                              "pod_tol": args.pod_tol, "damping": args.damping}  # fmt: skip
+        if args.damping == "symmetric":
+            part += "-symmetric"
     elif args.part == "burgers-sensitivity":
         section = comm.bcast(burgers_sensitivity_part() if comm.rank == 0 else None, root=0)
     elif args.part == "burgers-data":

@@ -16,7 +16,9 @@ their velocities and accelerations (given, e.g. by the Newmark solver that produ
 differences of order :math:`\ge 4`) enter a Tikhonov-regularized least-squares problem over symmetric
 :math:`K_r, C_r` and a full :math:`B_r`. The structure is then enforced: the stiffness is projected onto
 :math:`\{K \succeq \epsilon I\}`, the damping and input refitted with that stiffness; the damping projected onto
-the positive semi-definite cone and the input refitted again (:func:`fit_second_order_coefficients`). The reduced
+the positive semi-definite cone and the input refitted again (:func:`fit_second_order_coefficients`). For a
+structure with Rayleigh damping :math:`C = \alpha M + \beta K`, ``damping="rayleigh"`` fits
+:math:`C_r = \alpha I + \beta K_r` instead: two numbers, far better determined by the data. The reduced
 free-vibration energy :math:`E = \tfrac12 \dot q^T \dot q + \tfrac12 q^T K_r q` then satisfies
 :math:`\dot E = -\dot q^T C_r \dot q \le 0`.
 
@@ -126,10 +128,15 @@ def finite_difference_derivatives(
 
 @dataclass(frozen=True)
 class _Block:
-    r"""One unknown operator :math:`X` of :math:`Y \approx \sum_j Z_j X_j^T`: ``"sym"`` (r x r) or ``"full"``."""
+    r"""One unknown operator :math:`X` of :math:`Y \approx \sum_j Z_j X_j^T`.
 
-    kind: Literal["sym", "full"]
-    data: npt.NDArray[np.float64]  # Z_j, shape (n_samples, s_j)
+    ``"sym"``: symmetric ``(r, r)``; ``"full"``: ``(r, s_j)``; ``"scalar"``: :math:`X = \alpha I` (one unknown).
+    ``scale`` fixes the block's scaling (default: the RMS of ``data``).
+    """
+
+    kind: Literal["sym", "full", "scalar"]
+    data: npt.NDArray[np.float64]  # Z_j, shape (n_samples, s_j); (n_samples, r) for "sym" and "scalar"
+    scale: float | None = None
 
 
 def _structured_lstsq(
@@ -138,7 +145,8 @@ def _structured_lstsq(
     r"""Minimize :math:`\|Y - \sum_j Z_j X_j^T\|_F^2 + \lambda^2 \sum_j \|X_j\|_F^2` in scaled variables.
 
     Symmetric blocks are parametrized by their upper triangle, so the solution is exactly symmetric. Each block
-    (and :math:`Y`) is scaled by one number, its RMS column norm, which keeps symmetry and makes ``regularization``
+    (and :math:`Y`) is scaled by one number, its RMS column norm (or the block's fixed ``scale``), which keeps symmetry
+    and makes ``regularization``
     relative: :math:`\lambda` is ``regularization`` times the largest singular value of the scaled data. The
     problem is reduced first by a QR factorization of the data, :math:`Z = Q R`, so the dense system has
     :math:`r s` rows, not :math:`r n` (:math:`s` = number of data columns).
@@ -148,12 +156,12 @@ def _structured_lstsq(
     scales, Zs, offsets, params = [], [], [], []
     offset, n_params = 0, 0
     for block in blocks:
-        scale = float(np.sqrt(np.mean(block.data**2))) or 1.0
+        scale = block.scale or float(np.sqrt(np.mean(block.data**2))) or 1.0
         scales.append(scale)
         Zs.append(block.data / scale)
         offsets.append(offset)
         offset += block.data.shape[1]
-        count = r * (r + 1) // 2 if block.kind == "sym" else r * block.data.shape[1]
+        count = {"sym": r * (r + 1) // 2, "scalar": 1}.get(block.kind, r * block.data.shape[1])
         params.append((n_params, count))
         n_params += count
     Z = np.hstack(Zs)
@@ -177,6 +185,10 @@ def _structured_lstsq(
                         A[a * m : (a + 1) * m, p] += R[:, o + b]
                         weights[p] = math.sqrt(2.0)
                     p += 1
+        elif block.kind == "scalar":
+            for i in range(r):
+                A[i * m : (i + 1) * m, p0] = R[:, o + i]
+            weights[p0] = math.sqrt(r)  # ||alpha I||_F
         else:
             w = block.data.shape[1]
             for i in range(r):
@@ -195,6 +207,8 @@ def _structured_lstsq(
             X = np.zeros((r, r))
             X[np.triu_indices(r)] = x
             X = X + np.triu(X, 1).T
+        elif block.kind == "scalar":
+            X = x[0] * np.eye(r)
         else:
             X = x.reshape(r, block.data.shape[1])
         result.append(X)
@@ -228,8 +242,11 @@ class FitInfo:
         n_samples: Number of time samples used in the least squares.
         residual: Relative residual :math:`\\|\\ddot Q + C_r \\dot Q + K_r Q - B_r S\\|_F / \\|\\ddot Q\\|_F`.
         n_clipped_stiffness: Eigenvalues of the unconstrained :math:`K_r` raised to the floor.
-        n_clipped_damping: Eigenvalues of :math:`C_r` (after the refit) raised to zero.
+        n_clipped_damping: Eigenvalues of :math:`C_r` (after the refit) raised to zero; for Rayleigh damping, 1 if
+            a negative :math:`\alpha` was raised to zero.
         training_error: Relative error of the re-simulated training coefficients, max over trajectories.
+        damping: The damping model fitted: ``"symmetric"`` (any symmetric :math:`C_r`) or ``"rayleigh"``.
+        rayleigh: :math:`(\alpha, \beta)` of :math:`C_r = \alpha I + \beta K_r` for Rayleigh damping, else None.
     """
 
     regularization: float
@@ -240,6 +257,8 @@ class FitInfo:
     n_clipped_stiffness: int
     n_clipped_damping: int
     training_error: float
+    damping: str = "symmetric"
+    rayleigh: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready dictionary."""
@@ -252,7 +271,21 @@ class FitInfo:
             "n_clipped_stiffness": self.n_clipped_stiffness,
             "n_clipped_damping": self.n_clipped_damping,
             "training_error": self.training_error,
+            "damping": self.damping,
+            "rayleigh": None if self.rayleigh is None else list(self.rayleigh),
         }
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Operators of one structured fit, how many eigenvalues were clipped, and the Rayleigh coefficients."""
+
+    stiffness: npt.NDArray[np.float64]
+    damping: npt.NDArray[np.float64]
+    input_matrix: npt.NDArray[np.float64]
+    n_clipped_stiffness: int
+    n_clipped_damping: int
+    rayleigh: tuple[float, float] | None = None
 
 
 def _structured_fit(
@@ -262,7 +295,7 @@ def _structured_fit(
     s: npt.NDArray[np.float64],
     regularization: float,
     stiffness_floor: float,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], int, int]:
+) -> _Fit:
     """Fit symmetric K, C and B, then enforce K >= floor * max eig, C >= 0 with refits (see the module docstring)."""
     blocks = [_Block("sym", -q), _Block("sym", -qdot)] + ([_Block("full", s)] if s.shape[1] else [])
     K, C, *rest = _structured_lstsq(qddot, blocks, regularization)
@@ -276,7 +309,127 @@ def _structured_fit(
         (B,) = _structured_lstsq(qddot + q @ K + qdot @ C, blocks[2:], regularization)
     else:
         B = rest[0] if rest else np.zeros((q.shape[1], 0))
-    return K, C, B, n_k, n_c
+    return _Fit(K, C, B, n_k, n_c)
+
+
+@dataclass(frozen=True)
+class _RayleighProblem:
+    r"""The least squares of Rayleigh damping :math:`C_r = \alpha I + \beta K_r` for one :math:`\beta`.
+
+    For fixed :math:`\beta` the model :math:`\ddot q + \alpha \dot q + K_r (q + \beta \dot q) = B_r s` is linear
+    in :math:`(K_r, \alpha, B_r)`. The blocks' scales are fixed (those of :math:`q` and :math:`\dot q`), so the
+    regularized objective depends on :math:`\beta` only through the data.
+    """
+
+    q: npt.NDArray[np.float64]
+    qdot: npt.NDArray[np.float64]
+    qddot: npt.NDArray[np.float64]
+    s: npt.NDArray[np.float64]
+    with_alpha: bool = True
+
+    def solve(
+        self, beta: float, regularization: float
+    ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        r"""The least-squares :math:`K_r, \alpha, B_r` at this :math:`\beta`, and the residual.
+
+        The residual is :math:`E = \ddot Q + \alpha\dot Q + (Q + \beta\dot Q) K_r - S B_r^T`, ``(n_samples, r)``.
+        """
+        q, v, s = self.q, self.qdot, self.s
+        blocks = [_Block("sym", -(q + beta * v), scale=float(np.sqrt(np.mean(q**2))) or 1.0)]
+        if self.with_alpha:
+            blocks.append(_Block("scalar", -v, scale=float(np.sqrt(np.mean(v**2))) or 1.0))
+        if s.shape[1]:
+            blocks.append(_Block("full", s))
+        X = _structured_lstsq(self.qddot, blocks, regularization)
+        K = X[0]
+        alpha = float(X[1][0, 0]) if self.with_alpha else 0.0
+        B = X[-1] if s.shape[1] else np.zeros((q.shape[1], 0))
+        return K, alpha, B, self.residual(K, alpha, beta, B)
+
+    def residual(
+        self, K: npt.NDArray[np.float64], alpha: float, beta: float, B: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The equation's residual at every sample, ``(n_samples, r)``."""
+        return self.qddot + alpha * self.qdot + (self.q + beta * self.qdot) @ K - self.s @ B.T
+
+    def slope(self, beta: float) -> float:
+        r"""Half the derivative of :math:`\|E\|_F^2` in :math:`\beta` at the least-squares solution.
+
+        By the envelope theorem (variable projection) only the explicit dependence counts:
+        :math:`\tfrac12\, d\|E\|^2/d\beta = \langle E, \dot Q K_r \rangle_F`.
+        """
+        K, _, _, E = self.solve(beta, 0.0)
+        return float(np.sum(E * (self.qdot @ K)))
+
+    def beta(self) -> float:
+        r"""The :math:`\beta \ge 0` minimizing the unregularized residual: a grid, then the root of the slope.
+
+        The grid spans :math:`\beta \omega_{max} \in \{0\} \cup [10^{-8}, 10]` (the damping ratio of the
+        stiffest mode, :math:`\beta\omega_{max}/2`, up to 5), with :math:`\omega_{max}^2` the largest eigenvalue
+        of the fit at :math:`\beta = 0`. The root of the slope is found by Brent's method to rounding, where a
+        search on the residual itself would stop at the square root of it.
+        """
+        from scipy.optimize import brentq
+
+        K0 = self.solve(0.0, 0.0)[0]
+        omega = math.sqrt(float(np.max(np.abs(np.linalg.eigvalsh(K0)))) or 1.0)
+        grid = np.concatenate([[0.0], np.logspace(-8, 1, 37)]) / omega
+        values = [float(np.sum(self.solve(b, 0.0)[3] ** 2)) for b in grid]
+        i = int(np.argmin(values))
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+        g_lo, g_hi = self.slope(lo), self.slope(hi)
+        if i == 0 and g_lo >= 0.0:
+            return 0.0
+        if not (g_lo < 0.0 < g_hi):  # no sign change around the grid's best point (flat or at the end)
+            return float(grid[i])
+        return float(brentq(self.slope, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=200))
+
+
+def _rayleigh_beta(
+    q: npt.NDArray[np.float64],
+    qdot: npt.NDArray[np.float64],
+    qddot: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+) -> tuple[float, bool]:
+    r""":math:`\beta`, and whether :math:`\alpha` is fitted (False when a free :math:`\alpha` comes out negative)."""
+    problem = _RayleighProblem(q, qdot, qddot, s)
+    beta = problem.beta()
+    if problem.solve(beta, 0.0)[1] >= 0.0:
+        return beta, True
+    return _RayleighProblem(q, qdot, qddot, s, with_alpha=False).beta(), False
+
+
+def _rayleigh_fit(
+    q: npt.NDArray[np.float64],
+    qdot: npt.NDArray[np.float64],
+    qddot: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+    regularization: float,
+    stiffness_floor: float,
+    beta: float,
+    with_alpha: bool,
+) -> _Fit:
+    r"""Fit :math:`K_r, \alpha, B_r` at fixed :math:`\beta`, then :math:`K_r \succeq` floor and :math:`\alpha \ge 0`.
+
+    :math:`C_r = \alpha I + \beta K_r` is then positive semi-definite. Each projection refits what follows it.
+    """
+    problem = _RayleighProblem(q, qdot, qddot, s, with_alpha=with_alpha)
+    K, alpha, B, _ = problem.solve(beta, regularization)
+    lam_max = float(np.max(np.abs(np.linalg.eigvalsh(K)))) or 1.0
+    K, n_k = _clip_spectrum(K, stiffness_floor * lam_max)
+    rhs = qddot + (q + beta * qdot) @ K
+    if n_k and with_alpha:
+        blocks = [_Block("scalar", -qdot)] + ([_Block("full", s)] if s.shape[1] else [])
+        alpha_I, *rest = _structured_lstsq(rhs, blocks, regularization)
+        alpha, B = float(alpha_I[0, 0]), (rest[0] if rest else B)
+    elif n_k and s.shape[1]:
+        (B,) = _structured_lstsq(rhs, [_Block("full", s)], regularization)
+    n_c = int(not with_alpha or alpha < 0.0)  # alpha = 0 in place of a negative one (here or in _rayleigh_beta)
+    if alpha < 0.0:
+        alpha = 0.0
+        if s.shape[1]:
+            (B,) = _structured_lstsq(rhs, [_Block("full", s)], regularization)
+    return _Fit(K, alpha * np.eye(K.shape[0]) + beta * K, B, n_k, n_c, (alpha, beta))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -764,22 +917,28 @@ def _select_regularization(
     tries: Sequence[float],
     stiffness_floor: float,
     reference: float,
-) -> tuple[tuple[float, float, SecondOrderModel, int, int], list[tuple[float, float]]]:
+    damping: Literal["symmetric", "rayleigh"],
+) -> tuple[tuple[float, float, SecondOrderModel, _Fit], list[tuple[float, float]]]:
     """Fit with each regularization; keep the one whose re-simulated training trajectories are closest."""
     Q, V_, _, T, S = trajectories
     q_all, v_all, a_all, s_all = stacked
-    fits: list[tuple[float, float, SecondOrderModel, int, int]] = []
+    if damping == "rayleigh":
+        beta, with_alpha = _rayleigh_beta(q_all, v_all, a_all, s_all)
+    fits: list[tuple[float, float, SecondOrderModel, _Fit]] = []
     scores = []
     for lam in tries:
-        K, C, B, n_k, n_c = _structured_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor)
-        model = SecondOrderModel(K, C, B, reference_norm=reference)
+        if damping == "rayleigh":
+            fit = _rayleigh_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor, beta, with_alpha)
+        else:
+            fit = _structured_fit(q_all, v_all, a_all, s_all, lam, stiffness_floor)
+        model = SecondOrderModel(fit.stiffness, fit.damping, fit.input_matrix, reference_norm=reference)
         error = 0.0
         for q, v, t, s in zip(Q, V_, T, S, strict=True):
             run = model.simulate((q[0], v[0]), t, s if s.shape[1] else None)
             error = max(error, float(np.linalg.norm(run.coefficients - q) / max(np.linalg.norm(q), 1e-300)))
             error = error if run.completed else math.inf
         scores.append((float(lam), error))
-        fits.append((float(lam), error, model, n_k, n_c))
+        fits.append((float(lam), error, model, fit))
     # The smallest error; among errors equal to it within 1e-6 relative, the largest regularization. Near-ties
     # then cannot flip with rounding (another rank count), and the choice is the most regularized of equals.
     smallest = min(fit[1] for fit in fits)
@@ -798,6 +957,7 @@ def fit_second_order_coefficients(
     regularization: float | Literal["auto"] = "auto",
     candidates: Sequence[float] = DEFAULT_CANDIDATES,
     stiffness_floor: float = 1e-8,
+    damping: Literal["symmetric", "rayleigh"] = "symmetric",
     basis: PODBasis | None = None,
 ) -> SecondOrderModel:
     r"""Fit :math:`\ddot q + C_r \dot q + K_r q = B_r s` to reduced trajectories, structure preserved (local).
@@ -815,6 +975,17 @@ def fit_second_order_coefficients(
     4. ``regularization="auto"`` tries each of ``candidates``, re-simulates the training trajectories and keeps
        the one with the smallest relative error of the coefficients (the largest of those within 1e-6 of it).
 
+    ``damping="rayleigh"`` fits proportional damping :math:`C_r = \alpha I + \beta K_r` instead of a general
+    symmetric :math:`C_r`: with a mass-orthonormal basis, the exact reduction of a full model with Rayleigh damping
+    :math:`C = \alpha M + \beta K`. Two numbers replace :math:`r(r+1)/2`, and the equation
+    :math:`\ddot q + \alpha \dot q + K_r (q + \beta \dot q) = B_r s` is linear in :math:`(K_r, \alpha, B_r)`
+    for fixed :math:`\beta`. :math:`\beta \ge 0` minimizes the unregularized residual (variable projection:
+    a grid, then Brent's method on the residual's derivative); :math:`K_r, \alpha, B_r` are then fitted at that
+    :math:`\beta` as above, with :math:`\alpha` raised to 0 if negative, so :math:`C_r \succeq 0`. The fitted
+    :math:`(\alpha, \beta)` are in ``fit_info.rayleigh``, to compare with the full model's. A damping that is a
+    small term of the equation is weakly determined as a general matrix: this form is far less sensitive to
+    rounding in the data, which makes its operators agree across rank counts to about 1e-11.
+
     Args:
         coefficients: One trajectory ``(n_times, r)`` or a sequence of them.
         times: Sample times of each trajectory (one array for all, or one per trajectory).
@@ -825,6 +996,8 @@ def fit_second_order_coefficients(
         regularization: :math:`\lambda >= 0`, or ``"auto"``.
         candidates: Regularizations tried by ``"auto"``.
         stiffness_floor: Smallest eigenvalue of :math:`K_r` relative to the largest.
+        damping: ``"symmetric"`` (any symmetric positive semi-definite :math:`C_r`) or ``"rayleigh"``
+            (:math:`C_r = \alpha I + \beta K_r`, :math:`\alpha, \beta \ge 0`).
         basis: Basis attached to the model (for Functions and XDMF output).
 
     Returns:
@@ -837,6 +1010,8 @@ def fit_second_order_coefficients(
         raise ValueError(f"regularization must be >= 0 or 'auto', got {regularization!r}.")
     if not 0.0 < stiffness_floor < 1.0:
         raise ValueError(f"stiffness_floor must be in (0, 1), got {stiffness_floor}.")
+    if damping not in ("symmetric", "rayleigh"):
+        raise ValueError(f"damping must be 'symmetric' or 'rayleigh', got {damping!r}.")
     Q, V_, A_, T, S, how = _trajectories(coefficients, times, inputs, velocities, accelerations, fd_order)
     r = Q[0].shape[1]
     q_all, v_all, a_all, s_all = (np.vstack(x) for x in (Q, V_, A_, S))
@@ -846,9 +1021,9 @@ def fit_second_order_coefficients(
         raise ValueError("candidates must be finite numbers >= 0.")
 
     best, scores = _select_regularization(
-        (Q, V_, A_, T, S), (q_all, v_all, a_all, s_all), tries, stiffness_floor, reference
+        (Q, V_, A_, T, S), (q_all, v_all, a_all, s_all), tries, stiffness_floor, reference, damping
     )
-    lam, error, model, n_k, n_c = best
+    lam, error, model, fit = best
     residual = a_all + v_all @ model.damping + q_all @ model.stiffness - s_all @ model.input_matrix.T
     info = FitInfo(
         regularization=lam,
@@ -856,14 +1031,18 @@ def fit_second_order_coefficients(
         derivatives=how,
         n_samples=q_all.shape[0],
         residual=float(np.linalg.norm(residual) / max(np.linalg.norm(a_all), 1e-300)),
-        n_clipped_stiffness=n_k,
-        n_clipped_damping=n_c,
+        n_clipped_stiffness=fit.n_clipped_stiffness,
+        n_clipped_damping=fit.n_clipped_damping,
         training_error=error,
+        damping=damping,
+        rayleigh=fit.rayleigh,
     )
     logger.info(
         "Second-order fit: r = %d, %d samples, regularization %.1e, training error %.2e, residual %.2e",
         r, q_all.shape[0], lam, error, info.residual,
     )  # fmt: skip
+    if fit.rayleigh is not None:
+        logger.info("Rayleigh damping: alpha = %.6e, beta = %.6e", *fit.rayleigh)
     return SecondOrderModel(
         model.stiffness, model.damping, model.input_matrix, basis=basis, fit_info=info, reference_norm=reference
     )
@@ -899,7 +1078,7 @@ def fit_second_order(
     Returns:
         The model, with the basis attached.
     """
-    allowed = {"fd_order", "regularization", "candidates", "stiffness_floor"}
+    allowed = {"fd_order", "regularization", "candidates", "stiffness_floor", "damping"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"fit_second_order got unknown option(s) {unknown}; allowed: {sorted(allowed)}.")
