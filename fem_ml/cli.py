@@ -9,9 +9,11 @@
     python -m fem_ml predict model.femml --mu k0=0.3,k1=0.7 -o out.xdmf
     mpirun -n 4 python -m fem_ml predict model.femml --mu k0=0.3,k1=0.7 --mu k0=0.5,k1=0.5 -o sweep.xdmf
     python -m fem_ml predict dynamics.femml --t 0:2:41 --mu nu=0.03 -o trajectory.xdmf
+    python -m fem_ml predict beam.femml --t 0:0.1:101 --input history.npy -o displacement.xdmf
 
-A reduced dynamics file (:mod:`fem_ml.dynamics`) is simulated at the times ``--t`` instead; see
-:mod:`fem_ml.dynamics.cli`.
+A reduced dynamics file (:mod:`fem_ml.dynamics`) is simulated at the times ``--t`` instead: a first-order model at
+the parameters ``--mu``, a second-order model from rest with the inputs ``--input`` (constants, or a ``.npy`` file of
+the values at the times); see :mod:`fem_ml.dynamics.cli`.
 
 ``predict`` loads the surrogate on all ranks of ``mpirun`` (any number, whatever the number that saved it) and
 writes one step per ``--mu`` to XDMF (``.xdmf``), VTX (``.bp``) or a format meshio writes (``.vtu``, ...), with

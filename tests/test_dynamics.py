@@ -417,16 +417,18 @@ def test_load_rejects_bad_files_on_every_rank(heat_fit, tmp_dir):
         (tmp_dir / "garbage.femml").write_bytes(b"not hdf5")
         from fem_ml._h5 import read_tree, write_tree
 
-        tree = read_tree(path, kind=dyn.archive.FORMAT, version=1, what="x")
+        version = dyn.archive.VERSION
+        tree = read_tree(path, kind=dyn.archive.FORMAT, version=version, what="x")
         bad = dict(tree)
         bad["model/entries/A"] = np.full_like(tree["model/entries/A"], np.nan)
-        write_tree(tmp_dir / "nan.femml", bad, kind=dyn.archive.FORMAT, version=1)
+        write_tree(tmp_dir / "nan.femml", bad, kind=dyn.archive.FORMAT, version=version)
         shape = dict(tree)
         shape["model/entries/A"] = tree["model/entries/A"][:, :2]
-        write_tree(tmp_dir / "shape.femml", shape, kind=dyn.archive.FORMAT, version=1)
+        write_tree(tmp_dir / "shape.femml", shape, kind=dyn.archive.FORMAT, version=version)
         code = dict(tree)
         code["model/functions/A"] = json.dumps(["__import__('os').system('true')"])
-        write_tree(tmp_dir / "code.femml", code, kind=dyn.archive.FORMAT, version=1)
+        write_tree(tmp_dir / "code.femml", code, kind=dyn.archive.FORMAT, version=version)
+        write_tree(tmp_dir / "newer.femml", tree, kind=dyn.archive.FORMAT, version=version + 1)
         with h5py.File(tmp_dir / "tampered.femml", "w") as f:  # a valid-looking tag, no checksum
             f.attrs["format"] = dyn.archive.FORMAT
             f.attrs["format_version"] = 1
@@ -434,10 +436,33 @@ def test_load_rejects_bad_files_on_every_rank(heat_fit, tmp_dir):
     for name, match in [
         ("missing.femml", "no such file"), ("garbage.femml", "not a readable"), ("nan.femml", "NaN"),
         ("shape.femml", "shape"), ("code.femml", "only numbers"), ("tampered.femml", "checksum"),
+        ("newer.femml", "newer than"),
     ]:  # fmt: skip
         raises_on_all_ranks(comm, fem_ml.FileFormatError, match, dyn.load, tmp_dir / name)
     # A surrogate file is not a dynamics file.
     assert not dyn.is_dynamics_file(tmp_dir / "garbage.femml") and dyn.is_dynamics_file(path)
+
+
+def test_loads_a_version_1_file(tmp_dir):
+    """A file saved by fem_ml before second-order models could be saved (format version 1, no ``model/kind``;
+    tests/data) loads on any rank count and simulates as when it was saved; saved again, it is version 2."""
+    comm = MPI.COMM_WORLD
+    old = ROOT / "tests" / "data" / "heat_dynamics_v1.femml"
+    with h5py.File(old, "r") as f:
+        assert f.attrs["format_version"] == 1 and "kind" not in f["model"].attrs
+    assert on_root(comm, dyn.describe, old)["kind"] == "first_order"
+    for c in (MPI.COMM_SELF, comm):
+        model = dyn.load(old, comm=c)
+        assert isinstance(model, dyn.ReducedDynamics) and model.basis is not None and model.metadata["field"] == "u"
+        check = model.metadata["check"]
+        sim = model.simulate({"kappa": check["kappa"]}, model.initial_state({"kappa": check["kappa"]}), check["times"])
+        np.testing.assert_allclose(sim.coefficients, check["coefficients"], rtol=1e-9, atol=1e-12)
+    again = dyn.load(dyn.save(model, tmp_dir / "again.femml", metadata=model.metadata), model.basis.V)
+    for k, E in model.entries.items():
+        np.testing.assert_array_equal(again.entries[k], E)
+    np.testing.assert_array_equal(again.basis.modes, model.basis.modes)
+    with h5py.File(tmp_dir / "again.femml", "r") as f:
+        assert f.attrs["format_version"] == dyn.archive.VERSION == 2 and f["model"].attrs["kind"] == "first_order"
 
 
 def test_input_validation_on_every_rank(heat_fit):

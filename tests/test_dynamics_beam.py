@@ -1,10 +1,12 @@
 # Copyright (C) 2026 fem_ml developers
 #
 # SPDX-License-Identifier:    MIT
-"""Second-order reduced dynamics (fem_ml.dynamics.second_order): fit, structure, integrator, guard, MPI, demo."""
+"""Second-order reduced dynamics (fem_ml.dynamics.second_order): fit, structure, integrator, guard, MPI, save and
+load, command line, demo."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +14,19 @@ from pathlib import Path
 from mpi4py import MPI
 from petsc4py import PETSc
 
+import h5py
 import numpy as np
 import pytest
 import ufl
-from conftest import clean_env, on_root, raises_on_all_ranks
+from conftest import clean_env, mpirun, on_root, raises_on_all_ranks
 from dolfinx import fem, mesh
 from dolfinx.fem import petsc as fem_petsc
 from scipy import linalg
 
 import fem_ml
+import fem_ml.dynamics as dyn
+from fem_ml._h5 import read_tree, write_tree
+from fem_ml._layout import DofLayout
 from fem_ml.dynamics import (
     NewmarkIntegrator,
     SecondOrderModel,
@@ -28,6 +34,7 @@ from fem_ml.dynamics import (
     fit_second_order,
     fit_second_order_coefficients,
 )
+from fem_ml.dynamics.cli import read_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -439,6 +446,222 @@ def test_input_validation_on_all_ranks():
     basis.inner_product.destroy()
     for obj in (M, K, load, tip):
         obj.destroy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Save and load (.femml), and python -m fem_ml predict
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def small_beam(comm: MPI.Comm, n_modes: int = 4):
+    """The beam's model from a short step response (41 steps): V, its PETSc objects, the basis, the model."""
+    V, M, K, load, tip = beam(comm)
+    newmark = NewmarkIntegrator(M, K, load, damping=(0.05, 1e-4))
+    t = np.arange(41) * 0.01
+    train = newmark.run(t, np.ones(t.size))
+    newmark.destroy()
+    basis = fem_ml.pod(train.displacements, inner_product=M, V=V, n_modes=n_modes)  # a matrix: saved as triplets
+    model = fit_second_order(basis, train.displacements, t, train.inputs, velocities=train.velocities,
+                             accelerations=train.accelerations)  # fmt: skip
+    return V, (M, K, load, tip), basis, model
+
+
+def release(basis, petsc_objects) -> None:
+    basis.inner_product.destroy()
+    for obj in petsc_objects:
+        obj.destroy()
+
+
+def test_save_and_load_on_any_rank_count(tmp_dir):
+    """Saved on COMM_WORLD, loaded on its V, on COMM_WORLD and on COMM_SELF (mesh rebuilt): the same operators, fit
+    report, modes (in the rank-independent order) and mass matrix, and the same simulation, bit for bit."""
+    comm = MPI.COMM_WORLD
+    V, petsc_objects, basis, model = small_beam(comm)
+    path = dyn.save(model, tmp_dir / "beam.femml", metadata={"field": "displacement"})
+    t = np.arange(61) * 0.01
+    sine = np.sin(2 * np.pi * 0.8 * t)
+    expected = model.simulate(None, t, sine)
+    modes = comm.bcast(DofLayout(V).gather(basis.modes), root=0)
+
+    def bend(x):  # a field outside the span: its projection needs the stored mass matrix
+        return np.vstack([0.1 * x[1], 0 * x[0], -0.2 * x[0] ** 2])
+
+    def projection(space_basis):
+        f = fem.Function(space_basis.V)
+        f.interpolate(bend)
+        return space_basis.project(f.x.array[: space_basis.modes.shape[0]])[:, 0]
+
+    reference = projection(basis)
+    for loaded in (dyn.load(path, V), dyn.load(path, comm=comm), dyn.load(path, comm=MPI.COMM_SELF)):
+        assert isinstance(loaded, SecondOrderModel) and loaded.metadata == {"field": "displacement"}
+        for key in ("stiffness", "damping", "input_matrix"):
+            np.testing.assert_array_equal(getattr(loaded, key), getattr(model, key))
+        assert loaded.fit_info == model.fit_info and loaded.reference_norm == model.reference_norm
+        assert len(loaded.fit_info.candidates) > 1
+        here = loaded.basis.V.mesh.comm
+        gathered = DofLayout(loaded.basis.V).gather(loaded.basis.modes)
+        if here.rank == 0:
+            np.testing.assert_array_equal(gathered, modes)
+        np.testing.assert_allclose(projection(loaded.basis), reference, rtol=1e-10, atol=1e-14)
+        run = loaded.simulate(None, t, sine)
+        np.testing.assert_array_equal(run.coefficients, expected.coefficients)
+        loaded.basis.inner_product.destroy()
+    info = on_root(comm, dyn.describe, path)
+    assert info["kind"] == "second_order" and info["has_basis"] and info["saved_on_ranks"] == comm.size
+    assert (info["n_modes"], info["n_inputs"]) == (4, 1) and info["min_eig_stiffness"] > 0
+    assert info["fit_report"]["regularization"] == model.fit_info.regularization
+    release(basis, petsc_objects)
+
+
+def test_save_and_load_without_basis(tmp_dir):
+    """A fitted model and a plain one (no damping, no inputs, no fit report) without a basis: saved once on
+    COMM_WORLD, loaded on any rank count; a model without the structure is refused on every rank."""
+    comm = MPI.COMM_WORLD
+    K, C, B = random_structure(5, r=4, m=2)
+    t = np.linspace(0.0, 8.0, 401)
+    inputs = np.column_stack([np.ones(t.size), np.sin(t)])
+    run = SecondOrderModel(K, C, B).simulate(None, t, inputs)
+    fitted = fit_second_order_coefficients(run.coefficients, t, run.inputs, velocities=run.velocities,
+                                           accelerations=run.accelerations)  # fmt: skip
+    plain = SecondOrderModel(K[:3, :3])
+    for name, model, s in (("fitted", fitted, inputs), ("plain", plain, None)):
+        path = dyn.save(model, tmp_dir / f"{name}.femml")
+        assert on_root(comm, dyn.describe, path)["saved_on_ranks"] == comm.size
+        initial = (np.ones(model.n_modes), np.zeros(model.n_modes))
+        expected = model.simulate(initial, t, s)
+        for c in (comm, MPI.COMM_SELF):
+            loaded = dyn.load(path, comm=c)
+            assert isinstance(loaded, SecondOrderModel) and loaded.basis is None
+            for key in ("stiffness", "damping", "input_matrix"):
+                np.testing.assert_array_equal(getattr(loaded, key), getattr(model, key))
+            assert loaded.fit_info == model.fit_info and loaded.reference_norm == model.reference_norm
+            np.testing.assert_array_equal(loaded.simulate(initial, t, s).coefficients, expected.coefficients)
+    assert plain.fit_info is None and plain.n_inputs == 0
+    for model, match in ((SecondOrderModel([[-1.0]]), "not positive definite"),
+                         (SecondOrderModel([[1.0]], [[-0.1]]), "not positive semi-definite")):  # fmt: skip
+        raises_on_all_ranks(comm, ValueError, match, dyn.save, model, tmp_dir / "unstable.femml")
+    assert not (tmp_dir / "unstable.femml").exists()
+
+
+def test_load_rejects_bad_second_order_files_on_every_rank(tmp_dir):
+    """Files with valid checksums but bad entries: each is refused by the validation, on every rank."""
+    comm = MPI.COMM_WORLD
+    _, petsc_objects, basis, model = small_beam(comm)
+    path = dyn.save(model, tmp_dir / "good.femml")
+
+    def forgeries(tree):
+        K, C, B = (tree[f"model/{k}"] for k in ("stiffness", "damping", "input_matrix"))
+        r = K.shape[0]
+        lam, vecs = np.linalg.eigh(K)
+        indefinite = (vecs * np.where(np.arange(r) == 0, -lam, lam)) @ vecs.T
+        info = json.loads(tree["model/fit_info"])
+        yield "stiffness is not symmetric", {"model/stiffness": K + np.triu(np.full_like(K, 1e-6 * lam[-1]), 1)}
+        yield "stiffness is not positive definite", {"model/stiffness": 0.5 * (indefinite + indefinite.T)}
+        yield "damping is not positive semi-definite", {"model/damping": -C - np.eye(r)}
+        yield "NaN or inf", {"model/stiffness": np.where(np.eye(r, dtype=bool), np.nan, K)}
+        yield "NaN or inf", {"model/input_matrix": np.full_like(B, np.inf)}
+        yield r"stiffness \(4, 3\)", {"model/stiffness": K[:, :-1]}
+        yield r"input matrix \(3, 1\)", {"model/input_matrix": B[:-1]}
+        yield "'model/damping' is missing", {"model/damping": None}
+        yield "dtype int64", {"model/damping": np.zeros((r, r), dtype=np.int64)}
+        yield "unknown model kind 'third_order'", {"model/kind": "third_order"}
+        yield "modes .* inconsistent", {"model/n_modes": r - 1, "model/stiffness": K[:-1, :-1],
+                                        "model/damping": C[:-1, :-1], "model/input_matrix": B[:-1]}  # fmt: skip
+        yield "reference norm", {"model/reference_norm": -1.0}
+        yield "'n_samples' = 'many'", {"model/fit_info": json.dumps({**info, "n_samples": "many"})}
+        yield "'candidates'", {"model/fit_info": json.dumps({**info, "candidates": [[1e-8]]})}
+        del info["residual"]
+        yield "'residual' is missing", {"model/fit_info": json.dumps(info)}
+        yield "invalid fit report", {"model/fit_info": "{not json"}
+        yield "matrix rows outside", {"basis/matrix/rows": tree["basis/matrix/rows"] + tree["layout/keys"].size}
+        yield "not orthonormal", {"basis/modes": 1.1 * tree["basis/modes"]}
+
+    cases = []
+    if comm.rank == 0:
+        tree = read_tree(path, kind=dyn.archive.FORMAT, version=dyn.archive.VERSION, what="test")
+        for k, (match, changes) in enumerate(forgeries(tree)):
+            forged = {**tree, **{key: v for key, v in changes.items() if v is not None}}
+            for key in [key for key, v in changes.items() if v is None]:
+                del forged[key]
+            write_tree(tmp_dir / f"bad_{k}.femml", forged, kind=dyn.archive.FORMAT, version=dyn.archive.VERSION)
+            cases.append((match, str(tmp_dir / f"bad_{k}.femml")))
+    for match, bad in comm.bcast(cases, root=0):
+        raises_on_all_ranks(comm, fem_ml.FileFormatError, match, dyn.load, bad)
+    release(basis, petsc_objects)
+
+
+def test_read_inputs_of_the_command_line(tmp_dir):
+    """``--input``: constants or a .npy file of floats at the output times; anything else is a clear error."""
+    folder = tmp_dir / f"rank{MPI.COMM_WORLD.rank}"
+    folder.mkdir()
+    values, summary = read_inputs("0.5,-1", 2, 3)
+    np.testing.assert_array_equal(values, [[0.5, -1.0]] * 3)
+    assert summary == {"n_inputs": 2, "constant": [0.5, -1.0]}
+    np.save(folder / "one.npy", np.linspace(0.0, 1.0, 3))
+    np.testing.assert_array_equal(read_inputs(str(folder / "one.npy"), 1, 3)[0], [[0.0], [0.5], [1.0]])
+    np.save(folder / "objects.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    np.save(folder / "ints.npy", np.ones((3, 1), dtype=np.int64))
+    np.save(folder / "nan.npy", np.array([0.0, np.nan, 1.0]))
+    for text, m, match in [
+        (None, 1, "give --input"), ("1", 0, "no inputs"), ("1,2", 1, "1 input"), ("nan", 1, "finite"),
+        ("a", 1, "numbers"), (str(folder / "objects.npy"), 1, "not a readable"), (str(folder / "nan.npy"), 1, "NaN"),
+        (str(folder / "ints.npy"), 1, "floats"), (str(folder / "one.npy"), 2, r"shape \(3, 2\)"),
+        (str(folder / "missing.npy"), 1, "not a readable"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            read_inputs(text, m, 3)
+
+
+@pytest.mark.processes
+def test_predict_command_line(tmp_dir):
+    """``python -m fem_ml predict`` on a saved beam model, on 1 and 2 ranks: the displacement at every --t time, from
+    rest, with inputs from a .npy file or constants, equal to the model's own simulation; errors give exit 2."""
+    comm = MPI.COMM_WORLD
+    _, petsc_objects, basis, model = small_beam(comm)
+    path = dyn.save(model, tmp_dir / "beam.femml")
+    t = np.linspace(0.0, 0.5, 26)
+    history = np.sin(2 * np.pi * 2.0 * t)
+    expected = {}
+    for label, s in (("file", history), ("constant", np.full(t.size, 0.5))):
+        q = model.simulate(None, t, s).coefficients[-1]
+        expected[label] = comm.allreduce(float(np.sum(basis.reconstruct(q) ** 2)))  # |u(t_end)|^2 over all dofs
+    release(basis, petsc_objects)
+
+    def predict(launcher, *args):
+        command = [*launcher, sys.executable, "-m", "fem_ml", "predict", str(path), "--t", "0:0.5:26", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=120)
+
+    def run():
+        np.save(tmp_dir / "history.npy", history)
+        results = []
+        for launcher in ([], mpirun(2)):
+            for label, value in (("file", str(tmp_dir / "history.npy")), ("constant", "0.5")):
+                out = tmp_dir / f"{label}{len(launcher)}.xdmf"
+                done = predict(launcher, "--input", value, "-o", str(out))
+                assert done.returncode == 0, done.stderr
+                text = out.read_text()
+                times = [float(v) for v in re.findall(r'<Time Value="([^"]+)"', text)]
+                last = re.findall(r"\.h5:(/Function/displacement/[^<]+)<", text)[-1]
+                with h5py.File(out.with_suffix(".h5"), "r") as f:
+                    squares = float(np.sum(f[last][...] ** 2))
+                meta = json.loads(Path(str(out) + ".json").read_text())
+                results.append((label, times, squares, meta))
+        errors = [predict([], "-o", str(tmp_dir / "x.xdmf")),
+                  predict(mpirun(2), "--input", "1", "--mu", "a=1", "-o", str(tmp_dir / "x.xdmf"))]  # fmt: skip
+        return results, [(e.returncode, e.stderr) for e in errors]
+
+    results, errors = on_root(comm, run)
+    assert len(results) == 4
+    for label, times, squares, meta in results:
+        np.testing.assert_allclose(times, t, rtol=1e-15)
+        assert squares == pytest.approx(expected[label], rel=1e-10)
+        assert meta["model"] == str(path) and meta["kind"] == "second_order"
+        assert meta["simulation"]["completed"] and meta["simulation"]["n_times_reached"] == t.size
+        assert meta["inputs"]["n_inputs"] == 1 and len(meta["modal"]["natural_frequencies"]) == 4
+    assert results[1][3]["inputs"]["constant"] == [0.5] and results[0][3]["inputs"]["max"] == [np.max(history)]
+    (code_input, stderr_input), (code_mu, stderr_mu) = errors
+    assert code_input == 2 and "give --input" in stderr_input
+    assert code_mu == 2 and stderr_mu.count("error: --mu") == 1  # the message once, from rank 0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ First-order models (operator inference, :mod:`~fem_ml.dynamics.opinf`)::
 Second-order, structure-preserving models of structural dynamics (:mod:`~fem_ml.dynamics.second_order`):
 :func:`~fem_ml.dynamics.second_order.fit_second_order`, :class:`~fem_ml.dynamics.second_order.SecondOrderModel`;
 their training data from the full-order Newmark solver :class:`~fem_ml.dynamics.newmark.NewmarkIntegrator`.
+Both kinds are saved by :func:`~fem_ml.dynamics.archive.save` and loaded by :func:`~fem_ml.dynamics.archive.load`.
 """
 
 from fem_ml.dynamics.archive import describe, is_dynamics_file, load, save
