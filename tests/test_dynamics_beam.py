@@ -523,8 +523,11 @@ def test_save_and_load_without_basis(tmp_dir):
     run = SecondOrderModel(K, C, B).simulate(None, t, inputs)
     fitted = fit_second_order_coefficients(run.coefficients, t, run.inputs, velocities=run.velocities,
                                            accelerations=run.accelerations)  # fmt: skip
+    rayleigh = fit_second_order_coefficients(run.coefficients, t, run.inputs, velocities=run.velocities,
+                                             accelerations=run.accelerations, damping="rayleigh")  # fmt: skip
+    assert rayleigh.fit_info.rayleigh is not None
     plain = SecondOrderModel(K[:3, :3])
-    for name, model, s in (("fitted", fitted, inputs), ("plain", plain, None)):
+    for name, model, s in (("fitted", fitted, inputs), ("rayleigh", rayleigh, inputs), ("plain", plain, None)):
         path = dyn.save(model, tmp_dir / f"{name}.femml")
         assert on_root(comm, dyn.describe, path)["saved_on_ranks"] == comm.size
         initial = (np.ones(model.n_modes), np.zeros(model.n_modes))
