@@ -7,7 +7,8 @@ Each schema lists the allowed entries (anything else is refused), derives sizes 
 dof keys, modes from the basis, layer widths from the network's header, the node count from the coordinates...)
 so that every dataset's shape is checked before it is read, and checks values after reading: finite weights,
 modes, coordinates and singular values; cell indices within the node count; COO indices within the dofs; known
-activation, input transform, inner product, cell type and dtype names. Like :mod:`fem_ml._h5`, this module imports
+activation, input transform, inner product, cell type and dtype names. ``check_mesh_and_basis`` checks the
+mesh, layout, basis and element entries for the dynamics format too. Like :mod:`fem_ml._h5`, this module imports
 only the standard library, NumPy and h5py (through :mod:`fem_ml._h5`), so tools outside fem_ml can reuse it.
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "STORE",
     "SURROGATE",
     "Format",
+    "check_mesh_and_basis",
 ]
 
 #: Activation functions a network file may name.
@@ -339,11 +341,30 @@ def _check_history(tree: Tree, prefix: str) -> None:
             raise ValueError(f"'{prefix}options': 'automatic' is not a list of option names")
 
 
-def _check_surrogate(tree: Tree) -> None:
+def check_mesh_and_basis(tree: Tree) -> None:
+    """Check the values of the mesh, dof layout, POD basis and element entries of a model file (local).
+
+    The entries that surrogate and dynamics files share: ``mesh/*`` (a known cell type and degree, cells of the
+    matching node count with indices within the nodes, finite coordinates), ``layout/*`` (strictly increasing
+    non-negative dof keys, finite coordinates), ``basis/*`` (finite modes, at least one non-negative singular value
+    per mode, a finite orthonormality error and total energy >= 0, a named inner product or matrix triplets within
+    the dofs with finite values) and ``element/*`` (a Lagrange element of degree <= 10 and value shape within 3).
+    The arrays must be present with the right number of dimensions (the caller's schema checks that).
+
+    Raises:
+        ValueError: naming the first entry that is wrong.
+    """
     n_dofs = np.shape(tree["layout/keys"])[0]
     n_modes = np.shape(tree["basis/modes"])[0]
-    n_nodes = np.shape(tree["mesh/x"])[0]
-    _indices(tree, "mesh/cells", n_nodes)
+    x = np.asarray(tree["mesh/x"])
+    cells = np.asarray(tree["mesh/cells"])
+    cell = _choice(tree, "mesh/cell_type", _CELL_TYPES)
+    degree = _int(tree, "mesh/degree", 1, _MAX_DEGREE)
+    if cells.ndim != 2 or cells.shape[1] != _nodes_per_cell(cell, degree):
+        raise ValueError(f"'mesh/cells': shape {cells.shape} for {cell} cells of degree {degree}")
+    if x.ndim != 2 or not 1 <= x.shape[1] <= 3:
+        raise ValueError(f"'mesh/x': shape {x.shape}, expected (n_nodes, 1 to 3)")
+    _indices(tree, "mesh/cells", x.shape[0])
     _finite(tree, "mesh/x")
     _int(tree, "mesh/lagrange_variant", 0, 64)
     keys = np.asarray(tree["layout/keys"])
@@ -361,6 +382,16 @@ def _check_surrogate(tree: Tree) -> None:
         _indices(tree, "basis/matrix/rows", n_dofs)
         _indices(tree, "basis/matrix/columns", n_dofs)
         _finite(tree, "basis/matrix/values")
+    _choice(tree, "element/family", ("P",))
+    _int(tree, "element/degree", 0, _MAX_DEGREE)
+    _int(tree, "element/lagrange_variant", -1, 64)
+    shape = np.asarray(tree["element/shape"])
+    if np.any(shape < 0) or np.any(shape > 3):
+        raise ValueError("'element/shape': values outside [0, 3]")
+
+
+def _check_surrogate(tree: Tree) -> None:
+    check_mesh_and_basis(tree)
     names = _json(tree, "parameters/names")
     p = np.shape(tree["parameters/lower"])[0]
     if (
@@ -401,12 +432,6 @@ def _check_surrogate(tree: Tree) -> None:
     if not isinstance(_json(tree, "metadata"), dict):
         raise ValueError("'metadata': not a JSON object")
     _int(tree, "saved_on_ranks", 1, 1 << 30)
-    _choice(tree, "element/family", ("P",))
-    _int(tree, "element/degree", 0, _MAX_DEGREE)
-    _int(tree, "element/lagrange_variant", -1, 64)
-    shape = np.asarray(tree["element/shape"])
-    if np.any(shape < 0) or np.any(shape > 3):
-        raise ValueError("'element/shape': values outside [0, 3]")
 
 
 def _check_network(tree: Tree, prefix: str) -> None:

@@ -139,6 +139,21 @@ def test_damping_option_is_checked():
     run = SecondOrderModel(K, C, B).simulate(None, t, np.ones(t.size))
     with pytest.raises(ValueError, match="damping must be"):
         fit_second_order_coefficients(run.coefficients, t, run.inputs, damping="viscous")
+    with pytest.raises(ValueError, match="stiffness_floor"):  # below rounding, K_r would not be definite
+        fit_second_order_coefficients(run.coefficients, t, run.inputs, stiffness_floor=1e-17)
+
+
+def test_rayleigh_damping_of_one_mode_is_alpha_alone():
+    """With K_r a multiple of I (r = 1), alpha I and beta K_r are one parameter: beta = 0, alpha = C_r."""
+    truth = SecondOrderModel([[4.0]], [[0.14]], [[1.0]])
+    t = np.linspace(0.0, 10.0, 1001)
+    run = truth.simulate(([1.0], [0.0]), t, np.sin(0.7 * t))
+    fitted = fit_second_order_coefficients(run.coefficients, t, run.inputs, velocities=run.velocities,
+                                           accelerations=run.accelerations, damping="rayleigh")  # fmt: skip
+    assert fitted.fit_info.rayleigh is not None and fitted.fit_info.rayleigh[1] == 0.0
+    np.testing.assert_allclose(fitted.fit_info.rayleigh[0], 0.14, rtol=1e-10)
+    np.testing.assert_allclose(fitted.stiffness, [[4.0]], rtol=1e-10)
+    assert fitted.fit_info.n_clipped_damping == 0
 
 
 def test_recovery_with_fourth_order_differences():
@@ -576,6 +591,19 @@ def test_load_rejects_bad_second_order_files_on_every_rank(tmp_dir):
         del info["residual"]
         yield "'residual' is missing", {"model/fit_info": json.dumps(info)}
         yield "invalid fit report", {"model/fit_info": "{not json"}
+        yield "'damping' = 'banana'", {"model/fit_info": json.dumps({**info, "residual": 0.0, "damping": "banana"})}
+        yield "'rayleigh'", {"model/fit_info": json.dumps({**info, "residual": 0.0, "rayleigh": [1.0, -1.0]})}
+        cells = tree["mesh/cells"]
+        yield "'mesh/cells': indices outside", {"mesh/cells": cells + 10**6}
+        yield "'mesh/cells': indices outside", {"mesh/cells": cells - 10**6}
+        yield "'mesh/cells': shape", {"mesh/cells": cells[:, :-1]}
+        yield "'mesh/lagrange_variant'", {"mesh/lagrange_variant": 99}
+        yield "LagrangeVariant", {"element/lagrange_variant": 50}
+        yield "'element/family'", {"element/family": "N1curl"}
+        yield "'basis/orthonormality_error'", {"basis/orthonormality_error": np.inf}
+        yield "'basis/singular_values': 0 values", {"basis/singular_values": np.zeros(0)}
+        yield "metadata are not valid JSON", {"metadata": "{x"}
+        yield "metadata are not a JSON object", {"metadata": "[1]"}
         yield "matrix rows outside", {"basis/matrix/rows": tree["basis/matrix/rows"] + tree["layout/keys"].size}
         yield "not orthonormal", {"basis/modes": 1.1 * tree["basis/modes"]}
 

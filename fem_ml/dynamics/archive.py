@@ -21,7 +21,8 @@ with a SHA-256 checksum; format tag ``"fem_ml.dynamics"``, version 2), holding:
 root attributes             format tag and version, versions, metadata
 ==========================  ====================================================================================
 
-Loading validates every entry (shapes, dtypes, finiteness, parameter-function syntax; for a second-order model
+Loading validates every entry (shapes, dtypes, finiteness, parameter-function syntax, the mesh's cell indices and
+the element as for surrogates; for a second-order model
 symmetric :math:`K_r \succ 0` and :math:`C_r \succeq 0`, so a loaded model keeps its energy bound) on rank 0 and
 raises :class:`~fem_ml._h5.FileFormatError` on every rank for a bad file. The modes are stored in a rank-independent
 dof order (:mod:`fem_ml._layout`), so a model saved on N ranks loads on M. Files of version 1 (first order) load as
@@ -48,7 +49,7 @@ from dolfinx import fem
 
 from fem_ml._atomic import output_set
 from fem_ml._fem import element_signature
-from fem_ml._formats import NAMED_PRODUCTS
+from fem_ml._formats import NAMED_PRODUCTS, check_mesh_and_basis
 from fem_ml._h5 import FileFormatError, Tree, read_tree, write_tree
 from fem_ml._layout import DofLayout
 from fem_ml._mesh import element_from_tree, element_tree, gather_mesh, mesh_from_tree
@@ -284,6 +285,14 @@ def _validate(source: Path, tree: Tree) -> str:
         _validate_first_order(entries, r, m)
     if entries.scalar("has_basis", bool):
         _validate_basis(entries, r)
+    try:
+        metadata = json.loads(entries.scalar("metadata", str))
+    except ValueError:
+        entries.fail("the metadata are not valid JSON")
+    if not isinstance(metadata, dict):
+        entries.fail("the metadata are not a JSON object")
+    if entries.scalar("saved_on_ranks", int) < 1:
+        entries.fail("invalid saved_on_ranks")
     return kind
 
 
@@ -358,6 +367,14 @@ def _validate_basis(entries: _Entries, r: int) -> None:
         entries.scalar(key, str)
     for key in ("element/degree", "element/lagrange_variant", "mesh/degree", "mesh/lagrange_variant"):
         entries.scalar(key, int)
+    for key in ("element/discontinuous", "element/scalar"):
+        entries.scalar(key, bool)
+    entries.array("element/shape", 1, "iu")
+    try:  # the values: cell indices within the nodes, sizes, finiteness, known names (shared with surrogates)
+        check_mesh_and_basis(entries.tree)
+        element_from_tree(entries.tree)  # a known element (basix), before any rank builds one
+    except (ValueError, TypeError, KeyError) as err:
+        entries.fail(str(err))
 
 
 def _fit_info(text: str) -> FitInfo:
@@ -377,6 +394,9 @@ def _fit_info(text: str) -> FitInfo:
             values[f.name] = _typed(data[f.name], hints[f.name], f.name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{f.name!r} is missing")
+    rayleigh = values.get("rayleigh")
+    if rayleigh is not None and not all(math.isfinite(x) and x >= 0 for x in rayleigh):
+        raise ValueError(f"'rayleigh' = {rayleigh!r} is not two finite numbers >= 0")
     return FitInfo(**values)
 
 
@@ -466,7 +486,7 @@ def load(
                 _model(kind, tree, None)  # the operators, parameter functions and fit report are valid
             except FileFormatError:
                 raise
-            except (ValueError, TypeError, KeyError) as err:
+            except (ValueError, TypeError, KeyError, ArithmeticError, np.linalg.LinAlgError) as err:
                 raise FileFormatError(f"{source}: invalid model: {err}") from None
     kind, small = comm.bcast((kind, {k: v for k, v in tree.items() if k not in _BIG}), root=0)
     basis = _load_basis(source, tree, small, V, comm) if small["has_basis"] else None
@@ -531,10 +551,12 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """
     source = Path(path)
     tree = read_tree(source, kind=FORMAT, version=VERSION, what="fem_ml reduced dynamics model")
-    kind = _validate(source, tree)
     try:
+        kind = _validate(source, tree)
         model = _model(kind, tree, None)
-    except (ValueError, TypeError, KeyError) as err:
+    except FileFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, ArithmeticError, np.linalg.LinAlgError) as err:
         raise FileFormatError(f"{source}: invalid model: {err}") from None
     common = {
         "file": str(source),

@@ -35,7 +35,6 @@ from mpi4py import MPI
 import numpy as np
 import numpy.typing as npt
 
-from fem_ml._h5 import FileFormatError
 from fem_ml._mpi import check_collectively, collectively
 from fem_ml.dynamics.archive import load
 from fem_ml.dynamics.second_order import SecondOrderModel
@@ -86,6 +85,10 @@ def read_inputs(text: str | None, n_inputs: int, n_times: int) -> tuple[npt.NDAr
         n_inputs: The model's number of inputs.
         n_times: The number of output times.
 
+    Returns:
+        The values, ``(n_times, n_inputs)`` float64, and a JSON-ready summary (the constants, or the file and the
+        range of each input).
+
     Raises:
         ValueError: for a missing or superfluous ``--input``, a file that is not such an array (pickled objects are
             refused), a wrong count or shape, or values that are not finite.
@@ -100,8 +103,8 @@ def read_inputs(text: str | None, n_inputs: int, n_times: int) -> tuple[npt.NDAr
             "the values at the --t times."
         )
     if text.endswith(".npy"):
-        try:
-            values = np.load(text, allow_pickle=False)
+        try:  # mapped, not read: the shape is checked before any value is loaded
+            values = np.load(text, mmap_mode="r", allow_pickle=False)
         except Exception as err:  # missing, unreadable, pickled or malformed: all the same to the user
             raise ValueError(f"--input {text}: not a readable .npy array ({type(err).__name__}: {err}).") from None
         if not isinstance(values, np.ndarray) or values.dtype.kind != "f":
@@ -112,7 +115,7 @@ def read_inputs(text: str | None, n_inputs: int, n_times: int) -> tuple[npt.NDAr
             raise ValueError(
                 f"--input {text}: expected shape ({n_times}, {n_inputs}) (one row per --t time), got {values.shape}."
             )
-        values = values.astype(np.float64)
+        values = np.array(values, dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValueError(f"--input {text}: the values contain NaN or inf.")
         return values, {"n_inputs": n_inputs, "file": text, "min": values.min(axis=0).tolist(),
@@ -165,7 +168,7 @@ def main(argv: Sequence[str] | None = None, *, comm: MPI.Comm | None = None) -> 
         if comm.rank == 0:
             print(f"wrote {n_steps} time step(s) of {name!r} to {path}", flush=True)
         return 0
-    except (FileFormatError, ValueError, OSError, BlowUpError) as err:
+    except Exception as err:  # every type: raised on every rank by the collectively blocks and collective checks
         if comm.rank == 0:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
