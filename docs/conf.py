@@ -58,6 +58,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"fem_ml(\.\w+)*\._\w+(\.\w+)*"),  # private helpers and modules (leading underscore)
     (r"py:.*", r"(fem_ml\._stacked\.)?Array"),  # the type variable of fem_ml._stacked.StackedMLP (NumPy or torch)
     (r"py:class", r"Path|re\.Match|Integrator"),  # annotations: pathlib.Path, re.Match, dynamics' integrator names
+    (r"py:class", r"Tree"),  # fem_ml._h5.Tree, the type alias of a file's entries (internals)
     # names imported only for type checkers (fem_ml._mlp.MLP, fem_ml._stacked.StackedMLP), so torch stays lazy
     (r"py:class", r"MLP|StackedMLP"),
 ]
