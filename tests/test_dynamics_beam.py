@@ -604,7 +604,8 @@ def test_load_rejects_bad_second_order_files_on_every_rank(tmp_dir):
         yield "'basis/singular_values': 0 values", {"basis/singular_values": np.zeros(0)}
         yield "metadata are not valid JSON", {"metadata": "{x"}
         yield "metadata are not a JSON object", {"metadata": "[1]"}
-        yield "matrix rows outside", {"basis/matrix/rows": tree["basis/matrix/rows"] + tree["layout/keys"].size}
+        rows = tree["basis/matrix/rows"] + tree["layout/keys"].size
+        yield "'basis/matrix/rows': indices outside", {"basis/matrix/rows": rows}
         yield "not orthonormal", {"basis/modes": 1.1 * tree["basis/modes"]}
 
     cases = []

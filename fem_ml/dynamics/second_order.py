@@ -359,6 +359,10 @@ class _RayleighProblem:
         :math:`\tfrac12\, d\|E\|^2/d\beta = \langle E, \dot Q K_r \rangle_F`.
         """
         K, _, _, E = self.solve(beta, 0.0)
+        return self._slope(K, E)
+
+    def _slope(self, K: npt.NDArray[np.float64], E: npt.NDArray[np.float64]) -> float:
+        """:meth:`slope` from a solution's stiffness and residual."""
         return float(np.sum(E * (self.qdot @ K)))
 
     def beta(self) -> float:
@@ -371,17 +375,19 @@ class _RayleighProblem:
         """
         from scipy.optimize import brentq
 
-        lam = np.linalg.eigvalsh(self.solve(0.0, 0.0)[0])
+        at_zero = self.solve(0.0, 0.0)
+        lam = np.linalg.eigvalsh(at_zero[0])
         omega = math.sqrt(float(np.max(np.abs(lam))) or 1.0)
         if self.with_alpha and lam[-1] - lam[0] <= 1e-6 * omega**2:
             # K_r = k I (r = 1, or equal frequencies): alpha I and beta K_r are one direction; alpha alone.
             logger.info("Rayleigh damping: K_r is a multiple of I, so beta = 0 and alpha alone is fitted")
             return 0.0
         grid = np.concatenate([[0.0], np.logspace(-8, 1, 37)]) / omega
-        values = [float(np.sum(self.solve(b, 0.0)[3] ** 2)) for b in grid]
-        i = int(np.argmin(values))
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-        g_lo, g_hi = self.slope(lo), self.slope(hi)
+        fits = [at_zero] + [self.solve(b, 0.0) for b in grid[1:]]
+        i = int(np.argmin([float(np.sum(E**2)) for *_, E in fits]))
+        j_lo, j_hi = max(i - 1, 0), min(i + 1, grid.size - 1)
+        lo, hi = grid[j_lo], grid[j_hi]
+        g_lo, g_hi = (self._slope(fits[j][0], fits[j][3]) for j in (j_lo, j_hi))
         if i == 0 and g_lo >= 0.0:
             return 0.0
         if not (g_lo < 0.0 < g_hi):  # no sign change around the grid's best point: flat, or at the grid's end
